@@ -1,0 +1,17 @@
+# The two commands of the README. Both install what is missing first (scripts/install.sh).
+VENV ?= .venv
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: install demo test lint
+
+install:
+	@bash scripts/install.sh
+
+demo: install
+	$(VENV)/bin/gym-ray generate
+
+test: install
+	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check gym_ray environments tests benchmarks

@@ -1,0 +1,198 @@
+"""Run configuration: OmegaConf YAML (includes, interpolation, dotlist overrides) validated by pydantic.
+
+One file describes a whole run. `includes:` lists other YAML files (relative to the including file)
+merged underneath it, so a file only states what differs. Errors name the key path and the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key path, the file and what was expected."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingConfig(_Strict):
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = -1
+    max_tokens: int = Field(256, gt=0)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+
+
+class AutoscalingConfig(_Strict):
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = 16
+
+
+class ModelConfig(_Strict):
+    """A policy (or judge) model. `model: null` means the embedded default (SmolLM2-135M-Instruct)."""
+
+    kind: Literal["vllm", "openai", "scripted"] = "vllm"
+    name: str = "policy"
+    model: str | None = None
+    # vllm
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    num_replicas: int = 1
+    autoscaling: AutoscalingConfig | None = None
+    max_ongoing_requests: int = 256
+    kv_cache_gib: float = 1.0
+    chat_template: str | None = None
+    # openai
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: int = 64
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    # scripted
+    script: str | None = None
+    replies: list[Any] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ModelConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("base_url is required when kind is 'openai'")
+        if self.num_replicas < 1:
+            raise ValueError("num_replicas must be >= 1")
+        return self
+
+
+class AgentConfig(_Strict):
+    """Which agent drives an environment's episodes (`cls` is an import path `module:Class`)."""
+
+    cls: str = "gym_ray.agents.tool_calling:ToolCallingAgent"
+    max_turns: int = Field(8, gt=0)
+    max_total_tokens: int = Field(2048, gt=0)
+    tool_parser: str = "hermes"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EnvConfig(_Strict):
+    """One environment (resource server): its class, data, settings and how it is hosted."""
+
+    server: str
+    data: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    num_replicas: int = 1
+    route_prefix: str | None = None
+    max_ongoing_requests: int = 1024
+    weight: float = 1.0
+
+
+class CollectConfig(_Strict):
+    output_dir: str = "runs/latest"
+    num_repeats: int = Field(1, gt=0)
+    limit: int | None = None
+    concurrency: int = Field(32, gt=0)
+    num_agents: int = Field(1, gt=0)
+    episode_timeout_s: float = Field(300.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    rows_per_file: int = Field(512, gt=0)
+    roll_seconds: float = Field(30.0, gt=0)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    resume: bool = False
+
+
+class RayConfig(_Strict):
+    address: str | None = None
+    num_cpus: int | None = None
+    namespace: str = "gym_ray"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    env_vars: dict[str, str] = Field(default_factory=dict)
+
+
+class RunConfig(_Strict):
+    """Everything one `gym-ray run` needs."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    envs: dict[str, EnvConfig] = Field(default_factory=dict)
+    collect: CollectConfig = Field(default_factory=CollectConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: include cycle through {' -> '.join(str(p) for p in seen)}")
+    if not path.is_file():
+        where = f" (included from {seen[-1]})" if seen else ""
+        raise ConfigError(f"{path}: config file not found{where}")
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError, OSError) as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got a list")
+    includes = cfg.pop("includes", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, ListConfig | list):
+        raise ConfigError(f"{path}: includes: expected a list of file paths")
+    base = OmegaConf.create({})
+    for inc in includes:
+        base = OmegaConf.merge(base, _load_yaml(path.parent / str(inc), (*seen, path)))
+    merged = OmegaConf.merge(base, cfg)
+    _make_paths_absolute(merged, path.parent)
+    return merged
+
+
+def _make_paths_absolute(cfg: DictConfig, root: Path) -> None:
+    """Env data paths are written relative to the YAML that names them; pin them before merging further."""
+    envs = cfg.get("envs")
+    if not isinstance(envs, DictConfig):
+        return
+    for env in envs.values():
+        if isinstance(env, DictConfig) and "data" in env and env.data is not None:
+            data = [env.data] if isinstance(env.data, str) else list(env.data)
+            env.data = [str(p) if Path(str(p)).is_absolute() else str((root / str(p)).resolve()) for p in data]
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load YAML (with includes), apply `key=value` dotlist overrides, resolve, validate."""
+    source = str(path) if path else "<defaults>"
+    cfg = _load_yaml(Path(path)) if path else OmegaConf.create({})
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value (e.g. collect.concurrency=64)")
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{source}: key {key}: {e.msg if hasattr(e, 'msg') else e}") from e
+    return validate_config(data, source)
+
+
+def validate_config(data: dict, source: str = "<dict>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = _format_loc(err["loc"]) or "<top level>"
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{source}: unknown key {key}")
+            else:
+                got = err.get("input")
+                got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+                lines.append(f"{source}: key {key}: {err['msg']}{got_s}")
+        raise ConfigError("\n".join(lines)) from None

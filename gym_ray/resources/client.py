@@ -1,0 +1,30 @@
+"""The one interface agents use to reach an environment, wherever it is hosted."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
+
+
+@runtime_checkable
+class EnvClient(Protocol):
+    """Session-scoped calls to one environment; every call of one episode carries its `session_id`."""
+
+    async def tools(self) -> list[ToolSpec]: ...
+
+    async def seed_session(self, session_id: str, task: Task) -> None: ...
+
+    async def call_tool(self, session_id: str, call: ToolCall) -> str:
+        """Never raises for tool errors: bad arguments or a failing tool come back as text for the model."""
+        ...
+
+    async def reset(self, session_id: str, task: Task) -> str:
+        """Step-driven environments: start the episode, return the first observation."""
+        ...
+
+    async def step(self, session_id: str, action: str) -> StepResult: ...
+
+    async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult: ...
+
+    async def close_session(self, session_id: str) -> None: ...

@@ -1,0 +1,287 @@
+"""Core data model: tasks in, token-exact rollouts out, and the one Arrow schema every Parquet file uses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class ToolCall(BaseModel):
+    """One function call the model asked for; `arguments` is the parsed JSON object."""
+
+    id: str = Field(default_factory=lambda: f"call_{uuid.uuid4().hex[:12]}")
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    def to_openai(self) -> dict:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": json.dumps(self.arguments)},
+        }
+
+
+class Message(BaseModel):
+    """A chat message in OpenAI shape (tool results carry `tool_call_id`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def to_openai(self) -> dict:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+class ToolSpec(BaseModel):
+    """A tool offered to the model: name, description and JSON-schema parameters."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def to_openai(self) -> dict:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+    @classmethod
+    def from_openai(cls, spec: dict) -> ToolSpec:
+        """Accepts both the Chat Completions (`function: {...}`) and the Responses (flat) shapes."""
+        fn = spec.get("function", spec)
+        return cls(
+            name=fn["name"],
+            description=fn.get("description") or "",
+            parameters=fn.get("parameters") or {"type": "object", "properties": {}},
+        )
+
+
+class Task(BaseModel):
+    """One task row: which environment, the opening chat, optional tools, and what the verifier needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str
+    env: str
+    prompt: list[Message] = Field(min_length=1)
+    tools: list[ToolSpec] | None = None
+    verifier_metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("task_id", "env")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class VerifyResult(BaseModel):
+    """What a verifier says: the scalar reward, optional named components, and diagnostics.
+
+    `error` is set when the verifier itself failed (e.g. a judge call): the rollout is then reported
+    with status `env_error`, not scored as 0.
+    """
+
+    reward: float = 0.0
+    components: dict[str, float] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class StepResult(BaseModel):
+    """One step of a step-driven environment (Gymnasium style): the next observation, reward and done."""
+
+    observation: str = ""
+    reward: float = 0.0
+    done: bool = False
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Status(StrEnum):
+    OK = "ok"
+    ENV_ERROR = "env_error"
+    MODEL_ERROR = "model_error"
+    TIMEOUT = "timeout"
+    PREFIX_BREAK = "prefix_break"
+    ABORTED = "aborted"
+    INFRA_ERROR = "infra_error"
+
+
+class RolloutInvariantError(ValueError):
+    """A rollout row breaks the token contract; the message names the rollout and the field."""
+
+
+class Rollout(BaseModel):
+    """One linear segment of one episode: the row trainers read (ARCHITECTURE.md, rollout row)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rollout_id: str
+    group_id: str
+    task_id: str
+    env: str
+    rollout_index: int = 0
+    group_size: int = 1
+    segment_index: int = 0
+    num_segments: int = 1
+    model: str = ""
+    policy_version: int = 0
+    tokenizer_fingerprint: str = ""
+    sampling_params_json: str = "{}"
+    prompt_token_ids: list[int] = Field(default_factory=list)
+    response_token_ids: list[int] = Field(default_factory=list)
+    response_loss_mask: list[int] = Field(default_factory=list)
+    response_logprobs: list[float] = Field(default_factory=list)
+    gen_span_starts: list[int] = Field(default_factory=list)
+    gen_span_ends: list[int] = Field(default_factory=list)
+    call_finish_reasons: list[str] = Field(default_factory=list)
+    reward: float = 0.0
+    reward_component_names: list[str] = Field(default_factory=list)
+    reward_component_values: list[float] = Field(default_factory=list)
+    turn_rewards: list[float] = Field(default_factory=list)
+    num_turns: int = 0
+    num_tool_calls: int = 0
+    truncated: bool = False
+    status: Status = Status.OK
+    mask_sample: bool = False
+    error: str | None = None
+    prompt_messages_json: str = "[]"
+    messages_json: str = "[]"
+    task_json: str = "{}"
+    metrics_json: str = "{}"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @model_validator(mode="after")
+    def _non_ok_rows_are_masked(self) -> Rollout:
+        if self.status != Status.OK:
+            self.mask_sample = True
+        return self
+
+    def check_invariants(self) -> None:
+        """Raise `RolloutInvariantError` naming the broken field; called on every write."""
+
+        def fail(field: str, why: str) -> None:
+            raise RolloutInvariantError(f"rollout {self.rollout_id} (segment {self.segment_index}): {field}: {why}")
+
+        n = len(self.response_token_ids)
+        if len(self.response_loss_mask) != n:
+            fail("response_loss_mask", f"length {len(self.response_loss_mask)} != response_token_ids length {n}")
+        if len(self.response_logprobs) != n:
+            fail("response_logprobs", f"length {len(self.response_logprobs)} != response_token_ids length {n}")
+        if len(self.gen_span_starts) != len(self.gen_span_ends):
+            fail("gen_span_ends", "gen_span_starts and gen_span_ends differ in length")
+        if len(self.call_finish_reasons) != len(self.gen_span_starts):
+            fail("call_finish_reasons", f"{len(self.call_finish_reasons)} reasons for {len(self.gen_span_starts)} spans")
+        if len(self.reward_component_names) != len(self.reward_component_values):
+            fail("reward_component_values", "names and values differ in length")
+        if any(m not in (0, 1) for m in self.response_loss_mask):
+            fail("response_loss_mask", "values must be 0 or 1")
+        expected = [0] * n
+        prev_end = 0
+        for i, (s, e) in enumerate(zip(self.gen_span_starts, self.gen_span_ends, strict=True)):
+            if not prev_end <= s <= e <= n:
+                fail("gen_span_starts", f"span {i} [{s}, {e}) is not inside the response (length {n}) after {prev_end}")
+            expected[s:e] = [1] * (e - s)
+            prev_end = e
+        if expected != list(self.response_loss_mask):
+            first = next(i for i, (a, b) in enumerate(zip(expected, self.response_loss_mask, strict=True)) if a != b)
+            fail("response_loss_mask", f"must be 1 exactly on generated spans; differs at position {first}")
+        if not 0 <= self.rollout_index < self.group_size:
+            fail("rollout_index", f"{self.rollout_index} outside group of size {self.group_size}")
+        if not 0 <= self.segment_index < self.num_segments:
+            fail("segment_index", f"{self.segment_index} outside {self.num_segments} segments")
+
+    @classmethod
+    def failed(cls, *, status: Status, error: str, **identity: Any) -> Rollout:
+        """The row for an episode that produced no usable tokens: accounted for, masked out of the loss."""
+        return cls(status=status, error=error, mask_sample=True, **identity)
+
+
+class RolloutGroup(BaseModel):
+    """All rollouts of one task sampled together (GRPO group); always complete."""
+
+    group_id: str
+    task_id: str
+    rollouts: list[Rollout]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [r.reward for r in self.rollouts if r.segment_index == r.num_segments - 1]
+
+
+_I32 = pa.list_(pa.int32())
+ROLLOUT_SCHEMA = pa.schema(
+    [
+        ("rollout_id", pa.string()),
+        ("group_id", pa.string()),
+        ("task_id", pa.string()),
+        ("env", pa.string()),
+        ("rollout_index", pa.int32()),
+        ("group_size", pa.int32()),
+        ("segment_index", pa.int32()),
+        ("num_segments", pa.int32()),
+        ("model", pa.string()),
+        ("policy_version", pa.int64()),
+        ("tokenizer_fingerprint", pa.string()),
+        ("sampling_params_json", pa.string()),
+        ("prompt_token_ids", _I32),
+        ("response_token_ids", _I32),
+        ("response_loss_mask", pa.list_(pa.int8())),
+        ("response_logprobs", pa.list_(pa.float32())),
+        ("gen_span_starts", _I32),
+        ("gen_span_ends", _I32),
+        ("call_finish_reasons", pa.list_(pa.string())),
+        ("reward", pa.float64()),
+        ("reward_component_names", pa.list_(pa.string())),
+        ("reward_component_values", pa.list_(pa.float64())),
+        ("turn_rewards", pa.list_(pa.float32())),
+        ("num_turns", pa.int32()),
+        ("num_tool_calls", pa.int32()),
+        ("truncated", pa.bool_()),
+        ("status", pa.string()),
+        ("mask_sample", pa.bool_()),
+        ("error", pa.string()),
+        ("prompt_messages_json", pa.string()),
+        ("messages_json", pa.string()),
+        ("task_json", pa.string()),
+        ("metrics_json", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def rollouts_to_arrow(rollouts: list[Rollout]) -> pa.Table:
+    """Validate every row, then build one table with exactly `ROLLOUT_SCHEMA`."""
+    columns: dict[str, list] = {name: [] for name in ROLLOUT_SCHEMA.names}
+    for r in rollouts:
+        r.check_invariants()
+        for name in ROLLOUT_SCHEMA.names:
+            value = getattr(r, name)
+            columns[name].append(value.value if isinstance(value, StrEnum) else value)
+    return pa.Table.from_pydict(columns, schema=ROLLOUT_SCHEMA)
+
+
+def rollouts_from_arrow(table: pa.Table) -> list[Rollout]:
+    """Inverse of `rollouts_to_arrow`; extra columns (e.g. hive partitions) are ignored."""
+    missing = set(ROLLOUT_SCHEMA.names) - set(table.column_names)
+    if missing:
+        raise ValueError(f"not a rollout table: missing columns {sorted(missing)}")
+    table = table.select(ROLLOUT_SCHEMA.names)
+    return [Rollout(**row) for row in table.to_pylist()]

@@ -1,0 +1,47 @@
+"""Shared fixtures: one local Ray cluster (and Serve) per test session, the default model, free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+# Local test clusters run without token auth; vLLM on CPU needs an explicit KV-cache size.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A private local Ray cluster for the whole session (ray.init costs ~10 s here)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_http_port(ray_cluster) -> int:
+    """Serve started once on a free port (Serve's HTTP options are fixed at its first start)."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> str:
+    from gym_ray.models.default_model import prepare_default_model
+
+    return str(prepare_default_model())
