@@ -48,7 +48,7 @@ class ModelConfig(_Strict):
     num_replicas: int = 1
     autoscaling: AutoscalingConfig | None = None
     max_ongoing_requests: int = 256
-    kv_cache_gib: float = 1.0
+    kv_cache_gib: int = Field(1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
     chat_template: str | None = None
     # openai
     base_url: str | None = None

@@ -7,7 +7,7 @@ import os
 from gym_ray.models.default_model import resolve_model_path
 
 
-def cpu_engine_env(kv_cache_gib: float = 1.0) -> dict[str, str]:
+def cpu_engine_env(kv_cache_gib: int = 1) -> dict[str, str]:
     """Environment a vLLM CPU engine needs here: an explicit KV-cache size, all cores for OMP threads."""
     return {
         "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),

@@ -1,0 +1,89 @@
+"""Config: YAML includes, interpolation, dotlist overrides, and errors that name the key and file."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from gym_ray.config import ConfigError, load_config
+
+
+def write(path, text: str):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_includes_interpolation_and_overrides(tmp_path):
+    (tmp_path / "data").mkdir()
+    write(tmp_path / "base.yaml", """
+        model: {kind: scripted, replies: ["hi"]}
+        collect: {concurrency: 8, output_dir: "runs/${collect.num_repeats}x"}
+    """)
+    cfg_path = write(tmp_path / "run.yaml", """
+        includes: [base.yaml]
+        envs:
+          weather:
+            server: environments.weather.server:Weather
+            data: data/example.jsonl
+        collect: {num_repeats: 4}
+    """)
+    cfg = load_config(cfg_path, ["collect.concurrency=64", "model.name=pol"])
+    assert cfg.model.kind == "scripted" and cfg.model.name == "pol"
+    assert cfg.collect.concurrency == 64
+    assert cfg.collect.output_dir == "runs/4x"
+    # data paths are resolved relative to the YAML that names them
+    assert cfg.envs["weather"].data == [str((tmp_path / "data/example.jsonl").resolve())]
+
+
+def test_defaults_describe_a_whole_run():
+    cfg = load_config()
+    assert cfg.model.kind == "vllm" and cfg.model.model is None
+    assert cfg.collect.sampling.max_tokens > 0
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = write(tmp_path / "c.yaml", "collect: {concurency: 3}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key collect\.concurency"):
+        load_config(p)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    p = write(tmp_path / "c.yaml", "collect: {concurrency: many}\n")
+    with pytest.raises(ConfigError, match=r"key collect\.concurrency: .*integer.*'many'"):
+        load_config(p)
+
+
+def test_override_wrong_type_and_range():
+    with pytest.raises(ConfigError, match=r"collect\.num_repeats"):
+        load_config(None, ["collect.num_repeats=0"])
+    with pytest.raises(ConfigError, match=r"model\.kind"):
+        load_config(None, ["model.kind=tpu"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["collect.concurrency"])
+
+
+def test_kind_specific_requirement():
+    with pytest.raises(ConfigError, match=r"key model: .*base_url is required"):
+        load_config(None, ["model.kind=openai"])
+
+
+def test_missing_file_and_missing_include(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    p = write(tmp_path / "c.yaml", "includes: [gone.yaml]\n")
+    with pytest.raises(ConfigError, match=r"gone\.yaml: config file not found \(included from .*c\.yaml\)"):
+        load_config(p)
+
+
+def test_bad_interpolation_names_key(tmp_path):
+    p = write(tmp_path / "c.yaml", "collect: {output_dir: '${nowhere.at_all}'}\n")
+    with pytest.raises(ConfigError, match=r"key collect\.output_dir"):
+        load_config(p)
+
+
+def test_include_cycle(tmp_path):
+    write(tmp_path / "a.yaml", "includes: [b.yaml]\n")
+    write(tmp_path / "b.yaml", "includes: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="include cycle"):
+        load_config(tmp_path / "a.yaml")

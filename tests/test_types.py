@@ -1,0 +1,120 @@
+"""Rollout rows: invariants on write, and the exact Arrow schema through pyarrow and Ray Data."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gym_ray.types import (
+    ROLLOUT_SCHEMA,
+    Message,
+    Rollout,
+    RolloutInvariantError,
+    Status,
+    Task,
+    ToolCall,
+    ToolSpec,
+    rollouts_from_arrow,
+    rollouts_to_arrow,
+)
+
+
+def make_rollout(i: int = 0, **kw) -> Rollout:
+    # prompt | gen(3) tool-delta(2) gen(2)
+    base = dict(
+        rollout_id=f"r{i}",
+        group_id="g0",
+        task_id="t0",
+        env="weather",
+        rollout_index=i,
+        group_size=2,
+        model="m",
+        policy_version=3,
+        prompt_token_ids=[1, 2, 3],
+        response_token_ids=[10, 11, 12, 20, 21, 13, 14],
+        response_loss_mask=[1, 1, 1, 0, 0, 1, 1],
+        response_logprobs=[-0.5, -0.25, -0.125, 0.0, 0.0, -1.5, -0.75],
+        gen_span_starts=[0, 5],
+        gen_span_ends=[3, 7],
+        call_finish_reasons=["tool_calls", "stop"],
+        reward=1.0,
+        reward_component_names=["correct", "format"],
+        reward_component_values=[0.75, 0.25],
+        turn_rewards=[0.0, 1.0],
+        num_turns=2,
+        num_tool_calls=1,
+        messages_json='[{"role": "user", "content": "hi"}]',
+    )
+    base.update(kw)
+    return Rollout(**base)
+
+
+def test_arrow_round_trip_keeps_values_and_exact_schema(tmp_path):
+    rows = [make_rollout(0), make_rollout(1, reward=0.0, status=Status.TIMEOUT, error="episode timed out")]
+    table = rollouts_to_arrow(rows)
+    assert table.schema.equals(ROLLOUT_SCHEMA)
+    pq.write_table(table, tmp_path / "part-00000.parquet")
+
+    back = pq.read_table(tmp_path / "part-00000.parquet")
+    assert back.schema.equals(ROLLOUT_SCHEMA)
+    assert back.schema.field("prompt_token_ids").type == pa.list_(pa.int32())
+    assert back.schema.field("response_loss_mask").type == pa.list_(pa.int8())
+    assert back.schema.field("response_logprobs").type == pa.list_(pa.float32())
+    assert rollouts_from_arrow(back) == rows
+    assert not any(pa.types.is_map(f.type) or pa.types.is_union(f.type) for f in back.schema)
+
+
+def test_failed_rows_are_masked():
+    r = make_rollout(0, status=Status.ENV_ERROR, error="tool server down")
+    assert r.mask_sample is True
+    f = Rollout.failed(status=Status.TIMEOUT, error="slow", rollout_id="x", group_id="g", task_id="t", env="e")
+    f.check_invariants()
+    assert f.mask_sample and f.response_token_ids == []
+
+
+def test_ray_data_reads_the_same_rows(ray_cluster, tmp_path):
+    import ray
+    import ray.data
+
+    rows = [make_rollout(0), make_rollout(1)]
+    pq.write_table(rollouts_to_arrow(rows), tmp_path / "part-00000.parquet")
+    ds = ray.data.read_parquet(str(tmp_path))
+    assert ds.schema().base_schema.equals(ROLLOUT_SCHEMA)
+    got = sorted(ds.take_all(), key=lambda r: r["rollout_index"])
+    assert [list(r["response_token_ids"]) for r in got] == [r.response_token_ids for r in rows]
+    assert [list(r["response_loss_mask"]) for r in got] == [r.response_loss_mask for r in rows]
+    back = rollouts_from_arrow(pa.concat_tables(ray.get(ds.to_arrow_refs())))
+    assert sorted(back, key=lambda r: r.rollout_index) == rows
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"response_loss_mask": [1, 1, 1, 0, 0, 1]}, "response_loss_mask"),
+        ({"response_logprobs": [0.0] * 6}, "response_logprobs"),
+        ({"gen_span_ends": [3, 9]}, "gen_span_starts"),
+        ({"gen_span_starts": [2, 5]}, "response_loss_mask"),
+        ({"response_loss_mask": [1, 1, 1, 1, 0, 1, 1]}, "response_loss_mask"),
+        ({"call_finish_reasons": ["stop"]}, "call_finish_reasons"),
+        ({"reward_component_values": [1.0]}, "reward_component_values"),
+        ({"rollout_index": 5}, "rollout_index"),
+        ({"gen_span_starts": [5, 0], "gen_span_ends": [7, 3]}, "gen_span_starts"),
+    ],
+)
+def test_invariant_violations_are_rejected_on_write(change, field):
+    bad = make_rollout(0, **change)
+    with pytest.raises(RolloutInvariantError) as e:
+        rollouts_to_arrow([make_rollout(1), bad])
+    assert field in str(e.value) and "rollout r0" in str(e.value)
+
+
+def test_chat_types_to_openai():
+    call = ToolCall(name="get_weather", arguments={"city": "Paris"})
+    msg = Message(role="assistant", content="", tool_calls=[call])
+    out = msg.to_openai()
+    assert out["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    spec = ToolSpec.from_openai({"type": "function", "name": "f", "parameters": {"type": "object"}})
+    assert ToolSpec.from_openai(spec.to_openai()) == spec
+    with pytest.raises(ValueError, match="prompt"):
+        Task(task_id="t", env="e", prompt=[])
