@@ -8,7 +8,7 @@ install:
 	@bash scripts/install.sh
 
 demo: install
-	$(VENV)/bin/gym-ray generate
+	$(VENV)/bin/gym-ray run configs/quickstart.yaml
 
 test: install
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)

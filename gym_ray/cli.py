@@ -1,15 +1,139 @@
-"""The `gym-ray` command: a thin layer over the Python API."""
+"""The `gym-ray` command: a thin layer over the Python API (`gym_ray.collect`).
+
+    gym-ray run CONFIG [key=value ...] [--address ADDR] [--keep] [--resume]
+    gym-ray serve CONFIG [key=value ...] [--address ADDR]
+    gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
+    gym-ray metrics OUTPUT_DIR
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
 
-from gym_ray.config import ConfigError
+from gym_ray.config import ConfigError, RunConfig, load_config
 from gym_ray.models.default_model import ModelPrepareError
 from gym_ray.tasks import TaskLoadError
 
 SMOKE_PROMPT = "What is the capital of France?"
+# A scripted policy with no script (e.g. `model.kind=scripted` on an env's config) gives this final answer.
+DEFAULT_SCRIPTED_REPLY = "I don't know."
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "fix your config/data", printed as one line with exit status 2."""
+    from gym_ray.collect.scheduler import ActorStartError
+    from gym_ray.collect.sink import ResumeError
+    from gym_ray.models.scripted import ScriptError
+
+    return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError)
+
+
+def _load(args: argparse.Namespace) -> RunConfig:
+    cfg = load_config(args.config, args.overrides)
+    if cfg.model.kind == "scripted" and not cfg.model.replies and not cfg.model.script:
+        cfg.model.replies = [DEFAULT_SCRIPTED_REPLY]
+    if getattr(args, "resume", False):
+        cfg.collect.resume = True
+    return cfg
+
+
+def _print_endpoints(dep, out=sys.stdout) -> None:
+    import ray
+
+    from gym_ray.collect.deploy import dashboard_url
+
+    for what, url in dep.urls.items():
+        print(f"  {what:<28} {url}", file=out)
+    print(f"  {'Ray dashboard':<28} {dashboard_url() or '(not running)'}", file=out)
+    print(f"  {'Ray address':<28} {ray.get_runtime_context().gcs_address}", file=out)
+
+
+def _collect(cfg: RunConfig, apps: dict[str, str]) -> dict:
+    from gym_ray.collect.api import Collector, load_run_tasks
+
+    tasks = load_run_tasks(cfg)
+    with Collector(cfg, apps=apps) as collector:
+        return asyncio.run(collector.collect_to_dir(tasks, cfg.collect.output_dir, resume=cfg.collect.resume))
+
+
+def _run(args: argparse.Namespace) -> None:
+    import ray
+
+    from gym_ray.collect.api import load_run_tasks
+    from gym_ray.collect.deploy import connect_ray, deploy_all, teardown
+
+    cfg = _load(args)
+    load_run_tasks(cfg)  # bad data fails before anything starts
+    started = connect_ray(cfg, args.address)
+    dep = None
+    try:
+        t0 = time.monotonic()
+        dep = deploy_all(cfg)
+        print(f"deployed {sorted(dep.apps)} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        _collect(cfg, dep.apps)
+        if args.keep:
+            print("\n--keep: still serving (Ctrl-C to stop)", file=sys.stderr)
+            _print_endpoints(dep, sys.stderr)
+            _wait_forever()
+    finally:
+        if dep is not None and not args.keep:
+            teardown(dep)
+        if started:
+            ray.shutdown()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from gym_ray.collect.deploy import connect_ray, deploy_all
+
+    cfg = _load(args)
+    connect_ray(cfg, args.address)
+    dep = deploy_all(cfg)
+    print("gym-ray serve: running (Ctrl-C to stop)")
+    _print_endpoints(dep)
+    print(f"collect with: gym-ray collect {args.config} --address <Ray address above>", flush=True)
+    _wait_forever()
+
+
+def _collect_cmd(args: argparse.Namespace) -> None:
+    import ray
+
+    from gym_ray.collect.deploy import connect_ray, running_apps
+
+    cfg = _load(args)
+    started = connect_ray(cfg, args.address)
+    try:
+        try:
+            apps = running_apps(cfg)
+        except RuntimeError as e:
+            raise ConfigError(str(e)) from None
+        _collect(cfg, apps)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _metrics(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from gym_ray.collect.metrics import format_table, metrics_from_dir, write_metrics
+    from gym_ray.collect.sink import part_files
+
+    if not part_files(args.output_dir):
+        raise ConfigError(f"{args.output_dir}: no rollout files (part-*.parquet) found")
+    summary = metrics_from_dir(args.output_dir, args.pass_threshold)
+    write_metrics(summary, Path(args.output_dir) / "metrics.json")
+    print(format_table(summary))
+
+
+def _wait_forever() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 def _models_prepare(args: argparse.Namespace) -> None:
@@ -26,7 +150,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gym-ray", description=__doc__)
+    p = argparse.ArgumentParser(prog="gym-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="manage policy model checkpoints")
@@ -40,6 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default=None, help="checkpoint path (default: the embedded default)")
     gen.add_argument("--max-tokens", type=int, default=32)
     gen.set_defaults(func=_generate)
+
+    def with_config(name: str, help: str, func) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help)
+        c.add_argument("config", help="run config YAML (e.g. environments/weather/config.yaml)")
+        c.add_argument("overrides", nargs="*", help="key=value overrides, e.g. collect.num_repeats=8")
+        c.add_argument("--address", default=None, help="Ray cluster to join (default: a private local Ray)")
+        c.set_defaults(func=func)
+        return c
+
+    run = with_config("run", "deploy, collect rollouts into Parquet, print metrics, tear down", _run)
+    run.add_argument("--keep", action="store_true", help="keep the deployments serving after collecting")
+    run.add_argument("--resume", action="store_true", help="complete a crashed run in the same output_dir")
+    with_config("serve", "deploy the model(s) and environments and keep serving", _serve)
+    col = with_config("collect", "collect against deployments already running (gym-ray serve)", _collect_cmd)
+    col.add_argument("--resume", action="store_true", help="complete a crashed run in the same output_dir")
+    met = sub.add_parser("metrics", help="recompute the metrics table (and metrics.json) from a run's Parquet")
+    met.add_argument("output_dir")
+    met.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass (pass@k)")
+    met.set_defaults(func=_metrics)
     return p
 
 
@@ -47,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, TaskLoadError, ModelPrepareError) as e:
+    except _user_errors() as e:
         print(f"gym-ray: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gym-ray: interrupted (finished groups are on disk; --resume completes the run)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -49,7 +49,13 @@ class ModelConfig(_Strict):
     autoscaling: AutoscalingConfig | None = None
     max_ongoing_requests: int = 256
     kv_cache_gib: int = Field(1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # auto: GPU defaults when the cluster has GPUs
     chat_template: str | None = None
+    # Serve handle transport for generate: Ray's "default" or "grpc" (_by_reference=False); measured in
+    # benchmarks/policy_overhead.py, default was as fast or faster on the shared 2-core machine
+    handle_transport: Literal["default", "grpc"] = "default"
+    # where the Hugging Face tokenizer is loaded from (default: `model` when hosted, else the embedded default)
+    tokenizer: str | None = None
     # openai
     base_url: str | None = None
     api_key_env: str | None = None
@@ -59,6 +65,9 @@ class ModelConfig(_Strict):
     # scripted
     script: str | None = None
     replies: list[Any] = Field(default_factory=list)
+    # scripted only: "serve" (a Serve app: HTTP, replicas, hooks) or "local" (the script runs inside each
+    # caller, no hop per call: for load-testing environments)
+    hosting: Literal["serve", "local"] = "serve"
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ModelConfig:
@@ -90,6 +99,9 @@ class EnvConfig(_Strict):
     route_prefix: str | None = None
     max_ongoing_requests: int = 1024
     weight: float = 1.0
+    # "serve": a Serve app shared by all agent actors; "local": an instance inside each agent actor
+    # (no hop per call; right for pure-Python envs whose state lives in the episode's session)
+    hosting: Literal["serve", "local"] = "serve"
 
 
 class CollectConfig(_Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from gym_ray.config import EnvConfig
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 
@@ -28,3 +29,17 @@ class EnvClient(Protocol):
     async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult: ...
 
     async def close_session(self, session_id: str) -> None: ...
+
+
+def make_env_client(name: str, cfg: EnvConfig, app_name: str | None = None) -> EnvClient:
+    """A client for environment `name`: through its Serve app if `app_name` is given, else in-process.
+
+    `app_name` is what `deploy_env` returned. Both clients are picklable and usable inside Ray actors.
+    """
+    if app_name is None:
+        from gym_ray.resources.local import LocalEnvClient
+
+        return LocalEnvClient(name, cfg)
+    from gym_ray.resources.serve import HandleEnvClient
+
+    return HandleEnvClient(app_name, sticky=cfg.num_replicas > 1)

@@ -1,0 +1,20 @@
+"""Code: write a Python function; verify runs the task's unit tests in the bubblewrap sandbox."""
+
+from gym_ray.resources import ResourceServer, VerifyResult, final_answer
+from gym_ray.resources.sandbox import Sandbox, SandboxLimits
+from gym_ray.resources.verifiers import verify_code
+
+
+class Code(ResourceServer):
+    def __init__(self, test_timeout_s: float = 4.0, max_concurrency: int = 4, limits: dict | None = None):
+        # Built at start-up, so a machine without bubblewrap fails here, not on the first verify.
+        self.sandbox = Sandbox(SandboxLimits(**(limits or {})), max_concurrency=max_concurrency)
+        self.test_timeout_s = test_timeout_s
+
+    async def verify(self, task, messages):
+        answer = final_answer(messages)
+        if answer is None:
+            return VerifyResult(reward=0.0, info={"reason": "no final answer"})
+        return await verify_code(
+            answer, task.verifier_metadata, self.sandbox, test_timeout_s=self.test_timeout_s
+        )

@@ -1,0 +1,192 @@
+"""Bookkeeping every agent shares: budgets, timed policy/env calls, error classification and the rows.
+
+Failures follow one rule: infrastructure errors raise `InfraError` (the collector retries), everything
+else ends the episode with a status and whatever tokens it had, so no episode is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from gym_ray.agents.base import EpisodeContext, InfraError, is_infra_error
+from gym_ray.agents.tokenizer import ChatTokenizer
+from gym_ray.agents.transcript import Transcript, TranscriptError
+from gym_ray.models.base import Generation
+from gym_ray.types import Message, Rollout, Status, Task
+
+T = TypeVar("T")
+_FAILED = object()
+
+
+class Episode:
+    """One episode in progress: the transcript, the OpenAI-style messages, timings and the outcome."""
+
+    def __init__(self, task: Task, ctx: EpisodeContext):
+        self.task = task
+        self.ctx = ctx
+        self.chat: ChatTokenizer = ctx.chat
+        self.messages: list[Message] = list(task.prompt)
+        self.transcript: Transcript | None = None
+        self.timings: dict[str, float] = {"generate_s": 0.0, "tool_s": 0.0, "env_s": 0.0, "verify_s": 0.0}
+        self.status = Status.OK
+        self.error: str | None = None
+        self.truncated = False
+        self.stop_reason = ""
+        self.reward = 0.0
+        self.components: dict[str, float] = {}
+        self.turn_rewards: list[float] = []
+        self.num_tool_calls = 0
+        self.info: dict[str, Any] = {}
+        self._models: list[str] = []
+        self._versions: list[int] = []
+        self._t0 = time.perf_counter()
+        self.limit, self._limit_name = self._token_limit()
+
+    def _token_limit(self) -> tuple[int, str]:
+        """The smaller of the agent's token budget and the model's context length, and which one it is."""
+        budget = self.ctx.config.max_total_tokens
+        context = self.ctx.config.kwargs.get("max_context_len") or getattr(self.ctx.policy, "max_model_len", None)
+        if not isinstance(context, int) or context <= 0:
+            context = self.chat.model_max_length
+        if context is not None and context < budget:
+            return context, "context_limit"
+        return budget, "token_budget"
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.stop_reason)
+
+    def stop(self, reason: str, *, truncated: bool = False) -> None:
+        if not self.stop_reason:
+            self.stop_reason = reason
+        self.truncated = self.truncated or truncated
+
+    def fail(self, status: Status, error: str) -> None:
+        if self.status == Status.OK:
+            self.status, self.error = status, error
+        self.stop("error")
+
+    def start(self, prompt_token_ids: list[int]) -> None:
+        self.transcript = Transcript(self.chat, prompt_token_ids)
+        if len(prompt_token_ids) >= self.limit:
+            self.stop(self._limit_name, truncated=True)
+
+    async def generate(self) -> Generation | None:
+        """One model call on the current context, its max_tokens capped by what the budget has left.
+        Returns None (and records why) when the episode must stop instead."""
+        tr = self.transcript
+        room = self.limit - len(tr)
+        if room <= 0:
+            self.stop(self._limit_name, truncated=True)
+            return None
+        sampling = self.ctx.sampling
+        max_tokens = min(sampling.max_tokens, room)
+        if max_tokens < sampling.max_tokens:
+            sampling = sampling.model_copy(update={"max_tokens": max_tokens})
+        t = time.perf_counter()
+        try:
+            gen = await self.ctx.policy.generate(tr.context(), sampling, self.ctx.session_id)
+        except Exception as e:
+            if is_infra_error(e):
+                raise InfraError(f"policy generate: {type(e).__name__}: {e}") from e
+            self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {type(e).__name__}: {e}")
+            return None
+        finally:
+            self.timings["generate_s"] += time.perf_counter() - t
+        try:
+            tr.add_generation(gen.token_ids, gen.logprobs, gen.finish_reason)
+        except TranscriptError as e:
+            self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {e}")
+            return None
+        self._models.append(gen.model)
+        self._versions.append(gen.policy_version)
+        if gen.finish_reason == "abort":
+            self.fail(Status.ABORTED, f"policy aborted generation (call {tr.num_calls - 1})")
+        elif gen.finish_reason == "length":
+            self.stop(self._limit_name if max_tokens == room else "max_tokens", truncated=True)
+        return gen
+
+    def append(self, new_messages: list[Message]) -> bool:
+        """Add messages that follow a model turn: to the chat, and as the template's token delta to the
+        transcript. False (episode truncated) when the delta leaves no room for another generated token."""
+        self.messages.extend(new_messages)
+        delta = self.transcript.delta_for(new_messages)
+        if len(self.transcript) + len(delta) >= self.limit:
+            self.stop(self._limit_name, truncated=True)
+            return False
+        self.transcript.add_context(delta)
+        return True
+
+    async def env_call(self, what: str, aw: Awaitable[T], timing: str = "env_s") -> T | Any:
+        """Await an environment call; on a non-infrastructure failure record `env_error` and return `_FAILED`."""
+        t = time.perf_counter()
+        try:
+            return await aw
+        except Exception as e:
+            if is_infra_error(e):
+                raise InfraError(f"env {what}: {type(e).__name__}: {e}") from e
+            self.fail(Status.ENV_ERROR, f"env {what}: {type(e).__name__}: {e}")
+            return _FAILED
+        finally:
+            self.timings[timing] += time.perf_counter() - t
+
+    async def close(self) -> None:
+        """Free the environment session; a failure here does not change the outcome."""
+        try:
+            await self.ctx.env.close_session(self.ctx.session_id)
+        except Exception as e:
+            self.info["close_error"] = f"{type(e).__name__}: {e}"
+
+    def rows(self) -> list[Rollout]:
+        """One row per segment; the outcome is broadcast, earlier segments carry status `prefix_break`."""
+        tr = self.transcript or Transcript(self.chat, [])
+        ctx = self.ctx
+        n = len(tr.segments)
+        metrics = {
+            **{k: round(v, 6) for k, v in self.timings.items()},
+            "total_s": round(time.perf_counter() - self._t0, 6),
+            "num_calls": tr.num_calls,
+            "stop_reason": self.stop_reason or "final_answer",
+            "generated_tokens": sum(sum(s.response_loss_mask) for s in tr.segments),
+            "token_limit": self.limit,
+            "policy_version_min": min(self._versions, default=0),
+            "policy_version_max": max(self._versions, default=0),
+            "prefix_breaks": tr.prefix_breaks,
+            **self.info,
+        }
+        common = dict(
+            rollout_id=ctx.rollout_id, group_id=ctx.group_id, task_id=self.task.task_id, env=self.task.env,
+            rollout_index=ctx.rollout_index, group_size=ctx.group_size, num_segments=n,
+            model=next((m for m in reversed(self._models) if m), "") or getattr(ctx.policy, "model_name", ""),
+            policy_version=min(self._versions, default=0),
+            tokenizer_fingerprint=self.chat.fingerprint,
+            sampling_params_json=ctx.sampling.model_dump_json(),
+            reward=float(self.reward),
+            reward_component_names=list(self.components),
+            reward_component_values=[float(v) for v in self.components.values()],
+            turn_rewards=list(self.turn_rewards),
+            num_turns=tr.num_calls, num_tool_calls=self.num_tool_calls, truncated=self.truncated,
+            prompt_messages_json=json.dumps([m.to_openai() for m in self.task.prompt], ensure_ascii=False),
+            messages_json=json.dumps([m.to_openai() for m in self.messages], ensure_ascii=False),
+            task_json=self.task.model_dump_json(),
+            metrics_json=json.dumps(metrics, ensure_ascii=False, default=str),
+        )
+        rows = []
+        for i, seg in enumerate(tr.segments):
+            last = i == n - 1
+            status = self.status if last else Status.PREFIX_BREAK
+            error = self.error if last else (
+                f"model call {tr.prefix_breaks[i]}'s prompt does not extend this segment's sequence "
+                "(history rewritten); the episode continues in the next segment"
+            )
+            row = Rollout(**common, **seg.token_fields(), segment_index=i, status=status, error=error)
+            row.check_invariants()
+            rows.append(row)
+        return rows
+
+
+def failed(value: Any) -> bool:
+    return value is _FAILED

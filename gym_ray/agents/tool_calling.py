@@ -1,0 +1,122 @@
+"""The default agent: offer the environment's tools, loop model -> tool calls -> tool results, then verify.
+
+Options in `AgentConfig.kwargs`:
+- `rerender` (bool, default False): re-render the whole conversation with the chat template before each
+  model call instead of appending token deltas (for templates that rewrite history, e.g. drop earlier
+  reasoning). A prompt that no longer extends the previous sequence starts a new segment.
+- `max_context_len` (int): the policy's context length when neither the policy nor the tokenizer says.
+- `cache_tools` (bool, default True): ask the environment for its tools once per env client, not per episode.
+"""
+
+from __future__ import annotations
+
+from gym_ray.agents.base import EpisodeContext
+from gym_ray.agents.episode import Episode, failed
+from gym_ray.agents.parsers import HERMES_FORMAT_HINT, get_parser
+from gym_ray.config import AgentConfig
+from gym_ray.types import Message, Rollout, Status, Task, ToolSpec
+
+
+class ToolCallingAgent:
+    def __init__(self, config: AgentConfig):
+        self.config = config
+        self.parser = get_parser(config.tool_parser)
+        self.rerender = bool(config.kwargs.get("rerender", False))
+        self.cache_tools = bool(config.kwargs.get("cache_tools", True))
+        self._env_tools: dict[int, tuple[object, list[ToolSpec]]] = {}
+        self._schema_cache: dict[int, tuple[list[ToolSpec], list[dict] | None]] = {}
+
+    async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
+        ep = Episode(task, ctx)
+        seeded = await ep.env_call("seed_session", ctx.env.seed_session(ctx.session_id, task))
+        if not failed(seeded):
+            tools = await self._tools(ep)
+            if not failed(tools):
+                await self._loop(ep, tools)
+        if ep.transcript is None:  # no prompt was rendered: keep the row's tokens empty but say why
+            ep.start([])
+        if ep.status == Status.OK:
+            await self._verify(ep)
+        await ep.close()
+        return ep.rows()
+
+    async def _tools(self, ep: Episode) -> list[ToolSpec] | object:
+        """The task's tools, else the environment's, fetched once per env client (`cache_tools: false` to
+        ask every episode)."""
+        if ep.task.tools is not None:
+            return ep.task.tools
+        env = ep.ctx.env
+        hit = self._env_tools.get(id(env))
+        if hit is not None and hit[0] is env:
+            return hit[1]
+        tools = await ep.env_call("tools", env.tools())
+        if self.cache_tools and not failed(tools):
+            self._env_tools[id(env)] = (env, tools)
+        return tools
+
+    def _schemas(self, tools: list[ToolSpec]) -> list[dict] | None:
+        """OpenAI schemas, the same list object for the same tools (the tokenizer caches on it)."""
+        hit = self._schema_cache.get(id(tools))
+        if hit is None or hit[0] is not tools:
+            hit = (tools, [t.to_openai() for t in tools] or None)
+            if len(self._schema_cache) > 256:
+                self._schema_cache.clear()
+            self._schema_cache[id(tools)] = hit
+        return hit[1]
+
+    async def _loop(self, ep: Episode, tools: list[ToolSpec]) -> None:
+        ctx, chat = ep.ctx, ep.chat
+        schemas = self._schemas(tools)
+        offered = {t.name for t in tools}
+        ep.start(chat.prompt_ids(ep.task.prompt, schemas))
+        for turn in range(self.config.max_turns):
+            if ep.stopped:
+                return
+            if self.rerender and turn > 0:
+                ep.transcript.set_prompt(chat.prompt_ids(ep.messages, schemas, cache=False))
+            gen = await ep.generate()
+            if gen is None:
+                return
+            parsed = self.parser(chat.decode(gen.token_ids), turn)
+            ep.messages.append(Message(role="assistant", content=parsed.content, tool_calls=parsed.calls or None))
+            if ep.stopped:  # cut by length or aborted: the text is incomplete, do not act on it
+                return
+            if not parsed.calls and not parsed.errors:
+                ep.stop("final_answer")
+                return
+            results = []
+            for call in parsed.calls:
+                if call.name not in offered:
+                    out = f"Error: unknown tool {call.name!r}; available tools: {sorted(offered)}"
+                else:
+                    out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call), "tool_s")
+                    if failed(out):
+                        return
+                    ep.num_tool_calls += 1
+                results.append(Message(role="tool", content=str(out), tool_call_id=call.id, name=call.name))
+            if parsed.errors:
+                results.append(Message(role="user", content=_parse_error_message(parsed.errors)))
+            if turn == self.config.max_turns - 1:
+                ep.messages.extend(results)
+                ep.stop("max_turns", truncated=True)
+                return
+            if self.rerender:  # the next prompt is re-rendered from the messages and checked then
+                ep.messages.extend(results)
+            elif not ep.append(results):
+                return
+
+    async def _verify(self, ep: Episode) -> None:
+        ctx = ep.ctx
+        result = await ep.env_call("verify", ctx.env.verify(ctx.session_id, ep.task, ep.messages), "verify_s")
+        if failed(result):
+            return
+        ep.reward = result.reward
+        ep.components = dict(result.components)
+        if result.info:
+            ep.info["verify_info"] = result.info
+        if result.error:
+            ep.fail(Status.ENV_ERROR, f"verify: {result.error}")
+
+
+def _parse_error_message(errors: list[str]) -> str:
+    return "Error: " + "; ".join(errors) + f". Call a tool as {HERMES_FORMAT_HINT}, or answer without a tool call."

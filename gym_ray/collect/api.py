@@ -1,0 +1,234 @@
+"""The Python API a trainer driver (or the CLI) calls: a batch of tasks against a policy, rollouts back.
+
+    collector = Collector(cfg, policy=my_policy_client)          # or a ModelConfig, or cfg.model
+    groups = collector.collect_sync(tasks)                         # complete groups, input order
+    async for group in collector.stream_groups(tasks): ...         # complete groups, completion order
+    summary = await collector.collect_to_dir(tasks, "runs/x")      # Parquet + metrics.json (the CLI's path)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metrics
+from gym_ray.collect.plan import GroupSpec, plan_groups
+from gym_ray.collect.scheduler import Scheduler
+from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, part_files, read_rollout_table
+from gym_ray.collect.wiring import EnvSpec, WorkerSetup
+from gym_ray.config import ModelConfig, RunConfig
+from gym_ray.models.base import PolicyClient
+from gym_ray.resources.client import EnvClient
+from gym_ray.types import RolloutGroup, Task, rollouts_from_arrow
+
+MANIFEST = "_run.json"  # "_" prefix: Parquet readers skip it
+
+
+class Collector:
+    """A pool of agent actors bound to one policy and the run's environments, reused across batches.
+
+    `policy`: a PolicyClient (e.g. a trainer's own), a ModelConfig, or None for `config.model`.
+    `envs`: per environment name, a ready EnvClient (a test double, a custom client) or nothing to build
+    it from `config.envs[name]`. `apps`: Serve application names of deployments already running, keyed
+    by env name and by `config.model.name`; an env without one runs in-process in each agent actor.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        policy: PolicyClient | ModelConfig | None = None,
+        *,
+        envs: dict[str, EnvClient] | None = None,
+        agent_classes: dict[str, Any] | None = None,
+        apps: dict[str, str] | None = None,
+    ):
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("Collector needs Ray: call ray.init(...) first (the CLI does it for you)")
+        apps = apps or {}
+        self.config = config
+        specs = {
+            name: EnvSpec(config=env_cfg, client=(envs or {}).get(name), app_name=apps.get(name))
+            for name, env_cfg in config.envs.items()
+        }
+        missing = set(envs or {}) - set(specs)
+        if missing:
+            raise ValueError(f"env clients given for {sorted(missing)}, which config.envs does not define")
+        c = config.collect
+        setup = WorkerSetup(
+            policy=policy if policy is not None else config.model,
+            policy_app=apps.get(config.model.name),
+            chat_template=config.model.chat_template,
+            envs=specs,
+            sampling=c.sampling,
+            agent_classes=agent_classes or {},
+            episode_timeout_s=c.episode_timeout_s,
+            max_retries=c.max_retries,
+        )
+        self.num_repeats = c.num_repeats
+        self.scheduler = Scheduler(setup, c.num_agents, c.concurrency, c.max_retries)
+
+    async def start(self) -> list[dict]:
+        """Wait for every agent actor to build its clients; raises `ActorStartError` with the cause."""
+        return await self.scheduler.start()
+
+    def plan(self, tasks: list[Task], num_repeats: int | None = None, run_id: str | None = None) -> list[GroupSpec]:
+        return plan_groups(tasks, num_repeats or self.num_repeats, run_id or uuid.uuid4().hex)
+
+    async def stream_tables(self, groups: list[GroupSpec]) -> AsyncIterator[pa.Table]:
+        """Arrow tables (ROLLOUT_SCHEMA) of complete groups, in completion order."""
+        async for table in self.scheduler.run(groups):
+            yield table
+
+    async def stream_groups(self, tasks: list[Task], num_repeats: int | None = None) -> AsyncIterator[RolloutGroup]:
+        """Complete groups as they finish (NeMo-RL / async-trainer style)."""
+        async for table in self.stream_tables(self.plan(tasks, num_repeats)):
+            for group in tables_to_groups([table]):
+                yield group
+
+    async def collect(self, tasks: list[Task], num_repeats: int | None = None) -> list[RolloutGroup]:
+        """All groups, complete, in the order of `tasks` (VeRL `generate_sequences` style)."""
+        groups = self.plan(tasks, num_repeats)
+        tables = [t async for t in self.stream_tables(groups)]
+        by_id = {g.group_id: g for g in tables_to_groups(tables)}
+        return [by_id[g.group_id] for g in groups]
+
+    def collect_sync(self, tasks: list[Task], num_repeats: int | None = None) -> list[RolloutGroup]:
+        return asyncio.run(self.collect(tasks, num_repeats))
+
+    async def collect_to_dir(
+        self,
+        tasks: list[Task],
+        output_dir: str | Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        out=None,
+    ) -> dict:
+        """Stream rows into `<output_dir>/part-*.parquet`, then write and print `metrics.json`.
+
+        With `resume`, groups already in the directory are skipped (files hold whole groups), so a
+        crashed run completes with no duplicates and no gaps.
+        """
+        out = out or sys.stdout
+        c = self.config.collect
+        output_dir = Path(output_dir)
+        run_id = _open_run(output_dir, resume, self.num_repeats, len(tasks))
+        groups = plan_groups(tasks, self.num_repeats, run_id)
+        done = done_groups(output_dir) if resume else {}
+        todo = [g for g in groups if g.key not in done]
+        acc = MetricsAccumulator()
+        if done:
+            acc.add(read_rollout_table(output_dir))
+            print(f"resuming {output_dir}: {len(done)} of {len(groups)} groups already written", file=out)
+        sink = ParquetSink(output_dir, c.rows_per_file, c.roll_seconds)
+        bar = _progress(len(groups) * self.num_repeats, (len(groups) - len(todo)) * self.num_repeats, progress)
+        started = time.monotonic()
+
+        async def roll_timer() -> None:
+            while True:
+                await asyncio.sleep(min(1.0, c.roll_seconds))
+                sink.maybe_roll()
+
+        timer = asyncio.create_task(roll_timer())
+        episodes = 0
+        try:
+            async for table in self.stream_tables(todo):
+                sink.write(table)
+                acc.add(table)
+                n = _episodes_in(table)
+                episodes += n
+                bar.update(n)
+        finally:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+            sink.close()
+            bar.close()
+        elapsed = time.monotonic() - started
+        summary = acc.summary()
+        summary["run"] = {"run_id": run_id, "output_dir": str(output_dir), "files": len(part_files(output_dir)),
+                          "episodes_this_session": episodes, "seconds_this_session": round(elapsed, 3)}
+        write_metrics(summary, output_dir / "metrics.json")
+        print(format_table(summary), file=out)
+        print(f"\n{episodes} rollouts in {elapsed:.1f} s -> {output_dir}/ (metrics.json)", file=out)
+        return summary
+
+    def shutdown(self) -> None:
+        self.scheduler.shutdown()
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def load_run_tasks(cfg: RunConfig) -> list[Task]:
+    """Every env's `data` files (rows default to that env); `collect.limit` caps tasks per env."""
+    from gym_ray.tasks import TaskLoadError, load_tasks
+
+    tasks: list[Task] = []
+    for name, env in cfg.envs.items():
+        for t in load_tasks(env.data, default_env=name, limit=cfg.collect.limit):
+            if t.env not in cfg.envs:
+                raise TaskLoadError(f"{env.data}: task {t.task_id!r} names env {t.env!r}, which the config "
+                                    f"does not define (envs: {sorted(cfg.envs)})")
+            tasks.append(t)
+    if not tasks:
+        raise TaskLoadError("no tasks: no env in the config lists `data` files with rows")
+    return tasks
+
+
+def tables_to_groups(tables: list[pa.Table]) -> list[RolloutGroup]:
+    by_group: dict[str, list] = defaultdict(list)
+    for table in tables:
+        for r in rollouts_from_arrow(table):
+            by_group[r.group_id].append(r)
+    groups = []
+    for gid, rows in by_group.items():
+        rows.sort(key=lambda r: (r.rollout_index, r.segment_index))
+        groups.append(RolloutGroup(group_id=gid, task_id=rows[0].task_id, rollouts=rows))
+    return groups
+
+
+def _episodes_in(table: pa.Table) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.equal(table["segment_index"], 0)).as_py() or 0)
+
+
+def _open_run(output_dir: Path, resume: bool, num_repeats: int, num_tasks: int) -> str:
+    """Create or reopen a run directory; its manifest pins the run id (hence the group ids) and group size."""
+    manifest = output_dir / MANIFEST
+    if resume and manifest.is_file():
+        data = json.loads(manifest.read_text())
+        if data["num_repeats"] != num_repeats:
+            raise ResumeError(f"{output_dir}: written with num_repeats={data['num_repeats']}, "
+                              f"resumed with {num_repeats}; groups would not be complete")
+        return data["run_id"]
+    if part_files(output_dir) and not resume:
+        raise ResumeError(f"{output_dir} already holds rollouts; pass --resume to complete that run, "
+                          "or choose another collect.output_dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex
+    manifest.write_text(json.dumps({"run_id": run_id, "num_repeats": num_repeats, "num_tasks": num_tasks}) + "\n")
+    return run_id
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="rollout", desc="collecting", disable=not enabled,
+                dynamic_ncols=True, file=sys.stderr)

@@ -1,0 +1,30 @@
+"""Serve application builders for config files (`serve run` / `serve deploy` / KubeRay RayService).
+
+A Serve config names `import_path: gym_ray.collect.apps:policy_app` (or `env_app`) and passes `args:`;
+the apps come up under the names `gym-ray collect` looks for (the model's name, the env's key).
+"""
+
+from __future__ import annotations
+
+from ray.serve import Application
+
+from gym_ray.config import EnvConfig, ModelConfig
+
+
+def policy_app(args: dict) -> Application:
+    """`args`: a `model:` block of a run config (kind, name, model, engine_kwargs, ...)."""
+    from gym_ray.models.deploy import build_policy_app
+
+    return build_policy_app(ModelConfig.model_validate(args))
+
+
+def env_app(args: dict) -> Application:
+    """`args`: `name` (the env's key) plus an `envs.<name>:` block of a run config (server, config, ...)."""
+    from gym_ray.resources.serve import EnvDeployment
+
+    args = dict(args)
+    name = args.pop("name")
+    cfg = EnvConfig.model_validate(args)
+    return EnvDeployment.options(
+        name=name, num_replicas=cfg.num_replicas, max_ongoing_requests=cfg.max_ongoing_requests
+    ).bind(name, cfg.model_dump())

@@ -1,0 +1,147 @@
+"""Run metrics from rollout rows: mean reward, unbiased pass@k, tokens, turns, failures by status."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from math import comb
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_COLUMNS = [
+    "group_id", "env", "task_id", "rollout_index", "group_size", "segment_index", "num_segments",
+    "reward", "status", "num_turns", "num_tool_calls", "truncated", "response_loss_mask", "prompt_token_ids",
+]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimator of P(at least one of k samples passes) from n samples with c passes (Chen et al. 2021)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def _ks(n: int) -> list[int]:
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    if ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
+class MetricsAccumulator:
+    """Fed Arrow tables as groups finish; `summary()` at any time. Episodes are counted once (by segment 0)."""
+
+    def __init__(self, pass_threshold: float = 1.0):
+        self.pass_threshold = pass_threshold
+        self._episodes: dict[str, list[dict]] = defaultdict(list)  # env -> per-episode records
+        self._group_passes: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        t = table.select(_COLUMNS)
+        mask_sums = [sum(m) for m in t["response_loss_mask"].to_pylist()]
+        prompt_lens = pc.list_value_length(t["prompt_token_ids"]).to_pylist()
+        resp_lens = pc.list_value_length(t["response_loss_mask"]).to_pylist()
+        per_episode: dict[tuple[str, int], dict] = {}
+        rows = t.drop_columns(["response_loss_mask", "prompt_token_ids"]).to_pylist()
+        for row, gen, plen, rlen in zip(rows, mask_sums, prompt_lens, resp_lens, strict=True):
+            key = (row["group_id"], row["rollout_index"])
+            ep = per_episode.setdefault(
+                key,
+                {"env": row["env"], "group_id": row["group_id"], "status": "ok", "reward": 0.0, "turns": 0,
+                 "tool_calls": 0, "generated_tokens": 0, "total_tokens": 0, "truncated": False, "segments": 0},
+            )
+            ep["segments"] += 1
+            ep["turns"] += row["num_turns"]
+            ep["tool_calls"] += row["num_tool_calls"]
+            ep["generated_tokens"] += gen
+            ep["total_tokens"] += plen + rlen
+            ep["truncated"] = ep["truncated"] or row["truncated"]
+            if row["status"] != "ok" and ep["status"] == "ok":
+                ep["status"] = row["status"]
+            if row["segment_index"] == row["num_segments"] - 1:
+                ep["reward"] = row["reward"]
+        for ep in per_episode.values():
+            self._episodes[ep["env"]].append(ep)
+            passed = int(ep["status"] == "ok" and ep["reward"] >= self.pass_threshold)
+            self._group_passes[ep["env"]][ep["group_id"]].append(passed)
+
+    def summary(self) -> dict:
+        per_env = {env: self._summarize(eps, self._group_passes[env]) for env, eps in sorted(self._episodes.items())}
+        all_eps = [ep for eps in self._episodes.values() for ep in eps]
+        all_groups = {g: v for groups in self._group_passes.values() for g, v in groups.items()}
+        return {"overall": self._summarize(all_eps, all_groups), "per_env": per_env,
+                "pass_threshold": self.pass_threshold}
+
+    @staticmethod
+    def _summarize(eps: list[dict], groups: dict[str, list[int]]) -> dict:
+        n = len(eps)
+        if n == 0:
+            return {"rollouts": 0, "groups": 0}
+        statuses = Counter(ep["status"] for ep in eps)
+        ok = [ep for ep in eps if ep["status"] == "ok"]
+        min_group = min(len(v) for v in groups.values())
+        pass_k = {
+            f"pass@{k}": sum(pass_at_k(len(v), sum(v), k) for v in groups.values()) / len(groups)
+            for k in _ks(min_group)
+        }
+        return {
+            "rollouts": n,
+            "groups": len(groups),
+            "mean_reward": sum(ep["reward"] for ep in ok) / n,  # a failed episode scores 0
+            "mean_reward_ok": sum(ep["reward"] for ep in ok) / len(ok) if ok else None,
+            **pass_k,
+            "ok_rate": statuses.get("ok", 0) / n,
+            "statuses": dict(sorted(statuses.items())),
+            "mean_turns": sum(ep["turns"] for ep in eps) / n,
+            "mean_tool_calls": sum(ep["tool_calls"] for ep in eps) / n,
+            "generated_tokens": sum(ep["generated_tokens"] for ep in eps),
+            "mean_generated_tokens": sum(ep["generated_tokens"] for ep in eps) / n,
+            "mean_total_tokens": sum(ep["total_tokens"] for ep in eps) / n,
+            "truncated_rate": sum(ep["truncated"] for ep in eps) / n,
+            "multi_segment_rate": sum(ep["segments"] > 1 for ep in eps) / n,
+        }
+
+
+def format_table(summary: dict) -> str:
+    """A fixed-width table: one line per environment plus the total."""
+    rows = [(env, m) for env, m in summary["per_env"].items()] + [("ALL", summary["overall"])]
+    ks = sorted({k for _, m in rows for k in m if k.startswith("pass@")}, key=lambda s: int(s[5:]))
+    header = ["env", "rollouts", "reward", *ks, "turns", "tools", "gen tok", "failures"]
+    lines = []
+    for env, m in rows:
+        if not m.get("rollouts"):
+            continue
+        fails = ", ".join(f"{s}={c}" for s, c in m["statuses"].items() if s != "ok") or "-"
+        lines.append([
+            env, str(m["rollouts"]), f"{m['mean_reward']:.3f}", *(f"{m[k]:.3f}" if k in m else "" for k in ks),
+            f"{m['mean_turns']:.2f}", f"{m['mean_tool_calls']:.2f}", f"{m['mean_generated_tokens']:.1f}", fails,
+        ])
+    widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" if i in (0, len(header) - 1) else f"{{:>{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*r) for r in lines]
+    return "\n".join(out)
+
+
+def write_metrics(summary: dict, path: str | Path) -> None:
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def metrics_from_dir(output_dir: str | Path, pass_threshold: float = 1.0) -> dict:
+    """Recompute the summary from the Parquet files of a run directory."""
+    from gym_ray.collect.sink import read_rollout_table
+
+    acc = MetricsAccumulator(pass_threshold)
+    acc.add(read_rollout_table(output_dir))
+    return acc.summary()

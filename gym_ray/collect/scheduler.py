@@ -1,0 +1,162 @@
+"""Driver side of collection: spreads chunks of groups over agent actors, keeps each busy, and
+re-dispatches the groups of an actor that died (up to `max_retries`, then an `infra_error` row each)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator
+
+import pyarrow as pa
+import ray
+
+from gym_ray.collect.plan import GroupSpec
+from gym_ray.collect.wiring import WorkerSetup, infra_error_types
+from gym_ray.collect.worker import AgentActor, failed_row
+from gym_ray.types import Status, rollouts_to_arrow
+
+
+class ActorStartError(RuntimeError):
+    """An agent actor could not build its clients (bad config, missing deployment, ...)."""
+
+
+class Scheduler:
+    """A pool of agent actors; `run(groups)` yields Arrow tables of complete groups as they finish."""
+
+    CHUNKS_PER_ACTOR = 2
+    RECOVERY_TIMEOUT_S = 180.0
+
+    def __init__(self, setup: WorkerSetup, num_agents: int, concurrency: int, max_retries: int = 2,
+                 namespace_prefix: str = "gym-ray-agent"):
+        self.per_actor = max(1, math.ceil(concurrency / num_agents))
+        setup.concurrency = self.per_actor
+        self.setup = setup
+        self.max_retries = max_retries
+        self.infra = infra_error_types()
+        self.name_prefix = namespace_prefix
+        self.actors = [AgentActor.remote(setup, f"{namespace_prefix}-{i}") for i in range(num_agents)]
+        self._started = False
+
+    async def start(self) -> list[dict]:
+        try:
+            info = await asyncio.gather(*(a.ready.remote() for a in self.actors))
+        except ray.exceptions.RayError as e:
+            self.shutdown()
+            raise ActorStartError(f"agent actor failed to start: {_root_cause(e)}") from None
+        self._started = True
+        return list(info)
+
+    def _chunk_size(self, group_size: int) -> int:
+        return max(1, math.ceil(self.per_actor / group_size))
+
+    async def _recover(self, i: int) -> bool:
+        """Wait for actor `i` to come back (Ray restarts it); replace it if it is gone for good."""
+        replaced = 0
+        deadline = time.monotonic() + self.RECOVERY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self.actors[i].ready.remote(), self.RECOVERY_TIMEOUT_S)
+                return True
+            except ray.exceptions.ActorDiedError:
+                if replaced >= self.max_retries:
+                    return False
+                replaced += 1
+                self.actors[i] = AgentActor.remote(self.setup, f"{self.name_prefix}-{i}-r{replaced}")
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, TimeoutError):
+                await asyncio.sleep(0.5)
+        return False
+
+    async def run(self, groups: list[GroupSpec]) -> AsyncIterator[pa.Table]:
+        if not self._started:
+            await self.start()
+        pending: deque[GroupSpec] = deque(groups)
+        lost_count: Counter[str] = Counter()
+        out: asyncio.Queue = asyncio.Queue()
+        outstanding = {i: 0 for i in range(len(self.actors))}
+        healthy = set(outstanding)
+        recovering: set[int] = set()
+        tasks: set[asyncio.Task] = set()
+
+        def spawn(coro) -> None:
+            t = asyncio.create_task(coro)
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+        def give_up(chunk: list[GroupSpec], status: Status, cause: str) -> None:
+            rows = [failed_row(g, k, status, f"agent actor failed: {cause}") for g in chunk for k in range(g.group_size)]
+            if rows:
+                out.put_nowait(rollouts_to_arrow(rows))
+
+        async def drive(i: int, chunk: list[GroupSpec]) -> None:
+            received: set[str] = set()
+            try:
+                async for ref in self.actors[i].run_chunk.remote(chunk):
+                    table = await ref
+                    received.update(table.column("group_id").unique().to_pylist())
+                    out.put_nowait(table)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                lost = [g for g in chunk if g.group_id not in received]
+                if not isinstance(e, self.infra):  # a bug in the actor: never silently dropped, not retried
+                    give_up(lost, Status.ABORTED, _root_cause(e))
+                else:
+                    for g in lost:
+                        lost_count[g.group_id] += 1
+                    give_up([g for g in lost if lost_count[g.group_id] > self.max_retries],
+                            Status.INFRA_ERROR, _root_cause(e))
+                    pending.extendleft(reversed([g for g in lost if lost_count[g.group_id] <= self.max_retries]))
+                    if i in healthy:
+                        healthy.discard(i)
+                        recovering.add(i)
+                        spawn(recover(i))
+            finally:
+                out.put_nowait(("chunk_done", i))
+
+        async def recover(i: int) -> None:
+            ok = await self._recover(i)
+            recovering.discard(i)
+            if ok:
+                healthy.add(i)
+            out.put_nowait(("recovered", i))
+
+        def dispatch() -> None:
+            for i in sorted(healthy):
+                while outstanding[i] < self.CHUNKS_PER_ACTOR and pending:
+                    size = self._chunk_size(pending[0].group_size)
+                    chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
+                    outstanding[i] += 1
+                    spawn(drive(i, chunk))
+
+        try:
+            dispatch()
+            while any(outstanding.values()) or recovering or (pending and healthy):
+                item = await out.get()
+                if isinstance(item, tuple):
+                    if item[0] == "chunk_done":
+                        outstanding[item[1]] -= 1
+                    dispatch()
+                else:
+                    yield item
+                if pending and not healthy and not recovering and not any(outstanding.values()):
+                    give_up(list(pending), Status.INFRA_ERROR, "no agent actor is left alive")
+                    pending.clear()
+            while not out.empty():
+                item = out.get_nowait()
+                if not isinstance(item, tuple):
+                    yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+
+def _root_cause(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[-1] if text else ''}"

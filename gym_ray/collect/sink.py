@@ -1,0 +1,123 @@
+"""Parquet sink: complete groups in, rolled files out, each appearing atomically (temp name, then rename).
+
+Readers (`ray.data.read_parquet`, pyarrow datasets) skip names starting with "." so a file being written is
+never seen half-done. Every file holds whole groups only, which is what makes resume exact: a group is
+either in a finished file or it is not done.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gym_ray.types import ROLLOUT_SCHEMA
+
+_PART = re.compile(r"^part-(\d+)-[0-9a-f]+\.parquet$")
+
+
+class ResumeError(ValueError):
+    """The output directory does not fit the run (e.g. an incomplete group in a finished file)."""
+
+
+def part_files(output_dir: str | Path) -> list[Path]:
+    """Finished part files, in write order."""
+    d = Path(output_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _PART.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+class ParquetSink:
+    """Buffers Arrow tables of complete groups; rolls a file every `rows_per_file` rows or `roll_seconds`."""
+
+    def __init__(self, output_dir: str | Path, rows_per_file: int = 512, roll_seconds: float = 30.0):
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.rows_per_file = rows_per_file
+        self.roll_seconds = roll_seconds
+        existing = part_files(self.output_dir)
+        self._next_index = int(_PART.match(existing[-1].name).group(1)) + 1 if existing else 0
+        self._buffer: list[pa.Table] = []
+        self._buffered_rows = 0
+        self._first_buffered_at: float | None = None
+        self.files_written: list[Path] = []
+        self.rows_written = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if table.schema != ROLLOUT_SCHEMA:
+            table = table.select(ROLLOUT_SCHEMA.names).cast(ROLLOUT_SCHEMA)
+        if self._first_buffered_at is None:
+            self._first_buffered_at = time.monotonic()
+        self._buffer.append(table)
+        self._buffered_rows += table.num_rows
+        if self._buffered_rows >= self.rows_per_file:
+            self.flush()
+        else:
+            self.maybe_roll()
+
+    def maybe_roll(self) -> None:
+        """Call now and then: rolls the buffer once it has waited `roll_seconds`."""
+        if self._first_buffered_at is not None and time.monotonic() - self._first_buffered_at >= self.roll_seconds:
+            self.flush()
+
+    def flush(self) -> Path | None:
+        if not self._buffer:
+            return None
+        table = pa.concat_tables(self._buffer)
+        name = f"part-{self._next_index:06d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.output_dir / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.output_dir / name)
+        self._next_index += 1
+        self._buffer.clear()
+        self._buffered_rows = 0
+        self._first_buffered_at = None
+        self.files_written.append(self.output_dir / name)
+        self.rows_written += table.num_rows
+        return self.output_dir / name
+
+    def close(self) -> None:
+        self.flush()
+
+
+def read_rollout_table(output_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """All finished rows of a run directory (empty table with the schema when there are none)."""
+    files = part_files(output_dir)
+    schema = ROLLOUT_SCHEMA if columns is None else pa.schema([ROLLOUT_SCHEMA.field(c) for c in columns])
+    if not files:
+        return schema.empty_table()
+    return pa.concat_tables([pq.read_table(f, columns=columns, schema=ROLLOUT_SCHEMA) for f in files])
+
+
+def done_groups(output_dir: str | Path) -> dict[tuple[str, str], str]:
+    """(env, task_id) -> group_id of every group already written; refuses incomplete groups or duplicates."""
+    table = read_rollout_table(
+        output_dir, ["group_id", "env", "task_id", "rollout_index", "group_size", "segment_index"]
+    )
+    done: dict[tuple[str, str], str] = {}
+    members: Counter[str] = Counter()
+    size: dict[str, int] = {}
+    for row in table.to_pylist():
+        if row["segment_index"] != 0:
+            continue
+        gid = row["group_id"]
+        done[(row["env"], row["task_id"])] = gid
+        members[gid] += 1
+        size[gid] = row["group_size"]
+    bad = [gid for gid, n in members.items() if n != size[gid]]
+    if bad:
+        raise ResumeError(
+            f"{output_dir}: group {bad[0]} has {members[bad[0]]} rollouts of {size[bad[0]]} "
+            f"({len(bad)} such groups); files are written whole, so this directory holds rows of another run"
+        )
+    return done

@@ -1,0 +1,129 @@
+"""`PolicyClient`s: the one way agents reach a policy, built by `make_policy_client` inside any actor.
+
+Hosted kinds (scripted, vllm) are called through a Serve `DeploymentHandle` (no HTTP hop), which keeps
+Serve's routing, replicas and autoscaling. `model.handle_transport` picks Ray's default transport or the
+gRPC one (`_by_reference=False`); reference/call_costs.md found gRPC ~2x faster for a trivial method on
+a quiet box, but benchmarks/policy_overhead.py measured the default as fast or faster for `generate` on
+the shared machine, so the default stays the default. A session id pins an episode's calls to one
+replica (consistent-hash router, see deploy.serve_options).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gym_ray.config import ModelConfig, SamplingConfig
+from gym_ray.models.base import Generation, PolicyClient
+from gym_ray.models.default_model import resolve_model_path
+from gym_ray.types import Message, ToolSpec
+
+
+def tokenizer_path_for(cfg: ModelConfig) -> str:
+    """`model.tokenizer` if set; else the checkpoint for hosted kinds; else the embedded default model."""
+    if cfg.tokenizer:
+        return cfg.tokenizer
+    if cfg.kind == "openai":
+        return resolve_model_path(None)
+    return resolve_model_path(cfg.model)
+
+
+class HandlePolicyClient:
+    """A policy hosted on Serve, reached by handle; picklable (the handle is re-made after unpickling).
+
+    Besides `generate`/`chat` it carries the trainer hooks, which go to *every* replica (broadcast).
+    """
+
+    def __init__(self, app_name: str, deployment: str, model_name: str, tokenizer_path: str, grpc: bool = False):
+        self.app_name = app_name
+        self.deployment = deployment
+        self.model_name = model_name
+        self._tokenizer_path = tokenizer_path
+        self.grpc = grpc
+        self._handle: Any = None
+        self._fast: Any = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None, "_fast": None}
+
+    def _h(self) -> Any:
+        if self._handle is None:
+            from ray import serve
+
+            self._handle = serve.get_deployment_handle(self.deployment, self.app_name)
+            self._fast = self._handle.options(_by_reference=False) if self.grpc else self._handle
+        return self._handle
+
+    def tokenizer_path(self) -> str:
+        return self._tokenizer_path
+
+    async def generate(
+        self, prompt_token_ids: list[int], sampling: SamplingConfig, session_id: str | None = None
+    ) -> Generation:
+        self._h()
+        h = self._fast if session_id is None else self._fast.options(session_id=session_id)
+        out = await h.generate.remote(list(prompt_token_ids), sampling.model_dump())
+        return Generation.model_validate(out)
+
+    async def chat(self, messages: list[Message], tools: list[ToolSpec] | None, sampling: SamplingConfig) -> dict:
+        msgs = [m.to_openai() if isinstance(m, Message) else m for m in messages]
+        specs = [t.to_openai() for t in tools] if tools else None
+        return await self._h().chat_messages.remote(msgs, specs, sampling.model_dump())
+
+    # -- trainer hooks (all replicas) -------------------------------------------------------------
+    async def _broadcast(self, name: str, /, *args: Any, **kwargs: Any) -> list:
+        return await self._h().broadcast(name, *args, **kwargs).results_async()
+
+    async def pause(self, **kwargs: Any) -> None:
+        """Stop generating on every replica (vLLM: in-flight requests finish or abort per `kwargs`)."""
+        await self._broadcast("pause", **kwargs)
+
+    async def resume(self) -> None:
+        await self._broadcast("resume")
+
+    async def is_paused(self) -> bool:
+        return all(await self._broadcast("is_paused"))
+
+    async def collective_rpc(self, method: str, args: tuple = (), kwargs: dict | None = None,
+                             timeout: float | None = None) -> list:
+        """Call `method` on every engine worker of every replica (weight sync); results per replica."""
+        return await self._broadcast("collective_rpc", method=method, timeout=timeout, args=args,
+                                     kwargs=kwargs or {})
+
+    async def policy_version(self) -> int:
+        return max(await self._broadcast("get_policy_version"))
+
+    async def set_policy_version(self, version: int) -> int:
+        await self._broadcast("set_policy_version", version)
+        return version
+
+    async def update_weights(self, method: str, args: tuple = (), kwargs: dict | None = None,
+                             timeout: float | None = None, version: int | None = None) -> int:
+        """One weight update: `collective_rpc(method)`, drop the stale prefix cache, raise the version.
+
+        Returns the new policy version (`version`, or the current one + 1), stamped on every later
+        generation. Pause before and resume after when no request may see mixed weights.
+        """
+        await self.collective_rpc(method, args, kwargs, timeout)
+        await self._broadcast("reset_prefix_cache")
+        new = version if version is not None else await self.policy_version() + 1
+        return await self.set_policy_version(new)
+
+
+def make_policy_client(cfg: ModelConfig, app_name: str) -> PolicyClient:
+    """The client for policy `cfg` deployed as Serve app `app_name` (ignored for external endpoints).
+
+    Cheap to build (no network until the first call) and picklable, so build it in the driver and pass
+    it to actors, or build it inside each actor.
+    """
+    if cfg.kind == "openai":
+        from gym_ray.models.external import OpenAIPolicyClient
+
+        return OpenAIPolicyClient(cfg, tokenizer_path_for(cfg))
+    if cfg.kind == "scripted" and cfg.hosting == "local":
+        from gym_ray.models.scripted import LocalScriptedClient
+
+        return LocalScriptedClient(cfg, tokenizer_path_for(cfg))
+    from gym_ray.models.deploy import policy_deployment_name
+
+    return HandlePolicyClient(app_name, policy_deployment_name(cfg), cfg.name, tokenizer_path_for(cfg),
+                              grpc=cfg.handle_transport == "grpc")

@@ -1,0 +1,216 @@
+"""The host-independent core of a resource server: sessions, dispatch, and failure handling.
+
+`EnvRuntime` implements the `EnvClient` protocol directly over one `ResourceServer` instance; the
+in-process client is a thin lazy wrapper around it and the Serve deployment calls it from its routes.
+Model mistakes (unknown tool, bad arguments, a tool that raises) come back as text for the model;
+environment failures (a missing session, a hook that raises) raise `EnvError` or set
+`VerifyResult.error`, so the agent reports `env_error` instead of training on a wrong reward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import inspect
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from gym_ray.config import EnvConfig
+from gym_ray.resources.server import ResourceServer, Session, _current
+from gym_ray.resources.sessions import SessionStore
+from gym_ray.resources.tools import ToolArgumentError
+from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
+
+log = logging.getLogger(__name__)
+
+
+class EnvError(RuntimeError):
+    """The environment (not the model) failed: the episode should be reported as `env_error`."""
+
+
+def import_server(path: str) -> type[ResourceServer]:
+    """Resolve `package.module:ClassName` (the `server:` key of an environment's config)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"server {path!r}: expected an import path 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"server {path!r}: cannot import module {module_name!r}: {e}") from e
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, ResourceServer)):
+        raise ValueError(f"server {path!r}: {attr!r} is not a ResourceServer subclass in {module_name}")
+    return cls
+
+
+def _tool_output(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    if result is None:
+        return ""
+    if isinstance(result, BaseModel):
+        return result.model_dump_json()
+    return json.dumps(result, default=str)
+
+
+def _as_verify_result(out: Any) -> VerifyResult:
+    if isinstance(out, VerifyResult):
+        result = out
+    elif isinstance(out, bool | int | float):
+        result = VerifyResult(reward=float(out))
+    else:
+        return VerifyResult(error=f"verify returned {type(out).__name__}; expected a float or a VerifyResult")
+    if not math.isfinite(result.reward):
+        return VerifyResult(error=f"verify returned a non-finite reward {result.reward}")
+    return result
+
+
+class EnvRuntime:
+    """One environment instance and its sessions; every method is safe to call concurrently."""
+
+    def __init__(self, server: ResourceServer, name: str | None = None) -> None:
+        cls = type(server)
+        self.server = server
+        self.name = name or cls.__name__
+        self.sessions = SessionStore(cls.session_ttl_s, cls.max_sessions)
+        self._tool_defs = cls.tool_defs
+        self._specs = [td.spec for td in self._tool_defs.values()]
+        self._step_driven = cls.reset is not ResourceServer.reset
+        self._default_verify = cls.verify is ResourceServer.verify
+
+    @classmethod
+    def from_config(cls, name: str, cfg: EnvConfig) -> EnvRuntime:
+        server_cls = import_server(cfg.server)
+        try:
+            server = server_cls(**cfg.config)
+        except TypeError as e:
+            raise ValueError(f"envs.{name}.config: {server_cls.__name__} rejected its settings: {e}") from e
+        return cls(server, name)
+
+    async def _call(self, session: Session, fn: Callable, *, thread: bool = False) -> Any:
+        """Run a hook with `session` bound (threads get a copy of the context, so it is bound there too)."""
+        token = _current.set(session)
+        try:
+            if thread:
+                return await asyncio.to_thread(fn)
+            result = fn()
+            return await result if inspect.isawaitable(result) else result
+        finally:
+            _current.reset(token)
+
+    async def _release(self, sessions: list[Session]) -> None:
+        for session in sessions:
+            try:
+                await self._call(session, self.server.close)
+            except Exception:
+                log.exception("%s: close() failed for session %s", self.name, session.id)
+
+    def _missing(self, session_id: str) -> str:
+        return (
+            f"no session {session_id!r} in environment {self.name!r} "
+            f"(never seeded, closed, or expired after {self.sessions.ttl_s:.0f} s idle)"
+        )
+
+    # --- EnvClient ---------------------------------------------------------------------------
+    async def tools(self) -> list[ToolSpec]:
+        return list(self._specs)
+
+    async def seed_session(self, session_id: str, task: Task) -> None:
+        await self._release(self.sessions.expire())
+        session = Session(id=session_id, task=task)
+        try:
+            session.state = await self._call(session, functools.partial(self.server.seed, task))
+        except Exception as e:
+            raise EnvError(
+                f"{self.name}: seed failed for task {task.task_id}: {type(e).__name__}: {e}"
+            ) from e
+        replaced = self.sessions.put(session)
+        if replaced is not None:
+            await self._release([replaced])
+
+    async def call_tool(self, session_id: str, call: ToolCall) -> str:
+        return await self.call_tool_raw(session_id, call.name, call.arguments)
+
+    async def call_tool_raw(self, session_id: str, name: str, arguments: dict[str, Any] | str | None) -> str:
+        """Like `call_tool`, with arguments as the model wrote them (a JSON string is accepted)."""
+        td = self._tool_defs.get(name)
+        if td is None:
+            available = ", ".join(self._tool_defs) or "none"
+            return f"Error: unknown tool {name!r}. Available tools: {available}."
+        session = self.sessions.get(session_id)
+        if session is None:
+            return f"Error: {self._missing(session_id)}."
+        try:
+            kwargs = td.parse_arguments(arguments)
+        except ToolArgumentError as e:
+            return f"Error: invalid arguments for {name}: {e}"
+        fn = functools.partial(td.fn, self.server, **kwargs)
+        try:
+            return _tool_output(await self._call(session, fn, thread=td.blocking))
+        except Exception as e:
+            log.debug("%s: tool %s raised", self.name, name, exc_info=True)
+            return f"Error: {name} failed: {type(e).__name__}: {e}"
+
+    async def reset(self, session_id: str, task: Task) -> str:
+        await self.seed_session(session_id, task)
+        session = self.sessions.get(session_id)
+        assert session is not None
+        session.data.update(rewards=[], done=False)
+        try:
+            observation = await self._call(session, functools.partial(self.server.reset, task))
+        except Exception as e:
+            raise EnvError(
+                f"{self.name}: reset failed for task {task.task_id}: {type(e).__name__}: {e}"
+            ) from e
+        if not isinstance(observation, str):
+            raise EnvError(f"{self.name}: reset returned {type(observation).__name__}; expected str")
+        return observation
+
+    async def step(self, session_id: str, action: str) -> StepResult:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise EnvError(self._missing(session_id))
+        if session.data.get("done"):
+            raise EnvError(f"{self.name}: step after the episode ended (session {session_id!r})")
+        try:
+            result = await self._call(session, functools.partial(self.server.step, action))
+        except Exception as e:
+            raise EnvError(f"{self.name}: step failed: {type(e).__name__}: {e}") from e
+        if not isinstance(result, StepResult):
+            raise EnvError(f"{self.name}: step returned {type(result).__name__}; expected StepResult")
+        session.data.setdefault("rewards", []).append(result.reward)
+        session.data.update(done=result.done, info=result.info)
+        return result
+
+    async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
+        session = self.sessions.get(session_id)
+        if session is None:
+            if type(self.server).is_stateful():
+                return VerifyResult(error=self._missing(session_id))
+            session = Session(id=session_id, task=task, state={})  # stateless: verify needs no episode
+        if self._default_verify and self._step_driven:
+            rewards = session.data.get("rewards", [])
+            info = {
+                **session.data.get("info", {}),
+                "steps": len(rewards),
+                "done": bool(session.data.get("done")),
+            }
+            return VerifyResult(reward=float(sum(rewards)), info=info)
+        hook = functools.partial(self.server.verify, task, messages)
+        try:
+            out = await self._call(session, hook, thread=not inspect.iscoroutinefunction(self.server.verify))
+        except Exception as e:
+            log.debug("%s: verify raised", self.name, exc_info=True)
+            return VerifyResult(error=f"{self.name}: verify failed: {type(e).__name__}: {e}")
+        return _as_verify_result(out)
+
+    async def close_session(self, session_id: str) -> None:
+        session = self.sessions.pop(session_id)
+        if session is not None:
+            await self._release([session])

@@ -1,0 +1,239 @@
+"""Hosting an environment on Ray Serve: NeMo Gym-compatible HTTP routes and a handle client.
+
+One generic deployment wraps any `ResourceServer` in an `EnvRuntime`. HTTP is for the edges
+(NeMo Gym agents, non-Ray clients); agents inside Ray use `HandleEnvClient`, which calls the
+same runtime methods through a `DeploymentHandle` (gRPC transport by default, `_by_reference=False`:
+cheaper per call than Serve's default by-reference handle; see benchmarks/env_transport.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from ray import serve
+
+from gym_ray.config import EnvConfig
+from gym_ray.resources.http_compat import (
+    SESSION_COOKIE,
+    parse_messages,
+    parse_task,
+    session_id_from,
+)
+from gym_ray.resources.runtime import EnvError, EnvRuntime, import_server
+from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
+
+api = FastAPI(title="gym_ray resource server")
+_STICKY_ROUTER = "ray.serve.experimental.consistent_hash_router:ConsistentHashRouter"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _json_body(request: Request) -> dict:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise ValueError(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024)
+@serve.ingress(api)
+class EnvDeployment:
+    """One replica: an environment instance with its sessions (stick sessions to replicas when >1)."""
+
+    def __init__(self, name: str, cfg: dict) -> None:
+        self.runtime = EnvRuntime.from_config(name, EnvConfig.model_validate(cfg))
+
+    # --- handle methods (plain data in and out) -----------------------------------------------
+    async def tools(self) -> list[dict]:
+        return [s.model_dump() for s in await self.runtime.tools()]
+
+    async def seed_session(self, session_id: str, task: dict) -> None:
+        await self.runtime.seed_session(session_id, Task.model_validate(task))
+
+    async def call_tool(self, session_id: str, name: str, arguments: dict | str | None) -> str:
+        return await self.runtime.call_tool_raw(session_id, name, arguments)
+
+    async def reset(self, session_id: str, task: dict) -> str:
+        return await self.runtime.reset(session_id, Task.model_validate(task))
+
+    async def step(self, session_id: str, action: str) -> dict:
+        return (await self.runtime.step(session_id, action)).model_dump()
+
+    async def verify(self, session_id: str, task: dict, messages: list[dict]) -> dict:
+        msgs = [Message.model_validate(m) for m in messages]
+        return (await self.runtime.verify(session_id, Task.model_validate(task), msgs)).model_dump()
+
+    async def close_session(self, session_id: str) -> None:
+        await self.runtime.close_session(session_id)
+
+    def num_sessions(self) -> int:
+        return len(self.runtime.sessions)
+
+    # --- HTTP routes (NeMo Gym-compatible) ------------------------------------------------------
+    @api.get("/tools")
+    async def http_tools(self) -> list[dict]:
+        return [s.to_openai() for s in await self.runtime.tools()]
+
+    @api.post("/seed_session")
+    async def http_seed_session(self, request: Request):
+        try:
+            body = await _json_body(request)
+            task = parse_task(body, self.runtime.name)
+        except (ValueError, KeyError) as e:
+            return _error(400, f"seed_session: bad task row: {e}")
+        sid = session_id_from(body, request.headers, request.cookies) or uuid.uuid4().hex
+        try:
+            await self.runtime.seed_session(sid, task)
+        except EnvError as e:
+            return _error(500, str(e))
+        response = JSONResponse({"session_id": sid})
+        response.set_cookie(SESSION_COOKIE, sid, httponly=True)
+        return response
+
+    @api.post("/verify")
+    async def http_verify(self, request: Request):
+        try:
+            body = await _json_body(request)
+            task = parse_task(body, self.runtime.name)
+            messages = parse_messages(body, task)
+        except (ValueError, KeyError) as e:
+            return _error(400, f"verify: bad request body: {e}")
+        sid = session_id_from(body, request.headers, request.cookies) or ""
+        result = await self.runtime.verify(sid, task, messages)
+        return {
+            **body,
+            "reward": result.reward,
+            "reward_components": result.components,
+            "verify_info": result.info,
+            "verify_error": result.error,
+        }
+
+    @api.post("/close_session")
+    async def http_close_session(self, request: Request):
+        try:
+            body = await _json_body(request)
+        except ValueError as e:
+            return _error(400, f"close_session: {e}")
+        sid = session_id_from(body, request.headers, request.cookies)
+        if sid:
+            await self.runtime.close_session(sid)
+        return {"session_id": sid, "closed": bool(sid)}
+
+    @api.post("/reset")
+    async def http_reset(self, request: Request):
+        try:
+            body = await _json_body(request)
+            task = parse_task(body, self.runtime.name)
+        except (ValueError, KeyError) as e:
+            return _error(400, f"reset: bad task row: {e}")
+        sid = session_id_from(body, request.headers, request.cookies) or uuid.uuid4().hex
+        try:
+            observation = await self.runtime.reset(sid, task)
+        except EnvError as e:
+            return _error(500, str(e))
+        response = JSONResponse({"session_id": sid, "observation": observation})
+        response.set_cookie(SESSION_COOKIE, sid, httponly=True)
+        return response
+
+    @api.post("/step")
+    async def http_step(self, request: Request):
+        try:
+            body = await _json_body(request)
+        except ValueError as e:
+            return _error(400, f"step: {e}")
+        sid = session_id_from(body, request.headers, request.cookies)
+        if not sid or not isinstance(body.get("action"), str):
+            return _error(
+                400, "step: needs a session (session_id, X-Session-Id or cookie) and a string 'action'"
+            )
+        try:
+            return (await self.runtime.step(sid, body["action"])).model_dump()
+        except EnvError as e:
+            return _error(404 if "no session" in str(e) else 500, str(e))
+
+    @api.post("/{tool_name}")
+    async def http_tool(self, tool_name: str, request: Request):
+        raw = (await request.body()).decode(errors="replace") or "{}"
+        sid = session_id_from({}, request.headers, request.cookies) or ""
+        return PlainTextResponse(await self.runtime.call_tool_raw(sid, tool_name, raw))
+
+
+def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) -> str:
+    """Deploy environment `name` as its own Serve app (also named `name`) on the running Ray + Serve.
+
+    HTTP routes live under `route_prefix` (default: `cfg.route_prefix` or `/<name>`). With more than one
+    replica, requests of one session stick to one replica (consistent hashing on the session id).
+    """
+    import_server(cfg.server)  # fail here, with the path in the message, not inside a replica
+    options: dict[str, Any] = {
+        "name": name,
+        "num_replicas": cfg.num_replicas,
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+    }
+    if cfg.num_replicas > 1:
+        options["request_router_config"] = {"request_router_class": _STICKY_ROUTER}
+    app = EnvDeployment.options(**options).bind(name, cfg.model_dump())
+    app_name = name
+    serve.run(app, name=app_name, route_prefix=route_prefix or cfg.route_prefix or f"/{name}", blocking=False)
+    return app_name
+
+
+class HandleEnvClient:
+    """`EnvClient` over a Serve handle; picklable (the handle is made on first use in each process)."""
+
+    def __init__(self, app_name: str, *, sticky: bool = False, by_reference: bool = False) -> None:
+        self.app_name = app_name
+        self.sticky = sticky
+        self.by_reference = by_reference
+        self._handle = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}
+
+    def _h(self, session_id: str | None = None):
+        if self._handle is None:
+            self._handle = serve.get_app_handle(self.app_name).options(_by_reference=self.by_reference)
+        if self.sticky and session_id:
+            return self._handle.options(session_id=session_id)
+        return self._handle
+
+    @staticmethod
+    async def _await(response):
+        try:
+            return await response
+        except EnvError as e:  # Ray re-raises the replica's exception as a subclass of its type
+            raise EnvError(str(e).splitlines()[-1]) from None
+
+    async def tools(self) -> list[ToolSpec]:
+        return [ToolSpec.model_validate(s) for s in await self._h().tools.remote()]
+
+    async def seed_session(self, session_id: str, task: Task) -> None:
+        await self._await(self._h(session_id).seed_session.remote(session_id, task.model_dump(mode="json")))
+
+    async def call_tool(self, session_id: str, call: ToolCall) -> str:
+        return await self._h(session_id).call_tool.remote(session_id, call.name, call.arguments)
+
+    async def reset(self, session_id: str, task: Task) -> str:
+        return await self._await(self._h(session_id).reset.remote(session_id, task.model_dump(mode="json")))
+
+    async def step(self, session_id: str, action: str) -> StepResult:
+        return StepResult.model_validate(
+            await self._await(self._h(session_id).step.remote(session_id, action))
+        )
+
+    async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
+        out = await self._h(session_id).verify.remote(
+            session_id, task.model_dump(mode="json"), [m.model_dump(mode="json") for m in messages]
+        )
+        return VerifyResult.model_validate(out)
+
+    async def close_session(self, session_id: str) -> None:
+        await self._h(session_id).close_session.remote(session_id)

@@ -1,0 +1,104 @@
+"""`ResourceServer`: what an environment author subclasses.
+
+An environment is a class with `@tool` methods and a `verify`. Everything else (sessions, schemas,
+argument checks, error text for the model, HTTP routes, Serve) is done by the hosting runtime.
+Per-episode state is `self.state`: the runtime binds the calling episode's session to the server
+through a context variable for the duration of each call, so one instance serves many episodes.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from gym_ray.resources.tools import ToolDef, collect_tools
+from gym_ray.types import Message, StepResult, Task, VerifyResult
+
+
+@dataclass
+class Session:
+    """One episode's server-side record; `state` is whatever `seed` returned."""
+
+    id: str
+    task: Task
+    state: Any = None
+    last_used: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+_current: ContextVar[Session | None] = ContextVar("gym_ray_session", default=None)
+
+
+def current_session() -> Session:
+    session = _current.get()
+    if session is None:
+        raise RuntimeError(
+            "no episode is bound: self.state / self.task are only available inside a tool, "
+            "seed, verify, reset, step or close called by the runtime"
+        )
+    return session
+
+
+class ResourceServer:
+    """Base class of environments: override `verify` (and `seed` for state, `reset`/`step` for games).
+
+    Class settings: `session_ttl_s` (idle sessions are dropped after this many seconds) and
+    `max_sessions` (the oldest idle sessions are dropped beyond this many). Constructor keyword
+    arguments come from the environment's `config:` block in the run YAML.
+    """
+
+    session_ttl_s: ClassVar[float] = 1800.0
+    max_sessions: ClassVar[int] = 100_000
+    tool_defs: ClassVar[dict[str, ToolDef]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.tool_defs = collect_tools(cls)
+
+    # --- the calling episode -------------------------------------------------------------------
+    @property
+    def state(self) -> Any:
+        """This episode's state (what `seed` returned); assignable."""
+        return current_session().state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        current_session().state = value
+
+    @property
+    def task(self) -> Task:
+        return current_session().task
+
+    @property
+    def session_id(self) -> str:
+        return current_session().id
+
+    # --- hooks (sync or async) -----------------------------------------------------------------
+    def seed(self, task: Task) -> Any:
+        """Return the initial state of a new episode (default: an empty dict)."""
+        return {}
+
+    def verify(self, task: Task, messages: list[Message]) -> float | VerifyResult:
+        """Score the episode: a float, or a `VerifyResult` with named components and a reason.
+
+        A sync `verify` runs in a worker thread so it never stalls other episodes; for CPU-heavy
+        scoring call `gym_ray.resources.run_in_process` from it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement verify()")
+
+    def reset(self, task: Task) -> str:
+        """Step-driven environments: start the episode, return the first observation."""
+        raise NotImplementedError(f"{type(self).__name__} is not step-driven (no reset())")
+
+    def step(self, action: str) -> StepResult:
+        """Step-driven environments: apply the model's action text, return what follows."""
+        raise NotImplementedError(f"{type(self).__name__} is not step-driven (no step())")
+
+    def close(self) -> None:
+        """Release what this episode holds (called on close_session and on expiry)."""
+
+    @classmethod
+    def is_stateful(cls) -> bool:
+        """A server whose episodes carry state cannot verify an unknown (expired) session."""
+        return cls.seed is not ResourceServer.seed or cls.reset is not ResourceServer.reset

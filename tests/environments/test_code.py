@@ -1,0 +1,82 @@
+"""code: model-written functions are tested in the sandbox through the environment."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gym_ray.config import load_config
+from gym_ray.resources import make_env_client
+from gym_ray.tasks import load_tasks
+from gym_ray.types import Message
+
+ENV_DIR = Path(__file__).parents[2] / "environments" / "code"
+
+SOLUTIONS = {
+    "add": "def add(a, b):\n    return a + b\n",
+    "is_palindrome": "def is_palindrome(s):\n    s = s.lower()\n    return s == s[::-1]\n",
+    "fizzbuzz": (
+        "def fizzbuzz(n):\n    if n % 15 == 0:\n        return 'FizzBuzz'\n    if n % 3 == 0:\n"
+        "        return 'Fizz'\n    if n % 5 == 0:\n        return 'Buzz'\n    return str(n)\n"
+    ),
+    "second_largest": "def second_largest(nums):\n    return sorted(set(nums))[-2]\n",
+    "count_vowels": "def count_vowels(s):\n    return sum(c in 'aeiouAEIOU' for c in s)\n",
+    "product": "a, b = map(int, input().split())\nprint(a * b)\n",
+}
+
+
+def solution_for(task) -> str:
+    prompt = task.prompt[-1].content
+    return next(code for name, code in SOLUTIONS.items() if f"`{name}(" in prompt or name == "product")
+
+
+def run(env, task, answer):
+    async def go():
+        await env.seed_session(task.task_id, task)
+        messages = [*task.prompt] + (
+            [Message(role="assistant", content=answer)] if answer is not None else []
+        )
+        return await env.verify(task.task_id, task, messages)
+
+    return asyncio.run(go())
+
+
+def test_right_wrong_and_malformed_answers():
+    cfg = load_config(ENV_DIR / "config.yaml")
+    env = make_env_client("code", cfg.envs["code"])
+    tasks = load_tasks(cfg.envs["code"].data)
+    assert len(tasks) >= 5
+    for task in tasks:
+        code = solution_for(task)
+        right = run(env, task, f"Here is my solution:\n```python\n{code}```")
+        assert right.reward == 1.0 and right.components["pass_rate"] == 1.0, (task.task_id, right)
+        broken = code.replace("return", "return None and", 1) if "return" in code else "print(0)\n"
+        wrong = run(env, task, f"```python\n{broken}```")
+        assert wrong.reward == 0.0 and wrong.info["reason"].endswith("tests failed"), (task.task_id, wrong)
+        malformed = run(env, task, code)  # no code fence
+        assert (
+            malformed.reward == 0.0 and malformed.info["reason"] == "no ```python code block in the response"
+        )
+    assert run(env, tasks[0], None).info["reason"] == "no final answer"
+
+
+@pytest.mark.slow  # starts Ray and Serve
+def test_code_env_on_serve(serve_http_port):
+    """The sandbox works inside a Serve replica (its own process and event loop), by handle."""
+    from ray import serve
+
+    from gym_ray.resources import deploy_env
+
+    cfg = load_config(ENV_DIR / "config.yaml").envs["code"]
+    app = deploy_env("code-test", cfg)
+    try:
+        env = make_env_client("code-test", cfg, app_name=app)
+        task = load_tasks(cfg.data)[0]
+        right = run(env, task, f"```python\n{SOLUTIONS['add']}```")
+        assert right.reward == 1.0, right
+        hostile = run(env, task, "```python\nimport os\nwhile True:\n    os.fork()\n```")
+        assert hostile.reward == 0.0 and hostile.error is None
+    finally:
+        serve.delete(app)

@@ -1,0 +1,81 @@
+"""The `gym-ray` CLI: every environment's config runs as is with the scripted policy; errors exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from gym_ray.cli import main
+from gym_ray.collect.sink import part_files, read_rollout_table
+from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_CONFIGS = sorted(ROOT.glob("environments/*/config.yaml"))
+
+
+def _run_and_check(config: Path, out: Path, capsys, envs: list[str]) -> None:
+    rc = main(["run", str(config), "model.kind=scripted", f"collect.output_dir={out}", "collect.limit=2",
+               "collect.num_repeats=2", "collect.episode_timeout_s=120"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err[-3000:]
+    table = read_rollout_table(out)
+    assert pq.read_schema(part_files(out)[0]) == ROLLOUT_SCHEMA
+    rows = rollouts_from_arrow(table)
+    keys = sorted((r.env, r.task_id, r.rollout_index) for r in rows if r.segment_index == 0)
+    assert len(keys) == 4 * len(envs) and len(set(keys)) == len(keys)  # 2 tasks x 2 repeats per env, once each
+    for r in rows:
+        r.check_invariants()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["overall"]["rollouts"] == 4 * len(envs) and sorted(metrics["per_env"]) == sorted(envs)
+    assert "pass@2" in printed.out and all(env in printed.out for env in envs)
+    # the scripted reply is a final answer: no episode may have crashed or timed out
+    assert {r.status.value for r in rows} <= {"ok", "env_error"}, [r.error for r in rows]
+    assert main(["metrics", str(out)]) == 0
+    assert "pass@1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["weather", "blackjack"])  # the tool-calling and the env-step agent
+def test_env_config_runs_as_is_with_scripted_policy(name, tmp_path, serve_http_port, capsys):
+    _run_and_check(ROOT / "environments" / name / "config.yaml", tmp_path / "run", capsys, [name])
+
+
+def test_every_env_config_runs_with_scripted_policy(tmp_path, serve_http_port, capsys):
+    """All environment configs in one run (one deployment, ~1/8 of the time): each env's own block as is."""
+    combined = tmp_path / "all.yaml"
+    combined.write_text("includes:\n" + "".join(f"  - {p}\n" for p in ENV_CONFIGS))
+    _run_and_check(combined, tmp_path / "run", capsys, [p.parent.name for p in ENV_CONFIGS])
+
+
+def test_cli_errors_are_clean_with_exit_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("collect:\n  concurency: 3\n")
+    assert main(["run", str(cfg)]) == 2
+    assert "unknown key collect.concurency" in capsys.readouterr().err
+    data = tmp_path / "tasks.jsonl"
+    data.write_text('{"task_id": "a", "prompt": "hi"}\n{"task_id": "b"}\n')
+    cfg.write_text(f"envs:\n  weather:\n    server: environments.weather.server:Weather\n    data: [{data}]\n")
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "prompt" in err
+    assert main(["metrics", str(tmp_path)]) == 2
+    assert "no rollout files" in capsys.readouterr().err
+
+
+def test_serve_config_builds_the_apps_collect_looks_for():
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from gym_ray.collect.wiring import import_object
+
+    spec = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "deploy" / "serve_config.yaml").read_text()))
+    names = []
+    for app in spec.applications:
+        built = import_object(app.import_path)(dict(app.args))
+        assert type(built).__name__ == "Application"
+        names.append(app.name)
+    assert names[0] == "policy" and "weather" in names

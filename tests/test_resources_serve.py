@@ -1,0 +1,369 @@
+"""Environments on a real Ray Serve app: NeMo Gym-style HTTP, the handle client, actors, and load."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+from ray import serve
+
+from environments.weather.server import forecast
+from gym_ray.config import EnvConfig, load_config
+from gym_ray.resources import EnvError, deploy_env, make_env_client
+from gym_ray.resources.serve import HandleEnvClient
+from gym_ray.types import Message, Task, ToolCall
+
+ROOT = Path(__file__).parents[1]
+
+
+def env_cfg(name: str) -> EnvConfig:
+    return load_config(ROOT / "environments" / name / "config.yaml").envs[name]
+
+
+@pytest.fixture(scope="module")
+def apps(serve_http_port):
+    names = {name: deploy_env(name, env_cfg(name)) for name in ("weather", "counter", "blackjack")}
+    yield names
+    for app in names.values():
+        serve.delete(app)
+
+
+def http(port: int, name: str) -> httpx.Client:
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}/{name}", timeout=30)
+
+
+def nemo_row(city: str) -> dict:
+    """A task row the way NeMo Gym's example_single_tool_call stores it."""
+    return {
+        "responses_create_params": {
+            "input": [{"role": "user", "content": f"what's it like in {city}?"}],
+            "tools": [
+                {"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": True}
+            ],
+        },
+        "verifier_metadata": {"city": city},
+    }
+
+
+def nemo_response(city: str, tool_output: str, answer: str) -> dict:
+    return {
+        "id": "resp_1",
+        "output": [
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": f'{{"city": "{city}"}}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": tool_output},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": answer}]},
+        ],
+    }
+
+
+def test_nemo_gym_style_client_drives_weather(apps, serve_http_port):
+    """seed_session -> POST /get_weather -> POST /verify, forwarding the session cookie by hand."""
+    condition, temp = forecast("Oslo")
+    with http(serve_http_port, "weather") as c:
+        tools = c.get("/tools").json()
+        assert tools[0]["function"]["name"] == "get_weather"
+        seeded = c.post("/seed_session", json=nemo_row("Oslo"))
+        assert seeded.status_code == 200, seeded.text
+        cookies = dict(seeded.cookies)
+        c.cookies.clear()  # like NeMo Gym's DummyCookieJar: only what we pass explicitly is sent
+        output = c.post("/get_weather", json={"city": "Oslo"}, cookies=cookies).text
+        assert output == f"The weather in Oslo is {condition}, {temp} °C."
+        right = {
+            **nemo_row("Oslo"),
+            "response": nemo_response("Oslo", output, f"{condition}, {temp} degrees"),
+        }
+        verified = c.post("/verify", json=right, cookies=cookies).json()
+        assert verified["reward"] == 1.0
+        assert verified["reward_components"] == {"called_tool": 1.0, "condition": 1.0, "temperature": 1.0}
+        assert verified["responses_create_params"] == right["responses_create_params"]  # the body is echoed
+        wrong = {**nemo_row("Oslo"), "response": nemo_response("Oslo", output, "No idea, sorry.")}
+        assert c.post("/verify", json=wrong, cookies=cookies).json()["reward"] == 0.0
+        assert c.post("/close_session", cookies=cookies).json()["closed"] is True
+        after = c.post("/get_weather", json={"city": "Oslo"}, cookies=cookies).text
+        assert after.startswith("Error: no session")
+
+
+def test_http_counter_sessions_by_cookie_and_header_are_isolated(apps, serve_http_port):
+    row = {
+        "task_id": "c1",
+        "env": "counter",
+        "prompt": [{"role": "user", "content": "count"}],
+        "verifier_metadata": {"initial_count": 10, "expected_count": 13},
+    }
+    with http(serve_http_port, "counter") as a, http(serve_http_port, "counter") as b:
+        assert a.post("/seed_session", json=row).status_code == 200  # cookie kept by a's jar
+        assert b.post("/seed_session", json={**row, "session_id": "bee"}).json() == {"session_id": "bee"}
+        b.cookies.clear()
+        hb = {"X-Session-Id": "bee"}
+        for _ in range(3):
+            a.post("/increment", json={})
+            b.post("/increment", json={"count": 2}, headers=hb)
+        assert a.post("/get_value").text == "13" and b.post("/get_value", headers=hb).text == "16"
+        assert a.post("/verify", json={"task": row, "messages": []}).json()["reward"] == 1.0
+        vb = b.post("/verify", json={"task": row, "messages": [], "session_id": "bee"}).json()
+        assert vb["reward"] == 0.0 and vb["verify_info"]["reason"] == "final count 16, expected 13"
+
+
+def test_nemo_gym_style_client_drives_counter(apps, serve_http_port):
+    """NeMo Gym's session-state example: verifier fields at the top level, the cookie forwarded by hand."""
+    row = {
+        "responses_create_params": {"input": [{"role": "user", "content": "add 4 to the counter"}]},
+        "initial_count": 1,
+        "expected_count": 5,
+    }
+    with http(serve_http_port, "counter") as c:
+        jars = []
+        for _ in range(2):  # two episodes at once, told apart only by their cookies
+            seeded = c.post("/seed_session", json=row)
+            assert seeded.status_code == 200, seeded.text
+            jars.append(dict(seeded.cookies))
+            c.cookies.clear()
+        assert jars[0] != jars[1]
+        c.post("/increment", json={"count": 4}, cookies=jars[0])
+        c.post("/increment", json={"count": 3}, cookies=jars[1])
+        call = {"type": "function_call", "call_id": "c1", "name": "increment", "arguments": '{"count": 4}'}
+        body = {**row, "response": {"output": [call]}}
+        assert c.post("/verify", json=body, cookies=jars[0]).json()["reward"] == 1.0
+        second = c.post("/verify", json=body, cookies=jars[1]).json()
+        assert second["reward"] == 0.0 and second["verify_info"]["reason"] == "final count 4, expected 5"
+        for jar in jars:
+            c.post("/close_session", cookies=jar)
+
+
+def test_http_errors_are_clear(apps, serve_http_port):
+    with http(serve_http_port, "counter") as c:
+        bad = c.post("/seed_session", json={"task_id": "x", "prompt": []})
+        assert (
+            bad.status_code == 400
+            and "bad task row" in bad.json()["error"]
+            and "prompt" in bad.json()["error"]
+        )
+        row = {"task_id": "x", "prompt": "hi", "verifier_metadata": {"expected_count": 1}}
+        c.post("/seed_session", json=row)
+        assert c.post("/increment", json={"count": "many"}).text.startswith(
+            "Error: invalid arguments for increment"
+        )
+        assert c.post("/increment", content=b"{not json").text.startswith(
+            "Error: invalid arguments for increment"
+        )
+        assert (
+            c.post("/fly", json={}).text
+            == "Error: unknown tool 'fly'. Available tools: increment, get_value."
+        )
+        assert c.post("/get_value").text == "0"  # the server survived all of that
+    with http(serve_http_port, "blackjack") as g:
+        assert g.post("/step", json={"action": "<action>hit</action>"}).status_code == 400
+        assert g.post("/step", content=b"{oops").status_code == 400
+        assert (
+            g.post("/reset", content=b"[1, 2]")
+            .json()["error"]
+            .startswith("reset: bad task row: request body")
+        )
+        missing = g.post("/step", json={"action": "<action>hit</action>", "session_id": "nope"})
+        assert missing.status_code == 404 and "no session 'nope'" in missing.json()["error"]
+
+
+def test_http_blackjack_reset_and_step(apps, serve_http_port):
+    row = {"task_id": "b", "prompt": "play", "verifier_metadata": {"seed": 42}}
+    with http(serve_http_port, "blackjack") as c:
+        first = c.post("/reset", json=row).json()
+        assert first["observation"].startswith("Your hand: ")
+        step = c.post("/step", json={"action": "<action>stand</action>"}).json()
+        assert step["done"] is True and step["reward"] in (0.0, 0.5, 1.0)
+        verified = c.post("/verify", json={"task": row, "messages": []}).json()
+        assert verified["reward"] == step["reward"] and verified["verify_info"]["steps"] == 1
+        again = c.post("/reset", json=row).json()
+        assert again["observation"] == first["observation"]  # seeded deal
+
+
+def test_handle_client(apps):
+    weather = make_env_client("weather", env_cfg("weather"), app_name=apps["weather"])
+    blackjack = make_env_client("blackjack", env_cfg("blackjack"), app_name=apps["blackjack"])
+    assert isinstance(weather, HandleEnvClient)
+    task = Task(
+        task_id="w",
+        env="weather",
+        prompt=[Message(role="user", content="?")],
+        verifier_metadata={"city": "Lima"},
+    )
+    condition, temp = forecast("Lima")
+
+    async def go():
+        assert [s.name for s in await weather.tools()] == ["get_weather"]
+        await weather.seed_session("h1", task)
+        call = ToolCall(name="get_weather", arguments={"city": "Lima"})
+        out = await weather.call_tool("h1", call)
+        bad = await weather.call_tool("h1", ToolCall(name="get_weather", arguments={}))
+        msgs = [
+            Message(role="assistant", tool_calls=[call]),
+            Message(role="tool", tool_call_id=call.id, content=out),
+        ]
+        right = await weather.verify(
+            "h1", task, [*msgs, Message(role="assistant", content=f"{condition} {temp}")]
+        )
+        malformed = await weather.verify("h1", task, msgs)
+        await weather.close_session("h1")
+        with pytest.raises(EnvError, match="no session 'ghost'"):
+            await blackjack.step("ghost", "<action>hit</action>")
+        bj_task = Task(task_id="b", env="blackjack", prompt=task.prompt, verifier_metadata={"seed": 1})
+        obs = await blackjack.reset("h2", bj_task)
+        step = await blackjack.step("h2", "<action>stand</action>")
+        return out, bad, right, malformed, obs, step
+
+    out, bad, right, malformed, obs, step = asyncio.run(go())
+    assert out == f"The weather in Lima is {condition}, {temp} °C."
+    assert bad == "Error: invalid arguments for get_weather: city: Field required"
+    assert right.reward == 1.0 and malformed.reward == 0.0 and malformed.info["reason"] == "no final answer"
+    assert obs.startswith("Your hand:") and step.done
+
+
+def test_deploy_env_rejects_a_bad_server_path(serve_http_port):
+    with pytest.raises(ValueError, match="cannot import module 'environments.nope.server'"):
+        deploy_env("nope", EnvConfig(server="environments.nope.server:Nope"))
+
+
+@ray.remote(num_cpus=0)
+class EpisodeRunner:
+    """Stands in for an agent actor: drives a counter episode through whatever client it was given."""
+
+    def __init__(self, client):
+        self.client = client
+
+    async def run(self, sid: str, steps: list[int]) -> float:
+        t = Task(
+            task_id=sid,
+            env="counter",
+            prompt=[Message(role="user", content="count")],
+            verifier_metadata={"initial_count": 0, "expected_count": sum(steps)},
+        )
+        await self.client.seed_session(sid, t)
+        for s in steps:
+            await self.client.call_tool(sid, ToolCall(name="increment", arguments={"count": s}))
+        result = await self.client.verify(sid, t, [])
+        await self.client.close_session(sid)
+        return result.reward
+
+
+def test_both_clients_work_inside_a_ray_actor(apps):
+    cfg = env_cfg("counter")
+    local = EpisodeRunner.remote(make_env_client("counter", cfg))
+    handle = EpisodeRunner.remote(make_env_client("counter", cfg, app_name=apps["counter"]))
+    refs = [
+        r.run.remote(f"actor-{i}-{j}", [j, 2, -1]) for i, r in enumerate((local, handle)) for j in range(20)
+    ]
+    assert ray.get(refs, timeout=120) == [1.0] * 40
+    for actor in (local, handle):
+        ray.kill(actor)
+
+
+def test_load_1000_concurrent_counter_sessions_through_the_handle(apps):
+    client = make_env_client("counter", env_cfg("counter"), app_name=apps["counter"])
+    deployment = serve.get_deployment_handle("counter", apps["counter"])
+    sessions_before = deployment.num_sessions.remote().result(timeout_s=30)
+    rng = random.Random(3)
+    plans = [[rng.randint(-9, 9) for _ in range(3)] for _ in range(1000)]
+
+    async def episode(i: int, steps: list[int]) -> tuple[float, str, str | None]:
+        sid = f"load-{i}"
+        t = Task(
+            task_id=sid,
+            env="counter",
+            prompt=[Message(role="user", content="count")],
+            verifier_metadata={"initial_count": i, "expected_count": i + sum(steps)},
+        )
+        await client.seed_session(sid, t)
+        for s in steps:
+            out = await client.call_tool(sid, ToolCall(name="increment", arguments={"count": s}))
+            assert not out.startswith("Error"), out
+        value = await client.call_tool(sid, ToolCall(name="get_value"))
+        result = await client.verify(sid, t, [])
+        await client.close_session(sid)
+        return result.reward, value, result.error
+
+    async def go():
+        return await asyncio.gather(*(episode(i, p) for i, p in enumerate(plans)))
+
+    results = asyncio.run(go())
+    assert [r for r, _, _ in results] == [1.0] * 1000
+    assert [v for _, v, _ in results] == [str(i + sum(p)) for i, p in enumerate(plans)]
+    assert all(e is None for _, _, e in results)
+    assert deployment.num_sessions.remote().result(timeout_s=30) == sessions_before  # all 1,000 were closed
+
+
+@ray.remote(num_cpus=0)
+class PoolUser:
+    async def run(self) -> tuple[int, str]:
+        import time
+
+        from gym_ray.resources import ProcessTimeout, run_in_process
+
+        value = await run_in_process(pow, 12, 2, timeout_s=60)  # builtins: importable in any worker
+        try:
+            await run_in_process(time.sleep, 30, timeout_s=0.5)
+        except ProcessTimeout as e:
+            return value, str(e)
+        return value, "no timeout"
+
+
+def test_run_in_process_works_inside_a_ray_actor(ray_cluster):
+    actor = PoolUser.remote()
+    value, timeout = ray.get(actor.run.remote(), timeout=120)
+    ray.kill(actor)
+    assert value == 144 and "sleep ran longer than 0.5 s" in timeout
+
+
+def test_sessions_stick_to_one_of_several_replicas(serve_http_port):
+    """Two replicas, each with its own sessions: every call of an episode must reach the same one."""
+    cfg = env_cfg("counter").model_copy(update={"num_replicas": 2})
+    app = deploy_env("counter_x2", cfg, route_prefix="/counter_x2")
+    client = make_env_client("counter_x2", cfg, app_name=app)
+    assert client.sticky
+
+    async def episode(i: int) -> float:
+        t = Task(
+            task_id=f"x{i}",
+            env="counter",
+            prompt=[Message(role="user", content="count")],
+            verifier_metadata={"initial_count": 0, "expected_count": 3},
+        )
+        await client.seed_session(f"x{i}", t)
+        for _ in range(3):
+            out = await client.call_tool(f"x{i}", ToolCall(name="increment", arguments={}))
+            assert not out.startswith("Error"), out
+        return (await client.verify(f"x{i}", t, [])).reward
+
+    async def go():
+        return await asyncio.gather(*(episode(i) for i in range(200)))
+
+    try:
+        assert asyncio.run(go()) == [1.0] * 200
+        counts = [
+            serve.get_deployment_handle("counter_x2", app).num_sessions.remote().result(timeout_s=30)
+            for _ in range(20)
+        ]
+        # both replicas hold some of the sessions (an even split shows up as one distinct count)
+        assert 0 not in counts and (
+            set(counts) == {100} or (len(set(counts)) == 2 and sum(set(counts)) == 200)
+        )
+        row = {"task_id": "h", "prompt": "count", "verifier_metadata": {"expected_count": 2}}
+        with http(serve_http_port, "counter_x2") as c:
+            for i in range(10):
+                headers = {"X-Session-Id": f"http-{i}"}
+                c.cookies.clear()
+                c.post("/seed_session", json=row, headers=headers)
+                c.post("/increment", json={"count": 2}, headers=headers)
+                assert (
+                    c.post("/verify", json={"task": row, "messages": []}, headers=headers).json()["reward"]
+                    == 1.0
+                )
+    finally:
+        serve.delete(app)
