@@ -33,30 +33,6 @@ CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "
           "Nairobi", "Madrid", "Boston", "Dublin", "Hanoi", "Berlin", "Austin", "Accra", "Kyiv", "Perth"]
 
 
-class LocalScriptedPolicy:
-    """The scripted policy inside the calling process (no hop); picklable, built on first use."""
-
-    def __init__(self, cfg, tokenizer_path: str):
-        self.cfg, self._path, self._inner = cfg, tokenizer_path, None
-        self.model_name = cfg.name
-
-    def __getstate__(self):
-        return {**self.__dict__, "_inner": None}
-
-    async def generate(self, prompt_token_ids, sampling, session_id=None):
-        if self._inner is None:
-            from gym_ray.models.scripted import ScriptedPolicy
-
-            self._inner = ScriptedPolicy(self.cfg, self._path)
-        return await self._inner.generate(prompt_token_ids, sampling)
-
-    async def chat(self, messages, tools, sampling):
-        raise NotImplementedError("the benchmark uses token-in/token-out only")
-
-    def tokenizer_path(self) -> str:
-        return self._path
-
-
 def make_tasks(n: int):
     from gym_ray.types import Task
 
@@ -86,7 +62,7 @@ def build_config(args, concurrency: int):
 
     return validate_config({
         "model": {"kind": "scripted", "name": "policy", "script": "benchmarks.weather_script:reply",
-                  "chat_template": "chatml_tools"},
+                  "chat_template": "chatml_tools", "hosting": "local" if args.policy == "local" else "serve"},
         "envs": {"weather": {"server": "environments.weather.server:Weather", "hosting": args.env,
                              "agent": {"max_turns": 4}}},
         "collect": {"num_repeats": 4, "concurrency": concurrency, "num_agents": args.agents,
@@ -139,15 +115,7 @@ def main() -> None:
     try:
         for c in args.concurrency:
             cfg = build_config(args, c)
-            policy = None
-            if args.policy == "local":
-                from gym_ray.models.client import tokenizer_path_for
-
-                policy = LocalScriptedPolicy(cfg.model, tokenizer_path_for(cfg.model))
-            apps = dict(dep.apps) if dep else {}
-            if args.policy == "local":
-                apps.pop("policy", None)
-            with Collector(cfg, policy, apps=apps) as col:
+            with Collector(cfg, apps=dict(dep.apps) if dep else {}) as col:
                 asyncio.run(col.start())
                 asyncio.run(measure(col, make_tasks(max(args.warmup // 4, 1))))
                 r = asyncio.run(measure(col, make_tasks(args.rollouts // 4)))

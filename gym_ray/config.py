@@ -118,6 +118,11 @@ class CollectConfig(_Strict):
     resume: bool = False
 
 
+# Deployments on the rollout hot path skip Serve's per-request access log: thousands of calls a second
+# would otherwise spend CPU formatting and writing log lines nobody reads.
+HOT_PATH_LOGGING = {"enable_access_log": False}
+
+
 class RayConfig(_Strict):
     address: str | None = None
     num_cpus: int | None = None

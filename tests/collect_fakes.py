@@ -102,7 +102,7 @@ class CallRecorder:
 
 
 class RecordingPolicy:
-    """Wraps a real PolicyClient; records each call's prompt ids and the engine's generated ids."""
+    """Wraps the vLLM PolicyClient; records the prompt ids the engine ran on and the ids it generated."""
 
     def __init__(self, inner, recorder):
         self.inner, self.recorder = inner, recorder
@@ -110,8 +110,7 @@ class RecordingPolicy:
 
     async def generate(self, prompt_token_ids, sampling, session_id=None):
         gen = await self.inner.generate(prompt_token_ids, sampling, session_id)
-        engine_prompt = gen.extra.get("prompt_token_ids", list(prompt_token_ids))
-        await self.recorder.add.remote(session_id, list(engine_prompt), list(gen.token_ids))
+        await self.recorder.add.remote(session_id, gen.extra["prompt_token_ids"], list(gen.token_ids))
         return gen
 
     async def chat(self, messages, tools, sampling):

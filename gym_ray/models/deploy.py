@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
 
-from gym_ray.config import ModelConfig
+from gym_ray.config import HOT_PATH_LOGGING, ModelConfig
 from gym_ray.models.client import tokenizer_path_for
 from gym_ray.models.default_model import resolve_model_path
 
@@ -58,7 +58,7 @@ def build_policy_app(cfg: ModelConfig) -> Application:
         from gym_ray.models.scripted_server import ScriptedServer
 
         dep = serve.deployment(ScriptedServer, name=SCRIPTED_DEPLOYMENT, ray_actor_options={"num_cpus": 0},
-                               health_check_timeout_s=60, **serve_options(cfg))
+                               health_check_timeout_s=60, logging_config=HOT_PATH_LOGGING, **serve_options(cfg))
         return dep.bind(cfg.model_dump(), resolve_model_path(cfg.model))
     if cfg.kind == "vllm":
         from gym_ray.models.vllm_server import build_vllm_app

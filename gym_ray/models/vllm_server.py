@@ -77,6 +77,8 @@ class GymLLMServer(LLMServer):
             "model": self._llm_config.model_id,
             "policy_version": version,
             "text": c.text,
+            # what the engine actually ran on, so callers can check their transcript against it
+            "extra": {"prompt_token_ids": list(final.prompt_token_ids or [])},
         }
 
     async def chat_messages(self, messages: list[dict], tools: list[dict] | None, sampling: dict) -> dict:

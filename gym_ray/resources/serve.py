@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 
-from gym_ray.config import EnvConfig
+from gym_ray.config import HOT_PATH_LOGGING, EnvConfig
 from gym_ray.resources.http_compat import (
     SESSION_COOKIE,
     parse_messages,
@@ -43,7 +43,7 @@ async def _json_body(request: Request) -> dict:
     return body
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024, logging_config=HOT_PATH_LOGGING)
 @serve.ingress(api)
 class EnvDeployment:
     """One replica: an environment instance with its sessions (stick sessions to replicas when >1)."""

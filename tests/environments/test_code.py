@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
+from env_helpers import score
 
 from gym_ray.config import load_config
 from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
-from gym_ray.types import Message
 
 ENV_DIR = Path(__file__).parents[2] / "environments" / "code"
 
@@ -32,15 +31,6 @@ def solution_for(task) -> str:
     return next(code for name, code in SOLUTIONS.items() if f"`{name}(" in prompt or name == "product")
 
 
-def run(env, task, answer):
-    async def go():
-        await env.seed_session(task.task_id, task)
-        messages = [*task.prompt] + (
-            [Message(role="assistant", content=answer)] if answer is not None else []
-        )
-        return await env.verify(task.task_id, task, messages)
-
-    return asyncio.run(go())
 
 
 def test_right_wrong_and_malformed_answers():
@@ -50,16 +40,16 @@ def test_right_wrong_and_malformed_answers():
     assert len(tasks) >= 5
     for task in tasks:
         code = solution_for(task)
-        right = run(env, task, f"Here is my solution:\n```python\n{code}```")
+        right = score(env, task, f"Here is my solution:\n```python\n{code}```")
         assert right.reward == 1.0 and right.components["pass_rate"] == 1.0, (task.task_id, right)
         broken = code.replace("return", "return None and", 1) if "return" in code else "print(0)\n"
-        wrong = run(env, task, f"```python\n{broken}```")
+        wrong = score(env, task, f"```python\n{broken}```")
         assert wrong.reward == 0.0 and wrong.info["reason"].endswith("tests failed"), (task.task_id, wrong)
-        malformed = run(env, task, code)  # no code fence
+        malformed = score(env, task, code)  # no code fence
         assert (
             malformed.reward == 0.0 and malformed.info["reason"] == "no ```python code block in the response"
         )
-    assert run(env, tasks[0], None).info["reason"] == "no final answer"
+    assert score(env, tasks[0], None).info["reason"] == "no final answer"
 
 
 @pytest.mark.slow  # starts Ray and Serve
@@ -74,9 +64,9 @@ def test_code_env_on_serve(serve_http_port):
     try:
         env = make_env_client("code-test", cfg, app_name=app)
         task = load_tasks(cfg.data)[0]
-        right = run(env, task, f"```python\n{SOLUTIONS['add']}```")
+        right = score(env, task, f"```python\n{SOLUTIONS['add']}```")
         assert right.reward == 1.0, right
-        hostile = run(env, task, "```python\nimport os\nwhile True:\n    os.fork()\n```")
+        hostile = score(env, task, "```python\nimport os\nwhile True:\n    os.fork()\n```")
         assert hostile.reward == 0.0 and hostile.error is None
     finally:
         serve.delete(app)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
 import pytest
+from env_helpers import score
 
 from environments.judge.server import Judge
 from gym_ray.config import ModelConfig, load_config
 from gym_ray.resources import EnvRuntime, make_env_client
 from gym_ray.tasks import load_tasks
-from gym_ray.types import Message, Task
+from gym_ray.types import Task
 
 ENV_DIR = Path(__file__).parents[2] / "environments" / "judge"
 
@@ -48,15 +48,6 @@ def tasks() -> list[Task]:
     return load_tasks(load_config(ENV_DIR / "config.yaml").envs["judge"].data)
 
 
-def score(env, task: Task, answer: str | None):
-    async def go():
-        await env.seed_session(task.task_id, task)
-        messages = [*task.prompt] + (
-            [Message(role="assistant", content=answer)] if answer is not None else []
-        )
-        return await env.verify(task.task_id, task, messages)
-
-    return asyncio.run(go())
 
 
 def test_right_wrong_and_malformed_answers():

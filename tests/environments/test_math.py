@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sympy
+from env_helpers import env_and_tasks, score
 from sympy.parsing.sympy_parser import (
     convert_xor,
     implicit_multiplication_application,
@@ -21,32 +22,17 @@ from sympy.parsing.sympy_parser import (
 from gym_ray.config import load_config
 from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
-from gym_ray.types import Message
 
 ENV_DIR = Path(__file__).parents[2] / "environments" / "math"
 TRANSFORMS = (*standard_transformations, implicit_multiplication_application, convert_xor)
 
 
-def env_and_tasks():
-    cfg = load_config(ENV_DIR / "config.yaml")
-    return make_env_client("math", cfg.envs["math"]), load_tasks(cfg.envs["math"].data)
 
 
-def score(env, task, answer: str | None, sid: str):
-    async def go():
-        await env.seed_session(sid, task)
-        messages = [*task.prompt] + (
-            [Message(role="assistant", content=answer)] if answer is not None else []
-        )
-        result = await env.verify(sid, task, messages)
-        await env.close_session(sid)
-        return result
-
-    return asyncio.run(go())
 
 
 def test_right_wrong_and_malformed_answers():
-    env, tasks = env_and_tasks()
+    env, tasks = env_and_tasks("math")
     assert len(tasks) >= 5 and all(t.env == "math" for t in tasks)
     assert asyncio.run(env.tools()) == []
     for i, task in enumerate(tasks):

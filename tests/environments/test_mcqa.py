@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from gym_ray.config import load_config
-from gym_ray.resources import make_env_client
-from gym_ray.tasks import load_tasks
-from gym_ray.types import Message, Task
+from env_helpers import env_and_tasks, score
 
 ENV_DIR = Path(__file__).parents[2] / "environments" / "mcqa"
 
 
-def env_and_tasks():
-    cfg = load_config(ENV_DIR / "config.yaml")
-    return make_env_client("mcqa", cfg.envs["mcqa"]), load_tasks(cfg.envs["mcqa"].data)
 
 
-def score(env, task: Task, answer: str | None):
-    async def go():
-        await env.seed_session("s", task)
-        messages = [*task.prompt] + (
-            [Message(role="assistant", content=answer)] if answer is not None else []
-        )
-        return await env.verify("s", task, messages)
-
-    return asyncio.run(go())
 
 
 def test_right_wrong_and_malformed_answers():
-    env, tasks = env_and_tasks()
+    env, tasks = env_and_tasks("mcqa")
     assert len(tasks) >= 5
     for task in tasks:
         expected = task.verifier_metadata["expected_answer"]
@@ -45,7 +29,7 @@ def test_right_wrong_and_malformed_answers():
 
 
 def test_grading_mode_comes_from_the_row():
-    env, tasks = env_and_tasks()
+    env, tasks = env_and_tasks("mcqa")
     strict = next(t for t in tasks if t.verifier_metadata["grading_mode"] == "strict")
     lenient = next(t for t in tasks if t.verifier_metadata["grading_mode"] == "lenient")
     for task, full in ((strict, 0.0), (lenient, 1.0)):

@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
+from env_helpers import env_and_tasks, score
 
 from environments.reasoning_gym.generate import main as generate_main
 from environments.reasoning_gym.generate import make_tasks
-from gym_ray.config import load_config
-from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
-from gym_ray.types import Message, Task
 
 ENV_DIR = Path(__file__).parents[2] / "environments" / "reasoning_gym"
 
 
-def env_and_tasks():
-    cfg = load_config(ENV_DIR / "config.yaml")
-    return make_env_client("reasoning_gym", cfg.envs["reasoning_gym"]), load_tasks(
-        cfg.envs["reasoning_gym"].data
-    )
 
 
-def score(env, task: Task, answer: str | None):
-    async def go():
-        await env.seed_session(task.task_id, task)
-        messages = [*task.prompt] + (
-            [Message(role="assistant", content=answer)] if answer is not None else []
-        )
-        return await env.verify(task.task_id, task, messages)
-
-    return asyncio.run(go())
 
 
 def test_right_wrong_and_malformed_answers():
-    env, tasks = env_and_tasks()
+    env, tasks = env_and_tasks("reasoning_gym")
     assert len(tasks) >= 5
     assert {t.verifier_metadata["metadata"]["source_dataset"] for t in tasks} == {
         "basic_arithmetic",
@@ -65,7 +48,7 @@ def test_generate_any_dataset_by_name_with_settings(tmp_path):
     tasks = load_tasks([out])
     assert len(tasks) == 4 and len({t.task_id for t in tasks}) == 4
     assert all(t.verifier_metadata["metadata"]["num_terms"] == 2 for t in tasks)  # the settings were applied
-    env, _ = env_and_tasks()
+    env, _ = env_and_tasks("reasoning_gym")
     for task in tasks:
         assert score(env, task, f"<answer>{task.verifier_metadata['answer']}</answer>").reward == 1.0
     with pytest.raises(ValueError, match="unknown reasoning-gym dataset 'no_such'"):

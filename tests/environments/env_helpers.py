@@ -1,0 +1,32 @@
+"""Steps every environment test shares: build an environment folder's client and tasks, score one answer."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gym_ray.config import load_config
+from gym_ray.resources import make_env_client
+from gym_ray.tasks import load_tasks
+from gym_ray.types import Message, Task, VerifyResult
+
+ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
+
+
+def env_and_tasks(name: str):
+    """The in-process client and the example tasks of `environments/<name>/config.yaml`."""
+    cfg = load_config(ENVIRONMENTS / name / "config.yaml")
+    return make_env_client(name, cfg.envs[name]), load_tasks(cfg.envs[name].data)
+
+
+def score(env, task: Task, answer: str | None, session_id: str = "s") -> VerifyResult:
+    """One episode that ends with `answer` as the final assistant message (None: the model said nothing)."""
+
+    async def go():
+        await env.seed_session(session_id, task)
+        final = [Message(role="assistant", content=answer)] if answer is not None else []
+        result = await env.verify(session_id, task, [*task.prompt, *final])
+        await env.close_session(session_id)
+        return result
+
+    return asyncio.run(go())
