@@ -6,7 +6,7 @@ policy, the `weather` environment; per rollout 2 model calls, 1 tool call and a 
 (all processes of the private Ray cluster, driver included).
 
     .venv/bin/python benchmarks/orchestration.py [--rollouts 2000] [--concurrency 16 64 256]
-        [--policy serve|local] [--env local|serve] [--agents 2]
+        [--policy serve|local] [--transport grpc|default] [--env local|serve] [--agents 2]
 
 `--policy serve` (default) calls the scripted policy through its Serve deployment (the path a vLLM policy
 takes); `--policy local` answers inside the agent actor (the machinery alone). NeMo Gym 0.4.0, same
@@ -62,7 +62,8 @@ def build_config(args, concurrency: int):
 
     return validate_config({
         "model": {"kind": "scripted", "name": "policy", "script": "benchmarks.weather_script:reply",
-                  "chat_template": "chatml_tools", "hosting": "local" if args.policy == "local" else "serve"},
+                  "chat_template": "chatml_tools", "hosting": "local" if args.policy == "local" else "serve",
+                  "handle_transport": args.transport},
         "envs": {"weather": {"server": "environments.weather.server:Weather", "hosting": args.env,
                              "agent": {"max_turns": 4}}},
         "collect": {"num_repeats": 4, "concurrency": concurrency, "num_agents": args.agents,
@@ -95,6 +96,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     ap.add_argument("--policy", choices=["serve", "local"], default="serve")
     ap.add_argument("--env", choices=["local", "serve"], default="local")
+    ap.add_argument("--transport", choices=["default", "grpc"], default="grpc",
+                    help="Serve handle transport of the policy calls (with --policy serve)")
     ap.add_argument("--agents", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=200)
     args = ap.parse_args()

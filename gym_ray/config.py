@@ -51,9 +51,9 @@ class ModelConfig(_Strict):
     kv_cache_gib: int = Field(1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # auto: GPU defaults when the cluster has GPUs
     chat_template: str | None = None
-    # Serve handle transport for generate: Ray's "default" or "grpc" (_by_reference=False); measured in
-    # benchmarks/policy_overhead.py, default was as fast or faster on the shared 2-core machine
-    handle_transport: Literal["default", "grpc"] = "default"
+    # Serve handle transport for generate: "grpc" (_by_reference=False) or Ray's "default". On a quiet
+    # 2-core machine gRPC gave 1.4-1.6x the rollouts/s of the default (benchmarks/orchestration.py)
+    handle_transport: Literal["default", "grpc"] = "grpc"
     # where the Hugging Face tokenizer is loaded from (default: `model` when hosted, else the embedded default)
     tokenizer: str | None = None
     # openai

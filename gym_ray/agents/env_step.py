@@ -31,7 +31,7 @@ class EnvStepAgent:
             await self._loop(ep)
         ep.reward = sum(ep.turn_rewards)
         if self.verify and ep.status == Status.OK:
-            await self._verify(ep)
+            await ep.verify()
         await ep.close()
         return ep.rows()
 
@@ -59,15 +59,3 @@ class EnvStepAgent:
             if not ep.append([Message(role="user", content=result.observation)]):
                 return
         ep.stop("max_turns", truncated=True)
-
-    async def _verify(self, ep: Episode) -> None:
-        ctx = ep.ctx
-        result = await ep.env_call("verify", ctx.env.verify(ctx.session_id, ep.task, ep.messages), "verify_s")
-        if failed(result):
-            return
-        ep.reward = result.reward
-        ep.components = dict(result.components)
-        if result.info:
-            ep.info["verify_info"] = result.info
-        if result.error:
-            ep.fail(Status.ENV_ERROR, f"verify: {result.error}")

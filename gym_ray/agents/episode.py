@@ -133,6 +133,20 @@ class Episode:
         finally:
             self.timings[timing] += time.perf_counter() - t
 
+    async def verify(self) -> None:
+        """Score the episode with the environment's verifier; a verifier failure is `env_error`, not 0."""
+        result = await self.env_call(
+            "verify", self.ctx.env.verify(self.ctx.session_id, self.task, self.messages), "verify_s"
+        )
+        if failed(result):
+            return
+        self.reward = result.reward
+        self.components = dict(result.components)
+        if result.info:
+            self.info["verify_info"] = result.info
+        if result.error:
+            self.fail(Status.ENV_ERROR, f"verify: {result.error}")
+
     async def close(self) -> None:
         """Free the environment session; a failure here does not change the outcome."""
         try:

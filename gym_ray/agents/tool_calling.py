@@ -36,7 +36,7 @@ class ToolCallingAgent:
         if ep.transcript is None:  # no prompt was rendered: keep the row's tokens empty but say why
             ep.start([])
         if ep.status == Status.OK:
-            await self._verify(ep)
+            await ep.verify()
         await ep.close()
         return ep.rows()
 
@@ -104,18 +104,6 @@ class ToolCallingAgent:
                 ep.messages.extend(results)
             elif not ep.append(results):
                 return
-
-    async def _verify(self, ep: Episode) -> None:
-        ctx = ep.ctx
-        result = await ep.env_call("verify", ctx.env.verify(ctx.session_id, ep.task, ep.messages), "verify_s")
-        if failed(result):
-            return
-        ep.reward = result.reward
-        ep.components = dict(result.components)
-        if result.info:
-            ep.info["verify_info"] = result.info
-        if result.error:
-            ep.fail(Status.ENV_ERROR, f"verify: {result.error}")
 
 
 def _parse_error_message(errors: list[str]) -> str:
