@@ -8,7 +8,7 @@ install:
 	@bash scripts/install.sh
 
 demo: install
-	$(VENV)/bin/gym-ray run configs/quickstart.yaml
+	$(VENV)/bin/gym-ray run configs/quickstart.yaml collect.output_dir=runs/quickstart/$$(date +%Y%m%d-%H%M%S)
 
 test: install
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
