@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from gym_ray.cli import main
+from gym_ray.cli import main, parse_args
 from gym_ray.collect.sink import part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
 
@@ -66,6 +66,16 @@ def test_cli_errors_are_clean_with_exit_2(tmp_path, capsys):
     assert "no rollout files" in capsys.readouterr().err
 
 
+def test_overrides_may_follow_options():
+    args = parse_args(["collect", "c.yaml", "a=1", "--address", "host:6379", "b=2", "--resume", "c=3"])
+    assert (args.config, args.overrides, args.address, args.resume) == ("c.yaml", ["a=1", "b=2", "c=3"],
+                                                                        "host:6379", True)
+    with pytest.raises(SystemExit):
+        parse_args(["collect", "c.yaml", "--adress", "x"])
+    with pytest.raises(SystemExit):
+        parse_args(["metrics", "out", "a=1"])
+
+
 def test_serve_config_builds_the_apps_collect_looks_for():
     import yaml
     from ray.serve.schema import ServeDeploySchema
@@ -79,3 +89,46 @@ def test_serve_config_builds_the_apps_collect_looks_for():
         assert type(built).__name__ == "Application"
         names.append(app.name)
     assert names[0] == "policy" and "weather" in names
+
+
+@pytest.mark.slow
+def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
+    """The cluster workflow: `gym-ray serve` keeps the apps up, `gym-ray collect --address` finds them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import ray
+    from ray import serve
+
+    address = ray.get_runtime_context().gcs_address
+    config = str(ROOT / "environments" / "weather" / "config.yaml")
+    common = ["--address", address, "model.kind=scripted", "model.name=cli_policy"]
+    cli = [sys.executable, "-m", "gym_ray.cli"]
+    server = subprocess.Popen([*cli, "serve", config, *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        printed = []
+        for line in server.stdout:
+            printed.append(line)
+            if line.startswith("collect with:"):
+                break
+        assert server.poll() is None, "".join(printed)[-3000:]
+        assert any("env weather" in line for line in printed), printed
+        out = tmp_path / "run"
+        done = subprocess.run([*cli, "collect", config, *common, f"collect.output_dir={out}", "collect.limit=3"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = rollouts_from_arrow(read_rollout_table(out))
+        assert sorted((r.task_id, r.rollout_index) for r in rows) == sorted(
+            {(r.task_id, i) for r in rows for i in range(4)})  # 3 tasks x 4 repeats, each once
+        assert len(rows) == 12 and {r.model for r in rows} == {"cli_policy"}
+        assert "weather" in done.stdout and "pass@4" in done.stdout
+        assert server.poll() is None  # collect left the apps serving
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+        for app in ("cli_policy", "weather"):
+            serve.delete(app, _blocking=True)
+    assert server.returncode == 0

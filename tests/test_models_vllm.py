@@ -69,14 +69,14 @@ def test_openai_chat_over_http_gives_the_same_tokens(hosted, prompt_ids, greedy)
         model="smol", messages=QUESTION, temperature=0.0, max_tokens=24, logprobs=True, top_logprobs=1,
         extra_body={"return_token_ids": True},
     ).model_dump()
-    assert r["prompt_token_ids"] == prompt_ids
+    assert r["prompt_token_ids"] == prompt_ids and r["policy_version"] == 0
     choice = r["choices"][0]
     assert choice["token_ids"] == greedy.token_ids
     http_lps = [c["logprob"] for c in choice["logprobs"]["content"]]
     assert http_lps == pytest.approx(greedy.logprobs[: len(http_lps)], abs=1e-3)
     c = oai.completions.create(model="smol", prompt=prompt_ids, temperature=0.0, max_tokens=24, logprobs=1,
                                extra_body={"return_token_ids": True}).model_dump()
-    assert c["choices"][0]["token_ids"] == greedy.token_ids
+    assert c["choices"][0]["token_ids"] == greedy.token_ids and c["policy_version"] == 0
 
 
 def test_max_tokens_cut_off_is_length(client, prompt_ids, greedy):
@@ -86,6 +86,8 @@ def test_max_tokens_cut_off_is_length(client, prompt_ids, greedy):
 
 
 def test_weight_update_raises_the_stamped_version(client, prompt_ids, greedy):
+    from gym_ray.types import Message
+
     async def flow():
         before = await client.collective_rpc("compute_weight_checksums")
         await client.pause(mode="wait")
@@ -100,6 +102,8 @@ def test_weight_update_raises_the_stamped_version(client, prompt_ids, greedy):
     assert version == 1
     assert before == after and before[0][0]  # reloaded from the same checkpoint: same weights
     assert gen.policy_version == 1 and gen.token_ids == greedy.token_ids
+    r = run(client.chat([Message(**QUESTION[0])], None, GREEDY))
+    assert r["policy_version"] == 1
 
 
 def test_chat_by_handle(client, greedy):

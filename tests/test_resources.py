@@ -291,6 +291,30 @@ def test_verify_paths():
     assert stateless.reward == 1.0 and stateless.error is None
 
 
+def test_score_sees_only_the_final_answer_and_is_skipped_without_one():
+    class Echo(ResourceServer):
+        calls: list[str] = []
+
+        def score(self, task, answer):
+            self.calls.append(answer)
+            return VerifyResult(reward=float(answer == task.verifier_metadata["answer"]), info={"saw": answer})
+
+    rt = EnvRuntime(Echo())
+    said = [Message(role="assistant", content="41"), Message(role="user", content="again"),
+            Message(role="assistant", content=" 42 ")]
+
+    async def go():
+        right = await rt.verify("s", task(answer="42"), said)
+        silent = await rt.verify("s", task(answer="42"), [*said, Message(role="assistant", content="  ")])
+        nothing = await rt.verify("s", task(answer="42"), [Message(role="user", content="go")])
+        return right, silent, nothing
+
+    right, silent, nothing = run(go())
+    assert right.reward == 1.0 and right.info == {"saw": "42"}
+    assert silent.reward == nothing.reward == 0.0 and silent.info == {"reason": "no final answer"}
+    assert Echo.calls == ["42"]  # never called without an answer
+
+
 def test_state_outside_a_call_is_a_clear_error():
     with pytest.raises(RuntimeError, match="only available inside a tool"):
         _ = Notes().state
@@ -343,7 +367,7 @@ def test_not_step_driven_and_no_verify_are_errors():
     rt = EnvRuntime(Plain())
     with pytest.raises(EnvError, match="is not step-driven"):
         run(rt.reset("a", task()))
-    assert "does not implement verify" in run(rt.verify("a", task(), [])).error
+    assert "does not implement verify() or score()" in run(rt.verify("a", task(), [])).error
 
 
 def test_local_client_is_picklable_and_builds_from_config():

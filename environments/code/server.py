@@ -1,6 +1,6 @@
 """Code: write a Python function; verify runs the task's unit tests in the bubblewrap sandbox."""
 
-from gym_ray.resources import ResourceServer, VerifyResult, final_answer
+from gym_ray.resources import ResourceServer
 from gym_ray.resources.sandbox import Sandbox, SandboxLimits
 from gym_ray.resources.verifiers import verify_code
 
@@ -11,10 +11,7 @@ class Code(ResourceServer):
         self.sandbox = Sandbox(SandboxLimits(**(limits or {})), max_concurrency=max_concurrency)
         self.test_timeout_s = test_timeout_s
 
-    async def verify(self, task, messages):
-        answer = final_answer(messages)
-        if answer is None:
-            return VerifyResult(reward=0.0, info={"reason": "no final answer"})
+    async def score(self, task, answer):
         return await verify_code(
             answer, task.verifier_metadata, self.sandbox, test_timeout_s=self.test_timeout_s
         )

@@ -6,7 +6,7 @@ the policy's own deployment, or `${models.<name>}`) and `config.judge_app` the S
 
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.base import PolicyClient
-from gym_ray.resources import ResourceServer, VerifyResult, final_answer
+from gym_ray.resources import ResourceServer
 from gym_ray.resources.verifiers import JUDGE_PROMPT, verify_with_judge
 
 
@@ -34,10 +34,7 @@ class Judge(ResourceServer):
         )
         self.prompt = prompt
 
-    async def verify(self, task, messages):
-        answer = final_answer(messages)
-        if answer is None:
-            return VerifyResult(reward=0.0, info={"reason": "no final answer"})
+    async def score(self, task, answer):
         meta = task.verifier_metadata
         question = meta.get("question") or next(m.content for m in reversed(task.prompt) if m.role == "user")
         return await verify_with_judge(

@@ -1,6 +1,6 @@
 """Multiple choice: the chosen letter is read strictly (\\boxed{X} / "Answer: X") or leniently."""
 
-from gym_ray.resources import ResourceServer, VerifyResult, final_answer
+from gym_ray.resources import ResourceServer
 from gym_ray.resources.verifiers import verify_mcqa
 
 
@@ -8,10 +8,7 @@ class Mcqa(ResourceServer):
     def __init__(self, grading_mode: str = "strict"):
         self.grading_mode = grading_mode  # a task's verifier_metadata.grading_mode overrides it
 
-    def verify(self, task, messages):
-        answer = final_answer(messages)
-        if answer is None:
-            return VerifyResult(reward=0.0, info={"reason": "no final answer"})
+    def score(self, task, answer):
         meta = task.verifier_metadata
         mode = meta.get("grading_mode", self.grading_mode)
         return verify_mcqa(answer, meta["expected_answer"], mode, meta.get("options"))

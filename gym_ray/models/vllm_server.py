@@ -3,7 +3,8 @@ our `LLMServer` subclass adding what the training path needs and serve.llm lacks
 
 - `generate(prompt_token_ids, sampling)`: token-in/token-out straight on the engine (no OpenAI request
   or response objects on the hot path), final output only, sampled-token logprobs;
-- a policy version, stamped on every generation and set by the trainer after each weight update.
+- a policy version, stamped on every generation (token path, and the body of every non-streaming
+  OpenAI response as `policy_version`) and set by the trainer after each weight update.
 
 CPU machines get working defaults: CPU accelerator, one CPU bundle per replica, zero-CPU replica and
 ingress actors, an explicit KV-cache size and OMP thread binding, float32 and eager mode.
@@ -83,7 +84,7 @@ class GymLLMServer(LLMServer):
 
     async def chat_messages(self, messages: list[dict], tools: list[dict] | None, sampling: dict) -> dict:
         """`PolicyClient.chat` by handle: vLLM's own chat serving, answered as a dict with token ids."""
-        from ray.serve.llm.openai_api_models import ChatCompletionRequest, ErrorResponse
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
         fields: dict[str, Any] = {
             "model": self._llm_config.model_id, "messages": messages, "max_tokens": sampling.get("max_tokens"),
@@ -95,12 +96,26 @@ class GymLLMServer(LLMServer):
             fields["tools"] = tools
         if sampling.get("top_k", -1) != -1:
             fields["top_k"] = sampling["top_k"]
-        version = self._policy_version
         outputs = [out async for out in await self.chat(ChatCompletionRequest(**fields))]
         last = outputs[-1] if outputs else None
-        if last is None or isinstance(last, ErrorResponse):
+        if not hasattr(last, "choices"):  # None or an ErrorResponse
             raise ValueError(f"chat request failed: {last.model_dump_json() if last else 'no response'}")
-        return {**last.model_dump(), "policy_version": version}
+        return last.model_dump()
+
+    async def chat(self, request, raw_request_info=None):
+        return self._stamped(await super().chat(request, raw_request_info), self._policy_version)
+
+    async def completions(self, request, raw_request_info=None):
+        return self._stamped(await super().completions(request, raw_request_info), self._policy_version)
+
+    @staticmethod
+    async def _stamped(outputs, version: int):
+        """OpenAI responses allow extra fields: a whole (non-streaming) response carries the version it
+        was generated under, read when the request arrived, like `generate`."""
+        async for out in outputs:
+            if hasattr(out, "choices"):  # not an error, nor a list of stream chunks
+                out.policy_version = version
+            yield out
 
     async def set_policy_version(self, version: int) -> int:
         self._policy_version = version

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from gym_ray.config import EnvConfig
+from gym_ray.resources.messages import final_answer
 from gym_ray.resources.server import ResourceServer, Session, _current
 from gym_ray.resources.sessions import SessionStore
 from gym_ray.resources.tools import ToolArgumentError
@@ -83,6 +84,7 @@ class EnvRuntime:
         self._specs = [td.spec for td in self._tool_defs.values()]
         self._step_driven = cls.reset is not ResourceServer.reset
         self._default_verify = cls.verify is ResourceServer.verify
+        self._scores_answer = self._default_verify and cls.score is not ResourceServer.score
 
     @classmethod
     def from_config(cls, name: str, cfg: EnvConfig) -> EnvRuntime:
@@ -202,9 +204,15 @@ class EnvRuntime:
                 "done": bool(session.data.get("done")),
             }
             return VerifyResult(reward=float(sum(rewards)), info=info)
-        hook = functools.partial(self.server.verify, task, messages)
+        if self._scores_answer:
+            answer = final_answer(messages)
+            if answer is None:
+                return VerifyResult(reward=0.0, info={"reason": "no final answer"})
+            fn, hook = self.server.score, functools.partial(self.server.score, task, answer)
+        else:
+            fn, hook = self.server.verify, functools.partial(self.server.verify, task, messages)
         try:
-            out = await self._call(session, hook, thread=not inspect.iscoroutinefunction(self.server.verify))
+            out = await self._call(session, hook, thread=not inspect.iscoroutinefunction(fn))
         except Exception as e:
             log.debug("%s: verify raised", self.name, exc_info=True)
             return VerifyResult(error=f"{self.name}: verify failed: {type(e).__name__}: {e}")

@@ -41,7 +41,8 @@ def current_session() -> Session:
 
 
 class ResourceServer:
-    """Base class of environments: override `verify` (and `seed` for state, `reset`/`step` for games).
+    """Base class of environments: override `verify` or `score` (and `seed` for state, `reset`/`step`
+    for games).
 
     Class settings: `session_ttl_s` (idle sessions are dropped after this many seconds) and
     `max_sessions` (the oldest idle sessions are dropped beyond this many). Constructor keyword
@@ -85,7 +86,13 @@ class ResourceServer:
         A sync `verify` runs in a worker thread so it never stalls other episodes; for CPU-heavy
         scoring call `gym_ray.resources.run_in_process` from it.
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement verify()")
+        raise NotImplementedError(f"{type(self).__name__} does not implement verify() or score()")
+
+    def score(self, task: Task, answer: str) -> float | VerifyResult:
+        """Score only the final answer's text: override this instead of `verify` when nothing else in
+        the transcript matters. An episode with no final answer scores 0 (reason "no final answer")
+        without calling it. Sync or async, like `verify`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement score()")
 
     def reset(self, task: Task) -> str:
         """Step-driven environments: start the episode, return the first observation."""
