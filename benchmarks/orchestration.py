@@ -90,6 +90,16 @@ async def measure(collector, tasks) -> dict:
             "cpu_ms": cpu / n * 1e3, "statuses": statuses, "mean_reward": sum(rewards) / max(n, 1)}
 
 
+def core_speed_s() -> float:
+    """Seconds for a fixed pure-Python loop: shared 2-core VMs vary by 2-3x from hour to hour, so a table
+    is only comparable with another taken at a similar core speed."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rollouts", type=int, default=2000)
@@ -111,7 +121,8 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     print(f"workload: weather, scripted policy ({args.policy}), env {args.env}, {args.agents} agent actors, "
-          f"{args.rollouts} rollouts per row; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"{args.rollouts} rollouts per row; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"core speed: 10M Python adds in {core_speed_s():.2f} s")
     rows = []
     base_cfg = build_config(args, 16)
     dep = deploy_all(base_cfg, http=False) if args.policy == "serve" or args.env == "serve" else None

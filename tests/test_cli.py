@@ -16,22 +16,24 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_CONFIGS = sorted(ROOT.glob("environments/*/config.yaml"))
 
 
-def _run_and_check(config: Path, out: Path, capsys, envs: list[str]) -> None:
-    rc = main(["run", str(config), "model.kind=scripted", f"collect.output_dir={out}", "collect.limit=2",
-               "collect.num_repeats=2", "collect.episode_timeout_s=120"])
+def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides: str,
+                   model: str = "model.kind=scripted", tasks: int = 2) -> None:
+    rc = main(["run", str(config), model, f"collect.output_dir={out}", f"collect.limit={tasks}",
+               "collect.num_repeats=2", "collect.episode_timeout_s=240", *overrides])
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
     table = read_rollout_table(out)
     assert pq.read_schema(part_files(out)[0]) == ROLLOUT_SCHEMA
     rows = rollouts_from_arrow(table)
     keys = sorted((r.env, r.task_id, r.rollout_index) for r in rows if r.segment_index == 0)
-    assert len(keys) == 4 * len(envs) and len(set(keys)) == len(keys)  # 2 tasks x 2 repeats per env, once each
+    n = 2 * tasks * len(envs)
+    assert len(keys) == n and len(set(keys)) == len(keys)  # tasks x 2 repeats per env, once each
     for r in rows:
         r.check_invariants()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["overall"]["rollouts"] == 4 * len(envs) and sorted(metrics["per_env"]) == sorted(envs)
+    assert metrics["overall"]["rollouts"] == n and sorted(metrics["per_env"]) == sorted(envs)
     assert "pass@2" in printed.out and all(env in printed.out for env in envs)
-    # the scripted reply is a final answer: no episode may have crashed or timed out
+    # whatever the model says, no episode may have crashed or timed out
     assert {r.status.value for r in rows} <= {"ok", "env_error"}, [r.error for r in rows]
     assert main(["metrics", str(out)]) == 0
     assert "pass@1" in capsys.readouterr().out
@@ -47,6 +49,17 @@ def test_every_env_config_runs_with_scripted_policy(tmp_path, serve_http_port, c
     combined = tmp_path / "all.yaml"
     combined.write_text("includes:\n" + "".join(f"  - {p}\n" for p in ENV_CONFIGS))
     _run_and_check(combined, tmp_path / "run", capsys, [p.parent.name for p in ENV_CONFIGS])
+
+
+@pytest.mark.slow
+def test_every_env_config_runs_as_is_on_the_default_model(tmp_path, serve_http_port, capsys):
+    """No override of the model: each env's own config on the embedded vLLM policy (the judge env grades
+    with that same deployment)."""
+    combined = tmp_path / "all.yaml"
+    combined.write_text("includes:\n" + "".join(f"  - {p}\n" for p in ENV_CONFIGS))
+    _run_and_check(combined, tmp_path / "run", capsys, [p.parent.name for p in ENV_CONFIGS],
+                   "collect.sampling.max_tokens=48", "model.engine_kwargs.max_model_len=2048",
+                   model="model.name=policy", tasks=1)
 
 
 def test_cli_errors_are_clean_with_exit_2(tmp_path, capsys):
