@@ -48,7 +48,7 @@ async def bounded(n: int, fn, items) -> list:
     return await asyncio.gather(*(one(x) for x in items))
 
 
-def run_direct(cfg, prompts, max_tokens: int, concurrency: int) -> tuple[float, int]:
+def direct_engine(cfg):
     """(c): AsyncLLM in a plain zero-CPU Ray actor with the engine arguments and environment that our
     defaults give the Serve replica (Ray sets OMP_NUM_THREADS in its workers: compare like with like)."""
     import ray
@@ -59,36 +59,34 @@ def run_direct(cfg, prompts, max_tokens: int, concurrency: int) -> tuple[float, 
 
     @ray.remote(num_cpus=0, runtime_env=llm.runtime_env)
     class DirectEngine:
-        async def run(self, model_path, engine_kwargs, prompts, max_tokens, concurrency):
-            from vllm import AsyncEngineArgs, SamplingParams
-            from vllm.sampling_params import RequestOutputKind
+        def __init__(self, model_path, engine_kwargs):
+            from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
+
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_path, **engine_kwargs))
+            self.counter = iter(range(10**9))
+
+        async def run(self, prompts, max_tokens, concurrency):
+            from vllm import SamplingParams
+            from vllm.sampling_params import RequestOutputKind
 
             from gym_ray.models.vllm_server import engine_input
 
-            engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model_path, **engine_kwargs))
             params = SamplingParams(temperature=0.0, max_tokens=max_tokens, logprobs=0,
                                     output_kind=RequestOutputKind.FINAL_ONLY)
-            counter = iter(range(10**9))
 
             async def gen(p):
                 final = None
-                async for out in engine.generate(engine_input(p), params, f"r{next(counter)}"):
+                async for out in self.engine.generate(engine_input(p), params, f"r{next(self.counter)}"):
                     final = out
                 return len(final.outputs[0].token_ids)
 
             await gen(prompts[0])
             start = time.perf_counter()
             tokens = sum(await bounded(concurrency, gen, prompts))
-            elapsed = time.perf_counter() - start
-            engine.shutdown()
-            return elapsed, tokens
+            return time.perf_counter() - start, tokens
 
-    actor = DirectEngine.remote()
-    source = llm.model_loading_config.model_source
-    out = ray.get(actor.run.remote(source, llm.engine_kwargs, prompts, max_tokens, concurrency))
-    ray.kill(actor)
-    return out
+    return DirectEngine.remote(llm.model_loading_config.model_source, llm.engine_kwargs)
 
 
 def make_caller():
@@ -189,7 +187,9 @@ def scripted_table(calls: int, concurrency: int) -> None:
     delete_policy("bench_scripted")
 
 
-def vllm_table(n_prompts: int, max_tokens: int, concurrency: int) -> None:
+def vllm_table(n_prompts: int, max_tokens: int, concurrency: int, rounds: int) -> None:
+    """The three paths interleaved for `rounds` rounds, best of each: shared VMs drift in speed over
+    minutes, and one pass per path in sequence would measure the drift as much as the path."""
     import ray
 
     from gym_ray.config import ModelConfig, SamplingConfig
@@ -200,25 +200,35 @@ def vllm_table(n_prompts: int, max_tokens: int, concurrency: int) -> None:
     prompts = chat_prompts(resolve_model_path(None), n_prompts)
     cfg = ModelConfig(kind="vllm", name="smol", max_ongoing_requests=max(64, concurrency))
     start_ray_serve()
-    results = {"(c) vLLM AsyncLLM direct": run_direct(cfg, prompts, max_tokens, concurrency)}
+    direct = direct_engine(cfg)
     ep = deploy_policy(cfg, "bench_vllm", route_prefix="/bench_vllm")
     sampling = SamplingConfig(temperature=0.0, max_tokens=max_tokens)
     caller = make_caller()
-    results["(a) Serve handle (PolicyClient)"] = ray.get(
-        caller.handle.remote(make_policy_client(cfg, "bench_vllm"), prompts, sampling, concurrency))
-    results["(b) Serve HTTP /v1/completions"] = ray.get(
-        caller.http.remote(ep.base_url, cfg.name, prompts, sampling, concurrency))
+    client = make_policy_client(cfg, "bench_vllm")
+    paths = {
+        "(c) vLLM AsyncLLM direct": lambda: direct.run.remote(prompts, max_tokens, concurrency),
+        "(a) Serve handle (PolicyClient)": lambda: caller.handle.remote(client, prompts, sampling, concurrency),
+        "(b) Serve HTTP /v1/completions": lambda: caller.http.remote(ep.base_url, cfg.name, prompts, sampling,
+                                                                    concurrency),
+    }
+    runs: dict[str, list[tuple[float, int]]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, start in paths.items():
+            runs[name].append(ray.get(start()))
     ray.kill(caller)
+    ray.kill(direct)
     delete_policy("bench_vllm")
 
-    base_elapsed, base_tokens = results["(c) vLLM AsyncLLM direct"]
+    best = {name: max(r, key=lambda et: et[1] / et[0]) for name, r in runs.items()}
+    base_elapsed, base_tokens = best["(c) vLLM AsyncLLM direct"]
     base = base_tokens / base_elapsed
     print(f"\nvLLM ({'GPU' if ray.cluster_resources().get('GPU') else 'CPU'}): {n_prompts} prompts, greedy, "
-          f"max_tokens={max_tokens}, {concurrency} in flight")
-    print("| path | tokens | seconds | tokens/s | ratio to (c) |\n|---|---|---|---|---|")
-    for name in sorted(results):
-        elapsed, tokens = results[name]
-        print(f"| {name} | {tokens} | {elapsed:.2f} | {tokens / elapsed:.1f} | {tokens / elapsed / base:.3f} |")
+          f"max_tokens={max_tokens}, {concurrency} in flight, best of {rounds} interleaved rounds")
+    print("| path | tokens | seconds | tokens/s | ratio to (c) | every round, tokens/s |\n|---|---|---|---|---|---|")
+    for name in sorted(best):
+        elapsed, tokens = best[name]
+        every = ", ".join(f"{t / e:.1f}" for e, t in runs[name])
+        print(f"| {name} | {tokens} | {elapsed:.2f} | {tokens / elapsed:.1f} | {tokens / elapsed / base:.3f} | {every} |")
 
 
 def main() -> None:
@@ -226,6 +236,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three vLLM paths (best kept)")
     p.add_argument("--scripted-only", action="store_true")
     p.add_argument("--scripted-calls", type=int, default=2048)
     p.add_argument("--scripted-concurrency", type=int, default=256)
@@ -235,7 +246,7 @@ def main() -> None:
 
     try:
         if not args.scripted_only:
-            vllm_table(args.prompts, args.max_tokens, args.concurrency)
+            vllm_table(args.prompts, args.max_tokens, args.concurrency, args.rounds)
         else:
             start_ray_serve()
         scripted_table(args.scripted_calls, args.scripted_concurrency)
