@@ -208,11 +208,12 @@ class EnvRuntime:
             answer = final_answer(messages)
             if answer is None:
                 return VerifyResult(reward=0.0, info={"reason": "no final answer"})
-            fn, hook = self.server.score, functools.partial(self.server.score, task, answer)
+            fn, arg = self.server.score, answer
         else:
-            fn, hook = self.server.verify, functools.partial(self.server.verify, task, messages)
+            fn, arg = self.server.verify, messages
         try:
-            out = await self._call(session, hook, thread=not inspect.iscoroutinefunction(fn))
+            out = await self._call(session, functools.partial(fn, task, arg),
+                                   thread=not inspect.iscoroutinefunction(fn))
         except Exception as e:
             log.debug("%s: verify raised", self.name, exc_info=True)
             return VerifyResult(error=f"{self.name}: verify failed: {type(e).__name__}: {e}")
