@@ -6,9 +6,11 @@ merged underneath it, so a file only states what differs. Errors name the key pa
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -85,6 +87,9 @@ class AgentConfig(_Strict):
     max_turns: int = Field(8, gt=0)
     max_total_tokens: int = Field(2048, gt=0)
     tool_parser: str = "hermes"
+    # A longer tool result or observation is cut (the model is told): a 10 MB output would otherwise be
+    # tokenized whole, stall other episodes and land whole in the row.
+    max_tool_output_chars: int = Field(16384, gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -149,10 +154,7 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     if not path.is_file():
         where = f" (included from {seen[-1]})" if seen else ""
         raise ConfigError(f"{path}: config file not found{where}")
-    try:
-        cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, ValueError, OSError) as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    cfg = _parse_yaml(path)
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level, got a list")
     includes = cfg.pop("includes", [])
@@ -166,6 +168,29 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     merged = OmegaConf.merge(base, cfg)
     _make_paths_absolute(merged, path.parent)
     return merged
+
+
+def _parse_yaml(path: Path) -> DictConfig | ListConfig:
+    """The file's YAML; a bad byte or a syntax error is one line naming the file and the line (a BOM is fine)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
+    try:
+        return OmegaConf.load(io.StringIO(text))
+    except yaml.MarkedYAMLError as e:
+        mark, where = e.problem_mark, ""
+        if e.context and e.context_mark is not None:
+            where = f" ({e.context} at line {e.context_mark.line + 1})"
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: {line}not valid YAML: {e.problem}{where}") from None
+    except (yaml.YAMLError, OmegaConfBaseException, ValueError) as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def _make_paths_absolute(cfg: DictConfig, root: Path) -> None:

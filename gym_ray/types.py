@@ -11,6 +11,8 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gym_ray.redact import redact
+
 
 class ToolCall(BaseModel):
     """One function call the model asked for; `arguments` is the parsed JSON object."""
@@ -92,6 +94,71 @@ class Task(BaseModel):
         return v
 
 
+class StepResult(BaseModel):
+    """One step of a step-driven environment (Gymnasium style): the next observation, reward and done."""
+
+    observation: str = ""
+    reward: float = 0.0
+    done: bool = False
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class Status(StrEnum):
+    """Who is to blame: `env_error` an environment bug, `model_error` the policy (or its call),
+    `infra_error` the machinery after every retry, `timeout` the episode's time limit, `aborted` the agent."""
+
+    OK = "ok"
+    ENV_ERROR = "env_error"
+    MODEL_ERROR = "model_error"
+    TIMEOUT = "timeout"
+    PREFIX_BREAK = "prefix_break"
+    ABORTED = "aborted"
+    INFRA_ERROR = "infra_error"
+
+
+class FailureStage(StrEnum):
+    """Where in the episode a failure happened (NeMo Gym 0.7's stages, with the agent's loop split out)."""
+
+    ADMISSION = "admission"  # before the episode ran: unknown env, prompt longer than the context
+    SEED = "seed"  # seed_session / reset
+    GENERATE = "generate"  # a policy call
+    TOOL = "tool"  # a tool call or an env step
+    VERIFICATION = "verification"
+    AGENT = "agent"  # the agent's own code, the episode as a whole (timeout, lost actor)
+    CLEANUP = "cleanup"
+
+
+class FailureKind(StrEnum):
+    """What went wrong, in a small fixed vocabulary a trainer can group by."""
+
+    EXCEPTION = "exception"  # the code raised
+    TIMEOUT = "timeout"
+    BAD_OUTPUT = "bad_output"  # a wrong type, a non-finite reward, a row breaking the token contract
+    SESSION_LOST = "session_lost"  # the environment no longer holds the episode's session
+    PEER_LOST = "peer_lost"  # the actor or replica serving the call died
+    UNAVAILABLE = "unavailable"  # back pressure, nothing to route to
+    PROMPT_TOO_LONG = "prompt_too_long"
+    UNKNOWN_ENV = "unknown_env"
+    ABORTED = "aborted"  # the engine aborted the generation
+    HUNG = "hung"  # too many calls of the environment never returned
+
+
+class Delivery(StrEnum):
+    """Whether the failed request reached the other side (NeMo Gym's `delivery`)."""
+
+    NOT_SENT = "not_sent"
+    POSSIBLY_DELIVERED = "possibly_delivered"
+    DELIVERED = "delivered"
+
+
+class Failure(BaseModel):
+    """The failure record of a non-`ok` row: stage, kind, delivery (its message is the row's `error`)."""
+
+    stage: FailureStage
+    kind: FailureKind
+    delivery: Delivery = Delivery.DELIVERED
+
+
 class VerifyResult(BaseModel):
     """What a verifier says: the scalar reward, optional named components, and diagnostics.
 
@@ -103,25 +170,7 @@ class VerifyResult(BaseModel):
     components: dict[str, float] = Field(default_factory=dict)
     info: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
-
-
-class StepResult(BaseModel):
-    """One step of a step-driven environment (Gymnasium style): the next observation, reward and done."""
-
-    observation: str = ""
-    reward: float = 0.0
-    done: bool = False
-    info: dict[str, Any] = Field(default_factory=dict)
-
-
-class Status(StrEnum):
-    OK = "ok"
-    ENV_ERROR = "env_error"
-    MODEL_ERROR = "model_error"
-    TIMEOUT = "timeout"
-    PREFIX_BREAK = "prefix_break"
-    ABORTED = "aborted"
-    INFRA_ERROR = "infra_error"
+    error_kind: FailureKind | None = None  # default `exception`; e.g. `bad_output` for an unparseable verdict
 
 
 class RolloutInvariantError(ValueError):
@@ -141,6 +190,7 @@ class Rollout(BaseModel):
     group_size: int = 1
     segment_index: int = 0
     num_segments: int = 1
+    attempt: int = 0
     model: str = ""
     policy_version: int = 0
     tokenizer_fingerprint: str = ""
@@ -152,6 +202,7 @@ class Rollout(BaseModel):
     gen_span_starts: list[int] = Field(default_factory=list)
     gen_span_ends: list[int] = Field(default_factory=list)
     call_finish_reasons: list[str] = Field(default_factory=list)
+    gen_policy_versions: list[int] = Field(default_factory=list)
     reward: float = 0.0
     reward_component_names: list[str] = Field(default_factory=list)
     reward_component_values: list[float] = Field(default_factory=list)
@@ -162,6 +213,9 @@ class Rollout(BaseModel):
     status: Status = Status.OK
     mask_sample: bool = False
     error: str | None = None
+    failure_stage: FailureStage | None = None
+    failure_kind: FailureKind | None = None
+    failure_delivery: Delivery | None = None
     prompt_messages_json: str = "[]"
     messages_json: str = "[]"
     task_json: str = "{}"
@@ -172,7 +226,21 @@ class Rollout(BaseModel):
     def _non_ok_rows_are_masked(self) -> Rollout:
         if self.status != Status.OK:
             self.mask_sample = True
+        if self.error:
+            self.error = redact(self.error)
         return self
+
+    @property
+    def failure(self) -> Failure | None:
+        if self.failure_stage is None or self.failure_kind is None:
+            return None
+        return Failure(stage=self.failure_stage, kind=self.failure_kind,
+                       delivery=self.failure_delivery or Delivery.DELIVERED)
+
+    def set_failure(self, failure: Failure | None) -> None:
+        self.failure_stage = failure.stage if failure else None
+        self.failure_kind = failure.kind if failure else None
+        self.failure_delivery = failure.delivery if failure else None
 
     def check_invariants(self) -> None:
         """Raise `RolloutInvariantError` naming the broken field; called on every write."""
@@ -189,6 +257,13 @@ class Rollout(BaseModel):
             fail("gen_span_ends", "gen_span_starts and gen_span_ends differ in length")
         if len(self.call_finish_reasons) != len(self.gen_span_starts):
             fail("call_finish_reasons", f"{len(self.call_finish_reasons)} reasons for {len(self.gen_span_starts)} spans")
+        if len(self.gen_policy_versions) != len(self.gen_span_starts):
+            fail("gen_policy_versions", f"{len(self.gen_policy_versions)} versions for {len(self.gen_span_starts)} spans")
+        failed = self.status not in (Status.OK, Status.PREFIX_BREAK)
+        if failed and (self.failure_stage is None or self.failure_kind is None):
+            fail("failure_stage", f"a row with status {self.status.value} needs a failure stage and kind")
+        if not failed and self.failure_kind is not None:
+            fail("failure_kind", f"a row with status {self.status.value} carries no failure record")
         if len(self.reward_component_names) != len(self.reward_component_values):
             fail("reward_component_values", "names and values differ in length")
         if any(m not in (0, 1) for m in self.response_loss_mask):
@@ -209,9 +284,11 @@ class Rollout(BaseModel):
             fail("segment_index", f"{self.segment_index} outside {self.num_segments} segments")
 
     @classmethod
-    def failed(cls, *, status: Status, error: str, **identity: Any) -> Rollout:
+    def failed(cls, *, status: Status, error: str, failure: Failure, **identity: Any) -> Rollout:
         """The row for an episode that produced no usable tokens: accounted for, masked out of the loss."""
-        return cls(status=status, error=error, mask_sample=True, **identity)
+        row = cls(status=status, error=error, mask_sample=True, **identity)
+        row.set_failure(failure)
+        return row
 
 
 class RolloutGroup(BaseModel):
@@ -237,6 +314,7 @@ ROLLOUT_SCHEMA = pa.schema(
         ("group_size", pa.int32()),
         ("segment_index", pa.int32()),
         ("num_segments", pa.int32()),
+        ("attempt", pa.int32()),
         ("model", pa.string()),
         ("policy_version", pa.int64()),
         ("tokenizer_fingerprint", pa.string()),
@@ -248,6 +326,7 @@ ROLLOUT_SCHEMA = pa.schema(
         ("gen_span_starts", _I32),
         ("gen_span_ends", _I32),
         ("call_finish_reasons", pa.list_(pa.string())),
+        ("gen_policy_versions", pa.list_(pa.int64())),
         ("reward", pa.float64()),
         ("reward_component_names", pa.list_(pa.string())),
         ("reward_component_values", pa.list_(pa.float64())),
@@ -258,6 +337,9 @@ ROLLOUT_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("mask_sample", pa.bool_()),
         ("error", pa.string()),
+        ("failure_stage", pa.string()),
+        ("failure_kind", pa.string()),
+        ("failure_delivery", pa.string()),
         ("prompt_messages_json", pa.string()),
         ("messages_json", pa.string()),
         ("task_json", pa.string()),

@@ -65,7 +65,7 @@ class FakeAgent:
 
     async def run(self, task, ctx):
         meta = task.verifier_metadata
-        attempt = int(ctx.session_id.rsplit(".", 1)[1])
+        attempt = ctx.attempt
         if attempt < meta.get("infra_fail_attempts", 0):
             raise ray.exceptions.ActorUnavailableError("replica restarting", None)
         if meta.get("crash"):

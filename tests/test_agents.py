@@ -130,8 +130,11 @@ def test_context_limit_from_kwargs(chat):
     policy = FakePolicy(chat, ["short answer"])
     env = FakeEnv()
     [row] = run(ToolCallingAgent, policy, env, chat, max_total_tokens=10_000, kwargs={"max_context_len": 50})
-    assert row.truncated and row.num_turns == 0 and not row.response_token_ids
-    assert json.loads(row.metrics_json)["stop_reason"] == "context_limit"
+    # Never an `ok` row with no response scored 0: a failed admission, masked, the policy never called.
+    assert (row.status, row.mask_sample, row.failure_stage, row.failure_kind) == (
+        "model_error", True, "admission", "prompt_too_long")
+    assert row.failure_delivery == "not_sent" and "context limit 50" in row.error
+    assert row.num_turns == 0 and not row.response_token_ids and not policy.calls
 
 
 def test_prefix_break_starts_a_new_segment(default_model_path):

@@ -51,7 +51,8 @@ def _row(group: str, idx: int, size: int = 2, reward: float = 1.0, status: str =
     return Rollout(rollout_id=f"{group}-{idx}", group_id=group, task_id=group, env=env, rollout_index=idx,
                    group_size=size, response_token_ids=[1, 2], response_loss_mask=[1, 1],
                    response_logprobs=[0.0, 0.0], gen_span_starts=[0], gen_span_ends=[2],
-                   call_finish_reasons=["stop"], reward=reward, status=status, num_turns=1)
+                   call_finish_reasons=["stop"], gen_policy_versions=[0], reward=reward, status=status,
+                   num_turns=1, **({} if status == "ok" else {"failure_stage": "agent", "failure_kind": "exception"}))
 
 
 # -- planning and metrics (no Ray) -----------------------------------------------------------------
@@ -169,6 +170,12 @@ def test_every_rollout_ends_as_one_row_with_a_status(collector):
     assert "KeyError" in rows["t6"].error
     assert "nowhere" in rows["t7"].error and "fake" in rows["t7"].error
     assert rows["t0"].tokenizer_fingerprint and rows["t2"].tokenizer_fingerprint == rows["t0"].tokenizer_fingerprint
+    # The failure contract: attempts are counted, every failed row says where, what and whether delivered.
+    assert (rows["t0"].attempt, rows["t4"].attempt, rows["t5"].attempt) == (0, 1, 2)
+    failures = {t: (r.failure_stage, r.failure_kind) for t, r in rows.items() if r.status != "ok"}
+    assert failures == {"t2": ("agent", "timeout"), "t3": ("agent", "exception"), "t5": ("agent", "unavailable"),
+                        "t6": ("agent", "exception"), "t7": ("admission", "unknown_env")}
+    assert rows["t5"].failure_delivery == "possibly_delivered" and rows["t7"].failure_delivery == "not_sent"
 
 
 def test_stream_groups_yields_complete_groups_as_they_finish(collector):

@@ -25,6 +25,7 @@ from gym_ray.resources import (
 )
 from gym_ray.resources.http_compat import parse_messages, parse_task, responses_output_to_messages
 from gym_ray.resources.local import LocalEnvClient
+from gym_ray.resources.runtime import SessionLostError
 from gym_ray.resources.sessions import SessionStore
 from gym_ray.types import Message, Task, ToolCall
 
@@ -139,7 +140,8 @@ def test_tools_validate_arguments_and_errors_come_back_as_text():
         not_object = await rt.call_tool_raw("a", "add", "[1, 2]")
         unknown = await rt.call_tool("a", ToolCall(name="fly"))
         raised = await rt.call_tool("a", ToolCall(name="explode", arguments={"why": "test"}))
-        no_session = await rt.call_tool("nope", ToolCall(name="add", arguments={"text": "x"}))
+        with pytest.raises(SessionLostError, match="no session 'nope'"):  # infrastructure: retried, not shown
+            await rt.call_tool("nope", ToolCall(name="add", arguments={"text": "x"}))
         read = await rt.call_tool("a", ToolCall(name="read"))
         counted = await rt.call_tool("a", ToolCall(name="slow_count"))
         return (
@@ -152,7 +154,6 @@ def test_tools_validate_arguments_and_errors_come_back_as_text():
             not_object,
             unknown,
             raised,
-            no_session,
             read,
             counted,
         )
@@ -167,7 +168,6 @@ def test_tools_validate_arguments_and_errors_come_back_as_text():
         not_object,
         unknown,
         raised,
-        no_session,
         read,
         counted,
     ) = run(go())
@@ -179,7 +179,6 @@ def test_tools_validate_arguments_and_errors_come_back_as_text():
     assert not_object == "Error: invalid arguments for add: arguments must be a JSON object, got list"
     assert unknown == "Error: unknown tool 'fly'. Available tools: add, read, slow_count, explode."
     assert raised == "Error: explode failed: RuntimeError: boom: test"
-    assert no_session.startswith("Error: no session 'nope'")
     assert read == '["x", "x", "y"]'  # non-str results are JSON; failed calls changed nothing
     assert counted == "3"
 
@@ -248,12 +247,14 @@ def test_runtime_expires_abandoned_sessions_and_closes_them():
             await rt.seed_session(f"old{i}", task())
         await asyncio.sleep(0.1)
         await rt.seed_session("new", task())
-        return await rt.call_tool("old0", ToolCall(name="read"))
+        with pytest.raises(SessionLostError) as lost:
+            await rt.call_tool("old0", ToolCall(name="read"))
+        return str(lost.value)
 
     out = run(go())
     assert len(rt.sessions) == 1
     assert sorted(rt.server.closed) == sorted(f"old{i}" for i in range(50))
-    assert out.startswith("Error: no session 'old0'") and "expired after" in out
+    assert out.startswith("no session 'old0'") and "expired after" in out
 
 
 def test_verify_paths():
@@ -275,17 +276,17 @@ def test_verify_paths():
         await rt.seed_session("a", task())
         await rt.call_tool("a", ToolCall(name="add", arguments={"text": "x"}))
         good = await rt.verify("a", task(expected=["x"]), [])
-        gone = await rt.verify("missing", task(expected=["x"]), [])
+        with pytest.raises(SessionLostError, match="no session 'missing'"):
+            await rt.verify("missing", task(expected=["x"]), [])
         broken = await EnvRuntime(Broken()).verify("s", task(), [])
         nan = await EnvRuntime(NotFinite()).verify("s", task(), [])
         msgs = [Message(role="assistant", content="42")]
         stateless = await EnvRuntime(Stateless()).verify("never-seeded", task(answer="42"), msgs)
-        return good, gone, broken, nan, stateless
+        return good, broken, nan, stateless
 
-    good, gone, broken, nan, stateless = run(go())
+    good, broken, nan, stateless = run(go())
     assert good.reward == 1.0 and good.error is None
     assert good.info["thread"] != threading.main_thread().name  # sync verify ran off the event loop
-    assert gone.error and "no session 'missing'" in gone.error
     assert broken.error == "Broken: verify failed: ValueError: judge unreachable"
     assert nan.error and "non-finite" in nan.error
     assert stateless.reward == 1.0 and stateless.error is None

@@ -88,8 +88,8 @@ def test_nemo_gym_style_client_drives_weather(apps, serve_http_port):
         wrong = {**nemo_row("Oslo"), "response": nemo_response("Oslo", output, "No idea, sorry.")}
         assert c.post("/verify", json=wrong, cookies=cookies).json()["reward"] == 0.0
         assert c.post("/close_session", cookies=cookies).json()["closed"] is True
-        after = c.post("/get_weather", json={"city": "Oslo"}, cookies=cookies).text
-        assert after.startswith("Error: no session")
+        after = c.post("/get_weather", json={"city": "Oslo"}, cookies=cookies)
+        assert after.status_code == 404 and after.json()["error"].startswith("no session")
 
 
 def test_http_counter_sessions_by_cookie_and_header_are_isolated(apps, serve_http_port):

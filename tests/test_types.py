@@ -8,6 +8,9 @@ import pytest
 
 from gym_ray.types import (
     ROLLOUT_SCHEMA,
+    Failure,
+    FailureKind,
+    FailureStage,
     Message,
     Rollout,
     RolloutInvariantError,
@@ -38,6 +41,7 @@ def make_rollout(i: int = 0, **kw) -> Rollout:
         gen_span_starts=[0, 5],
         gen_span_ends=[3, 7],
         call_finish_reasons=["tool_calls", "stop"],
+        gen_policy_versions=[3, 4],
         reward=1.0,
         reward_component_names=["correct", "format"],
         reward_component_values=[0.75, 0.25],
@@ -51,7 +55,9 @@ def make_rollout(i: int = 0, **kw) -> Rollout:
 
 
 def test_arrow_round_trip_keeps_values_and_exact_schema(tmp_path):
-    rows = [make_rollout(0), make_rollout(1, reward=0.0, status=Status.TIMEOUT, error="episode timed out")]
+    rows = [make_rollout(0), make_rollout(1, reward=0.0, status=Status.TIMEOUT, error="episode timed out",
+                                          failure_stage="agent", failure_kind="timeout", failure_delivery="delivered",
+                                          attempt=2)]
     table = rollouts_to_arrow(rows)
     assert table.schema.equals(ROLLOUT_SCHEMA)
     pq.write_table(table, tmp_path / "part-00000.parquet")
@@ -68,9 +74,26 @@ def test_arrow_round_trip_keeps_values_and_exact_schema(tmp_path):
 def test_failed_rows_are_masked():
     r = make_rollout(0, status=Status.ENV_ERROR, error="tool server down")
     assert r.mask_sample is True
-    f = Rollout.failed(status=Status.TIMEOUT, error="slow", rollout_id="x", group_id="g", task_id="t", env="e")
+    f = Rollout.failed(status=Status.TIMEOUT, error="slow", rollout_id="x", group_id="g", task_id="t", env="e",
+                       failure=Failure(stage=FailureStage.TOOL, kind=FailureKind.TIMEOUT))
     f.check_invariants()
     assert f.mask_sample and f.response_token_ids == []
+    assert (f.failure_stage, f.failure_kind, f.failure_delivery) == ("tool", "timeout", "delivered")
+
+
+def test_failure_record_is_required_exactly_on_failed_rows():
+    with pytest.raises(RolloutInvariantError, match="needs a failure stage and kind"):
+        make_rollout(0, status=Status.ENV_ERROR, error="x").check_invariants()
+    with pytest.raises(RolloutInvariantError, match="carries no failure record"):
+        make_rollout(0, failure_stage="tool", failure_kind="exception").check_invariants()
+    make_rollout(0, status=Status.PREFIX_BREAK).check_invariants()  # an earlier segment, not a failure
+
+
+def test_row_errors_are_redacted(monkeypatch):
+    monkeypatch.setenv("MY_ENDPOINT_API_KEY", "sk-live-0123456789abcdef")
+    r = make_rollout(0, status=Status.MODEL_ERROR, error="401 for key sk-live-0123456789abcdef: denied",
+                     failure_stage="generate", failure_kind="exception")
+    assert "sk-live" not in r.error and "[redacted]" in r.error
 
 
 def test_ray_data_reads_the_same_rows(ray_cluster, tmp_path):
@@ -97,6 +120,7 @@ def test_ray_data_reads_the_same_rows(ray_cluster, tmp_path):
         ({"gen_span_starts": [2, 5]}, "response_loss_mask"),
         ({"response_loss_mask": [1, 1, 1, 1, 0, 1, 1]}, "response_loss_mask"),
         ({"call_finish_reasons": ["stop"]}, "call_finish_reasons"),
+        ({"gen_policy_versions": [3]}, "gen_policy_versions"),
         ({"reward_component_values": [1.0]}, "reward_component_values"),
         ({"rollout_index": 5}, "rollout_index"),
         ({"gen_span_starts": [5, 0], "gen_span_ends": [7, 3]}, "gen_span_starts"),

@@ -3,41 +3,75 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol, runtime_checkable
 
 from gym_ray.agents.tokenizer import ChatTokenizer, as_chat_tokenizer, load_tokenizer, tokenizer_fingerprint
 from gym_ray.config import AgentConfig, SamplingConfig
 from gym_ray.models.base import PolicyClient
 from gym_ray.resources.client import EnvClient
-from gym_ray.types import Rollout, Task
+from gym_ray.resources.runtime import SessionLostError
+from gym_ray.types import Delivery, Failure, FailureKind, FailureStage, Rollout, Task
 
 __all__ = [
-    "Agent", "ChatTokenizer", "EpisodeContext", "InfraError", "as_chat_tokenizer", "is_infra_error",
-    "load_tokenizer", "tokenizer_fingerprint",
+    "Agent", "ChatTokenizer", "EpisodeContext", "InfraError", "as_chat_tokenizer", "infra_error_types",
+    "infra_failure", "is_infra_error", "load_tokenizer", "tokenizer_fingerprint",
 ]
 
 
 class InfraError(RuntimeError):
-    """The machinery failed (a dead actor or replica), not the model or the environment: the collector may
-    retry the episode. Model mistakes and environment errors never raise; they become rows with a status."""
+    """The machinery failed (a dead actor or replica, a lost session), not the model or the environment:
+    the collector retries the episode. Model mistakes and environment errors never raise; they become rows
+    with a status. `failure` says where and how, for the row written when the retries run out."""
+
+    def __init__(self, message: str, failure: Failure | None = None):
+        super().__init__(message)
+        self.failure = failure
 
 
-def is_infra_error(e: BaseException) -> bool:
-    """Ray's actor/node/object failures and Serve's unavailability, wherever they surface."""
-    if isinstance(e, InfraError):
-        return True
+@cache
+def _peer_lost_types() -> tuple[type[BaseException], ...]:
     import ray.exceptions as rex
 
-    infra: tuple[type[BaseException], ...] = (
-        rex.RayActorError, rex.ActorUnavailableError, rex.ObjectLostError, rex.WorkerCrashedError, rex.NodeDiedError,
-    )
+    return (rex.RayActorError, rex.ObjectLostError, rex.WorkerCrashedError, rex.NodeDiedError)
+
+
+@cache
+def _unavailable_types() -> tuple[type[BaseException], ...]:
+    import ray.exceptions as rex
+
+    types: list[type[BaseException]] = [rex.ActorUnavailableError]
     try:
         from ray.serve import exceptions as sex
 
-        infra += tuple(t for n in ("BackPressureError", "DeploymentUnavailableError") if (t := getattr(sex, n, None)))
+        types += [t for n in ("BackPressureError", "DeploymentUnavailableError") if (t := getattr(sex, n, None))]
     except ImportError:
         pass
-    return isinstance(e, infra)
+    return tuple(types)
+
+
+@cache
+def infra_error_types() -> tuple[type[BaseException], ...]:
+    """Failures of the machinery, not of the model or environment: the episode is retried on these."""
+    return (InfraError, SessionLostError, *_peer_lost_types(), *_unavailable_types())
+
+
+def is_infra_error(e: BaseException) -> bool:
+    """Ray's actor/node/object failures, Serve's unavailability and lost sessions, wherever they surface."""
+    return isinstance(e, infra_error_types())
+
+
+def infra_failure(e: BaseException, stage: FailureStage) -> Failure:
+    """The failure record of an infrastructure error raised at `stage`."""
+    if isinstance(e, InfraError) and e.failure is not None:
+        return e.failure
+    if isinstance(e, SessionLostError):
+        return Failure(stage=stage, kind=FailureKind.SESSION_LOST, delivery=Delivery.DELIVERED)
+    if isinstance(e, _unavailable_types()):
+        # ActorUnavailableError may come after the call was sent; Serve's back pressure before.
+        sent = Delivery.POSSIBLY_DELIVERED if "Actor" in type(e).__name__ else Delivery.NOT_SENT
+        return Failure(stage=stage, kind=FailureKind.UNAVAILABLE, delivery=sent)
+    return Failure(stage=stage, kind=FailureKind.PEER_LOST, delivery=Delivery.POSSIBLY_DELIVERED)
 
 
 @dataclass
@@ -58,6 +92,9 @@ class EpisodeContext:
     rollout_index: int
     group_size: int
     session_id: str
+    attempt: int = 0
+    # What the episode is doing now; a timeout row names it.
+    stage: FailureStage = FailureStage.AGENT
 
     @property
     def chat(self) -> ChatTokenizer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from gym_ray.agents.base import EpisodeContext
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.config import AgentConfig
-from gym_ray.types import Message, Rollout, Status, Task
+from gym_ray.types import FailureStage, Message, Rollout, Status, Task
 
 
 class EnvStepAgent:
@@ -21,12 +21,12 @@ class EnvStepAgent:
 
     async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
         ep = Episode(task, ctx)
-        obs = await ep.env_call("reset", ctx.env.reset(ctx.session_id, task))
+        obs = await ep.env_call("reset", ctx.env.reset(ctx.session_id, task), FailureStage.SEED)
         if failed(obs):
             ep.start([])
         else:
             if obs:
-                ep.messages.append(Message(role="user", content=obs))
+                ep.messages.append(Message(role="user", content=ep.capped(obs)))
             ep.start(ep.chat.prompt_ids(ep.messages))
             await self._loop(ep)
         ep.reward = sum(ep.turn_rewards)
@@ -47,7 +47,7 @@ class EnvStepAgent:
             ep.messages.append(Message(role="assistant", content=action))
             if ep.stopped:
                 return
-            result = await ep.env_call("step", ctx.env.step(ctx.session_id, action))
+            result = await ep.env_call("step", ctx.env.step(ctx.session_id, action), FailureStage.TOOL)
             if failed(result):
                 return
             ep.turn_rewards.append(float(result.reward))
@@ -56,6 +56,6 @@ class EnvStepAgent:
             if result.done:
                 ep.stop("done")
                 return
-            if not ep.append([Message(role="user", content=result.observation)]):
+            if not await ep.append([Message(role="user", content=ep.capped(result.observation))]):
                 return
         ep.stop("max_turns", truncated=True)

@@ -6,19 +6,35 @@ else ends the episode with a status and whatever tokens it had, so no episode is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from gym_ray.agents.base import EpisodeContext, InfraError, is_infra_error
+from gym_ray.agents.base import EpisodeContext, InfraError, infra_failure, is_infra_error
 from gym_ray.agents.tokenizer import ChatTokenizer
 from gym_ray.agents.transcript import Transcript, TranscriptError
 from gym_ray.models.base import Generation
-from gym_ray.types import Message, Rollout, Status, Task
+from gym_ray.resources.isolation import EnvHungError
+from gym_ray.types import (
+    Delivery,
+    Failure,
+    FailureKind,
+    FailureStage,
+    Message,
+    Rollout,
+    Status,
+    Task,
+    VerifyResult,
+)
 
 T = TypeVar("T")
 _FAILED = object()
+# Messages longer than this are tokenized in a worker thread: a huge tool result must not stall the
+# event loop that runs every other episode of the actor.
+_OFF_LOOP_CHARS = 8192
+TRUNCATION_NOTE = "\n[gym_ray: output truncated to {kept} of {total} characters]"
 
 
 class Episode:
@@ -33,6 +49,7 @@ class Episode:
         self.timings: dict[str, float] = {"generate_s": 0.0, "tool_s": 0.0, "env_s": 0.0, "verify_s": 0.0}
         self.status = Status.OK
         self.error: str | None = None
+        self.failure: Failure | None = None
         self.truncated = False
         self.stop_reason = ""
         self.reward = 0.0
@@ -64,15 +81,25 @@ class Episode:
             self.stop_reason = reason
         self.truncated = self.truncated or truncated
 
-    def fail(self, status: Status, error: str) -> None:
+    def fail(self, status: Status, error: str, failure: Failure) -> None:
         if self.status == Status.OK:
-            self.status, self.error = status, error
+            self.status, self.error, self.failure = status, error, failure
         self.stop("error")
 
+    def at(self, stage: FailureStage) -> None:
+        """Say what the episode is doing now (a timeout row names the stage)."""
+        self.ctx.stage = stage
+
     def start(self, prompt_token_ids: list[int]) -> None:
+        """Begin the transcript. A prompt that leaves no room to generate is a failed admission, never an
+        `ok` row with no response scored 0."""
         self.transcript = Transcript(self.chat, prompt_token_ids)
-        if len(prompt_token_ids) >= self.limit:
-            self.stop(self._limit_name, truncated=True)
+        if prompt_token_ids and len(prompt_token_ids) >= self.limit:
+            self.fail(Status.MODEL_ERROR,
+                      f"prompt of {len(prompt_token_ids)} tokens leaves no room to generate "
+                      f"({self._limit_name.replace('_', ' ')} {self.limit})",
+                      Failure(stage=FailureStage.ADMISSION, kind=FailureKind.PROMPT_TOO_LONG,
+                              delivery=Delivery.NOT_SENT))
 
     async def generate(self) -> Generation | None:
         """One model call on the current context, its max_tokens capped by what the budget has left.
@@ -87,68 +114,94 @@ class Episode:
         if max_tokens < sampling.max_tokens:
             sampling = sampling.model_copy(update={"max_tokens": max_tokens})
         t = time.perf_counter()
+        self.at(FailureStage.GENERATE)
         try:
             gen = await self.ctx.policy.generate(tr.context(), sampling, self.ctx.session_id)
         except Exception as e:
             if is_infra_error(e):
-                raise InfraError(f"policy generate: {type(e).__name__}: {e}") from e
-            self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {type(e).__name__}: {e}")
+                raise InfraError(f"policy generate: {type(e).__name__}: {e}",
+                                 infra_failure(e, FailureStage.GENERATE)) from e
+            self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {type(e).__name__}: {e}",
+                      Failure(stage=FailureStage.GENERATE, kind=FailureKind.EXCEPTION))
             return None
         finally:
             self.timings["generate_s"] += time.perf_counter() - t
         try:
-            tr.add_generation(gen.token_ids, gen.logprobs, gen.finish_reason)
+            tr.add_generation(gen.token_ids, gen.logprobs, gen.finish_reason, gen.policy_version)
         except TranscriptError as e:
-            self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {e}")
+            self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {e}",
+                      Failure(stage=FailureStage.GENERATE, kind=FailureKind.BAD_OUTPUT))
             return None
         self._models.append(gen.model)
         self._versions.append(gen.policy_version)
         if gen.finish_reason == "abort":
-            self.fail(Status.ABORTED, f"policy aborted generation (call {tr.num_calls - 1})")
+            self.fail(Status.ABORTED, f"policy aborted generation (call {tr.num_calls - 1})",
+                      Failure(stage=FailureStage.GENERATE, kind=FailureKind.ABORTED))
         elif gen.finish_reason == "length":
             self.stop(self._limit_name if max_tokens == room else "max_tokens", truncated=True)
         return gen
 
-    def append(self, new_messages: list[Message]) -> bool:
+    def capped(self, text: str) -> str:
+        """A tool result or observation cut to the agent's `max_tool_output_chars`, saying so to the model;
+        the row's metrics count the cuts."""
+        cap = self.ctx.config.max_tool_output_chars
+        if len(text) <= cap:
+            return text
+        self.info["tool_outputs_truncated"] = self.info.get("tool_outputs_truncated", 0) + 1
+        return text[:cap] + TRUNCATION_NOTE.format(kept=cap, total=len(text))
+
+    async def append(self, new_messages: list[Message]) -> bool:
         """Add messages that follow a model turn: to the chat, and as the template's token delta to the
         transcript. False (episode truncated) when the delta leaves no room for another generated token."""
         self.messages.extend(new_messages)
-        delta = self.transcript.delta_for(new_messages)
+        if sum(len(m.content) for m in new_messages) > _OFF_LOOP_CHARS:
+            delta = await asyncio.to_thread(self.transcript.delta_for, new_messages)
+        else:
+            delta = self.transcript.delta_for(new_messages)
         if len(self.transcript) + len(delta) >= self.limit:
             self.stop(self._limit_name, truncated=True)
             return False
         self.transcript.add_context(delta)
         return True
 
-    async def env_call(self, what: str, aw: Awaitable[T], timing: str = "env_s") -> T | Any:
+    async def env_call(
+        self, what: str, aw: Awaitable[T], stage: FailureStage, timing: str = "env_s"
+    ) -> T | Any:
         """Await an environment call; on a non-infrastructure failure record `env_error` and return `_FAILED`."""
         t = time.perf_counter()
+        self.at(stage)
         try:
             return await aw
         except Exception as e:
             if is_infra_error(e):
-                raise InfraError(f"env {what}: {type(e).__name__}: {e}") from e
-            self.fail(Status.ENV_ERROR, f"env {what}: {type(e).__name__}: {e}")
+                raise InfraError(f"env {what}: {type(e).__name__}: {e}", infra_failure(e, stage)) from e
+            hung = isinstance(e, EnvHungError) or isinstance(e.__cause__, EnvHungError)
+            kind = FailureKind.HUNG if hung else FailureKind.EXCEPTION
+            self.fail(Status.ENV_ERROR, f"env {what}: {type(e).__name__}: {e}", Failure(stage=stage, kind=kind))
             return _FAILED
         finally:
             self.timings[timing] += time.perf_counter() - t
 
     async def verify(self) -> None:
         """Score the episode with the environment's verifier; a verifier failure is `env_error`, not 0."""
-        result = await self.env_call(
-            "verify", self.ctx.env.verify(self.ctx.session_id, self.task, self.messages), "verify_s"
+        stage = FailureStage.VERIFICATION
+        result: VerifyResult = await self.env_call(
+            "verify", self.ctx.env.verify(self.ctx.session_id, self.task, self.messages), stage, "verify_s"
         )
         if failed(result):
             return
-        self.reward = result.reward
-        self.components = dict(result.components)
         if result.info:
             self.info["verify_info"] = result.info
         if result.error:
-            self.fail(Status.ENV_ERROR, f"verify: {result.error}")
+            self.fail(Status.ENV_ERROR, f"verify: {result.error}",
+                      Failure(stage=stage, kind=result.error_kind or FailureKind.EXCEPTION))
+            return
+        self.reward = result.reward
+        self.components = dict(result.components)
 
     async def close(self) -> None:
         """Free the environment session; a failure here does not change the outcome."""
+        self.at(FailureStage.CLEANUP)
         try:
             await self.ctx.env.close_session(self.ctx.session_id)
         except Exception as e:
@@ -173,7 +226,7 @@ class Episode:
         }
         common = dict(
             rollout_id=ctx.rollout_id, group_id=ctx.group_id, task_id=self.task.task_id, env=self.task.env,
-            rollout_index=ctx.rollout_index, group_size=ctx.group_size, num_segments=n,
+            rollout_index=ctx.rollout_index, group_size=ctx.group_size, num_segments=n, attempt=ctx.attempt,
             model=next((m for m in reversed(self._models) if m), "") or getattr(ctx.policy, "model_name", ""),
             policy_version=min(self._versions, default=0),
             tokenizer_fingerprint=self.chat.fingerprint,
@@ -197,6 +250,8 @@ class Episode:
                 "(history rewritten); the episode continues in the next segment"
             )
             row = Rollout(**common, **seg.token_fields(), segment_index=i, status=status, error=error)
+            if last:
+                row.set_failure(self.failure)
             row.check_invariants()
             rows.append(row)
         return rows

@@ -14,7 +14,7 @@ from gym_ray.agents.base import EpisodeContext
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import HERMES_FORMAT_HINT, get_parser
 from gym_ray.config import AgentConfig
-from gym_ray.types import Message, Rollout, Status, Task, ToolSpec
+from gym_ray.types import FailureStage, Message, Rollout, Status, Task, ToolSpec
 
 
 class ToolCallingAgent:
@@ -28,7 +28,7 @@ class ToolCallingAgent:
 
     async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
         ep = Episode(task, ctx)
-        seeded = await ep.env_call("seed_session", ctx.env.seed_session(ctx.session_id, task))
+        seeded = await ep.env_call("seed_session", ctx.env.seed_session(ctx.session_id, task), FailureStage.SEED)
         if not failed(seeded):
             tools = await self._tools(ep)
             if not failed(tools):
@@ -49,7 +49,7 @@ class ToolCallingAgent:
         hit = self._env_tools.get(id(env))
         if hit is not None and hit[0] is env:
             return hit[1]
-        tools = await ep.env_call("tools", env.tools())
+        tools = await ep.env_call("tools", env.tools(), FailureStage.SEED)
         if self.cache_tools and not failed(tools):
             self._env_tools[id(env)] = (env, tools)
         return tools
@@ -68,6 +68,7 @@ class ToolCallingAgent:
         ctx, chat = ep.ctx, ep.chat
         schemas = self._schemas(tools)
         offered = {t.name for t in tools}
+        ep.at(FailureStage.ADMISSION)
         ep.start(chat.prompt_ids(ep.task.prompt, schemas))
         for turn in range(self.config.max_turns):
             if ep.stopped:
@@ -89,11 +90,13 @@ class ToolCallingAgent:
                 if call.name not in offered:
                     out = f"Error: unknown tool {call.name!r}; available tools: {sorted(offered)}"
                 else:
-                    out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call), "tool_s")
+                    out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call),
+                                            FailureStage.TOOL, "tool_s")
                     if failed(out):
                         return
                     ep.num_tool_calls += 1
-                results.append(Message(role="tool", content=str(out), tool_call_id=call.id, name=call.name))
+                results.append(Message(role="tool", content=ep.capped(str(out)), tool_call_id=call.id,
+                                       name=call.name))
             if parsed.errors:
                 results.append(Message(role="user", content=_parse_error_message(parsed.errors)))
             if turn == self.config.max_turns - 1:
@@ -102,7 +105,7 @@ class ToolCallingAgent:
                 return
             if self.rerender:  # the next prompt is re-rendered from the messages and checked then
                 ep.messages.extend(results)
-            elif not ep.append(results):
+            elif not await ep.append(results):
                 return
 
 

@@ -29,6 +29,7 @@ class Segment:
     gen_span_starts: list[int] = field(default_factory=list)
     gen_span_ends: list[int] = field(default_factory=list)
     call_finish_reasons: list[str] = field(default_factory=list)
+    gen_policy_versions: list[int] = field(default_factory=list)
     # Model calls whose output this segment holds (index over the whole episode).
     calls: list[int] = field(default_factory=list)
 
@@ -41,6 +42,7 @@ class Segment:
             "gen_span_starts": self.gen_span_starts,
             "gen_span_ends": self.gen_span_ends,
             "call_finish_reasons": self.call_finish_reasons,
+            "gen_policy_versions": self.gen_policy_versions,
         }
 
 
@@ -66,8 +68,11 @@ class Transcript:
         """The exact ids to send as the next prompt (a copy)."""
         return list(self._full)
 
-    def add_generation(self, token_ids: list[int], logprobs: list[float], finish_reason: str) -> None:
-        """Append one model call's output verbatim: mask 1, its logprobs, one span."""
+    def add_generation(
+        self, token_ids: list[int], logprobs: list[float], finish_reason: str, policy_version: int = 0
+    ) -> None:
+        """Append one model call's output verbatim: mask 1, its logprobs, one span (with the policy
+        version it was sampled under, for off-policy correction)."""
         if len(logprobs) != len(token_ids):
             raise TranscriptError(f"policy returned {len(logprobs)} logprobs for {len(token_ids)} token ids")
         seg = self.current
@@ -78,6 +83,7 @@ class Transcript:
         seg.gen_span_starts.append(start)
         seg.gen_span_ends.append(start + len(token_ids))
         seg.call_finish_reasons.append(finish_reason)
+        seg.gen_policy_versions.append(int(policy_version))
         seg.calls.append(self.num_calls)
         self.num_calls += 1
         self._full.extend(token_ids)

@@ -17,7 +17,7 @@ class GroupSpec(BaseModel):
     group_id: str
     task: Task
     group_size: int
-
+    attempt: int = 0  # tries already spent on this group by agent actors that died
     @property
     def key(self) -> tuple[str, str]:
         return (self.task.env, self.task.task_id)

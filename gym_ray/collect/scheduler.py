@@ -15,7 +15,7 @@ import ray
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.wiring import WorkerSetup, infra_error_types
 from gym_ray.collect.worker import AgentActor, failed_row
-from gym_ray.types import Status, rollouts_to_arrow
+from gym_ray.types import Delivery, Failure, FailureKind, FailureStage, Status, rollouts_to_arrow
 
 
 class ActorStartError(RuntimeError):
@@ -38,6 +38,7 @@ class Scheduler:
         self.name_prefix = namespace_prefix
         self.actors = [AgentActor.remote(setup, f"{namespace_prefix}-{i}") for i in range(num_agents)]
         self._started = False
+        self.regrouped = 0  # groups re-dispatched after their agent actor died
 
     async def start(self) -> list[dict]:
         try:
@@ -84,8 +85,10 @@ class Scheduler:
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 
-        def give_up(chunk: list[GroupSpec], status: Status, cause: str) -> None:
-            rows = [failed_row(g, k, status, f"agent actor failed: {cause}") for g in chunk for k in range(g.group_size)]
+        def give_up(chunk: list[GroupSpec], status: Status, cause: str, kind: FailureKind) -> None:
+            failure = Failure(stage=FailureStage.AGENT, kind=kind, delivery=Delivery.POSSIBLY_DELIVERED)
+            rows = [failed_row(g, k, status, f"agent actor failed: {cause}", failure, g.attempt)
+                    for g in chunk for k in range(g.group_size)]
             if rows:
                 out.put_nowait(rollouts_to_arrow(rows))
 
@@ -101,13 +104,16 @@ class Scheduler:
             except Exception as e:
                 lost = [g for g in chunk if g.group_id not in received]
                 if not isinstance(e, self.infra):  # a bug in the actor: never silently dropped, not retried
-                    give_up(lost, Status.ABORTED, _root_cause(e))
+                    give_up(lost, Status.ABORTED, _root_cause(e), FailureKind.EXCEPTION)
                 else:
                     for g in lost:
                         lost_count[g.group_id] += 1
                     give_up([g for g in lost if lost_count[g.group_id] > self.max_retries],
-                            Status.INFRA_ERROR, _root_cause(e))
-                    pending.extendleft(reversed([g for g in lost if lost_count[g.group_id] <= self.max_retries]))
+                            Status.INFRA_ERROR, _root_cause(e), FailureKind.PEER_LOST)
+                    again = [g.model_copy(update={"attempt": g.attempt + 1}) for g in lost
+                             if lost_count[g.group_id] <= self.max_retries]
+                    self.regrouped += len(again)
+                    pending.extendleft(reversed(again))
                     if i in healthy:
                         healthy.discard(i)
                         recovering.add(i)
@@ -141,7 +147,8 @@ class Scheduler:
                 else:
                     yield item
                 if pending and not healthy and not recovering and not any(outstanding.values()):
-                    give_up(list(pending), Status.INFRA_ERROR, "no agent actor is left alive")
+                    give_up(list(pending), Status.INFRA_ERROR, "no agent actor is left alive",
+                            FailureKind.PEER_LOST)
                     pending.clear()
             while not out.empty():
                 item = out.get_nowait()

@@ -78,16 +78,6 @@ def load_tokenizer(policy: PolicyClient, chat_template: str | None) -> Any:
 
 def infra_error_types() -> tuple[type[BaseException], ...]:
     """Failures of the machinery, not of the model or environment: the episode is retried on these."""
-    import ray.exceptions as rex
+    from gym_ray.agents.base import infra_error_types as types
 
-    types: list[type[BaseException]] = [rex.RayActorError, rex.ActorUnavailableError, rex.ObjectLostError,
-                                        rex.WorkerCrashedError, rex.NodeDiedError]
-    try:
-        from ray.serve import exceptions as sex
-
-        types += [t for n in ("BackPressureError", "DeploymentUnavailableError") if (t := getattr(sex, n, None))]
-    except ImportError:
-        pass
-    from gym_ray.agents.base import InfraError
-
-    return (InfraError, *types)
+    return types()

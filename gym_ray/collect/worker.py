@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import pyarrow as pa
 import ray
 
-from gym_ray.agents.base import EpisodeContext
+from gym_ray.agents.base import EpisodeContext, infra_failure
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.telemetry import CollectTelemetry
 from gym_ray.collect.wiring import (
@@ -27,15 +27,28 @@ from gym_ray.collect.wiring import (
     infra_error_types,
     load_tokenizer,
 )
-from gym_ray.types import Message, Rollout, RolloutInvariantError, Status, ToolCall, rollouts_to_arrow
+from gym_ray.redact import install_log_redaction
+from gym_ray.types import (
+    Delivery,
+    Failure,
+    FailureKind,
+    FailureStage,
+    Message,
+    Rollout,
+    RolloutInvariantError,
+    Status,
+    ToolCall,
+    rollouts_to_arrow,
+)
 
 
-def failed_row(g: GroupSpec, index: int, status: Status, error: str, **provenance) -> Rollout:
+def failed_row(g: GroupSpec, index: int, status: Status, error: str, failure: Failure, attempt: int = 0,
+               **provenance) -> Rollout:
     """The row of an episode that produced no usable tokens: accounted for, masked out of training."""
     return Rollout.failed(
-        status=status, error=error, rollout_id=g.rollout_id(index), group_id=g.group_id,
+        status=status, error=error, failure=failure, rollout_id=g.rollout_id(index), group_id=g.group_id,
         task_id=g.task.task_id, env=g.task.env, rollout_index=index, group_size=g.group_size,
-        task_json=g.task.model_dump_json(),
+        attempt=attempt, task_json=g.task.model_dump_json(),
         prompt_messages_json=json.dumps([m.to_openai() for m in g.task.prompt]), **provenance,
     )
 
@@ -123,11 +136,16 @@ class AgentWorker:
         self.setup = setup
         self.name = name
         self.infra = infra_error_types()
+        install_log_redaction()
         raw_policy = build_policy(setup)
         self.policy = _GuardedPolicy(raw_policy, self.infra)
         self.tokenizer = load_tokenizer(raw_policy, setup.chat_template)
         self.fingerprint = self.tokenizer.fingerprint
-        self.envs = {n: _GuardedEnv(build_env(n, spec), self.infra) for n, spec in setup.envs.items()}
+        clients = {n: build_env(n, spec) for n, spec in setup.envs.items()}
+        for client in clients.values():
+            if hasattr(client, "build"):  # in-process envs: a bad server or constructor fails the actor now
+                client.build()
+        self.envs = {n: _GuardedEnv(c, self.infra) for n, c in clients.items()}
         self.agents = {n: build_agent(n, spec, setup.agent_classes.get(n)) for n, spec in setup.envs.items()}
         self.sem = asyncio.Semaphore(setup.concurrency)
         self.in_flight = 0
@@ -186,7 +204,9 @@ class AgentWorker:
         agent, env = self.agents.get(task.env), self.envs.get(task.env)
         if agent is None or env is None:
             return [self._failed(g, identity, Status.ENV_ERROR,
-                                 f"unknown env {task.env!r}; configured: {sorted(self.envs)}")]
+                                 f"unknown env {task.env!r}; configured: {sorted(self.envs)}",
+                                 Failure(stage=FailureStage.ADMISSION, kind=FailureKind.UNKNOWN_ENV,
+                                         delivery=Delivery.NOT_SENT), g.attempt)]
         async with self.sem:
             self.in_flight += 1
             try:
@@ -195,42 +215,53 @@ class AgentWorker:
                 self.in_flight -= 1
 
     async def _attempts(self, g: GroupSpec, identity: dict, agent, env) -> list[Rollout]:
-        attempt = 0
+        """Run the episode; re-run it with a fresh session on infrastructure failures (`max_retries`).
+        `attempt` counts every try of this rollout, including those of actors that died (`g.attempt`)."""
+        retries = 0
         while True:
-            session_id = f"{identity['rollout_id']}.{attempt}"
+            attempt = g.attempt + retries
+            session_id = f"{identity['rollout_id']}.a{attempt}"
             ctx = EpisodeContext(
                 policy=self.policy, env=env, tokenizer=self.tokenizer, sampling=self.setup.sampling,
                 config=self.setup.envs[g.task.env].config.agent, rollout_id=identity["rollout_id"],
                 group_id=g.group_id, rollout_index=identity["rollout_index"], group_size=g.group_size,
-                session_id=session_id,
+                session_id=session_id, attempt=attempt,
             )
             try:
                 rows = await asyncio.wait_for(agent.run(g.task, ctx), self.setup.episode_timeout_s)
-                return self._accept(g, identity, rows)
+                return self._accept(g, identity, rows, attempt)
             except TimeoutError:
-                self._close_later(env, session_id)
-                return [self._failed(g, identity, Status.TIMEOUT,
-                                     f"episode exceeded {self.setup.episode_timeout_s:g} s")]
+                return self._end(g, identity, env, ctx, Status.TIMEOUT,
+                                 f"episode exceeded {self.setup.episode_timeout_s:g} s (during {ctx.stage.value})",
+                                 ctx.stage, FailureKind.TIMEOUT)
             except self.infra as e:
                 self._close_later(env, session_id)
-                if attempt >= self.setup.max_retries:
+                if retries >= self.setup.max_retries:
+                    failure = infra_failure(e, ctx.stage)
                     return [self._failed(g, identity, Status.INFRA_ERROR,
-                                         f"{type(e).__name__}: {e} (after {attempt + 1} attempts)")]
-                attempt += 1
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+                                         f"{type(e).__name__}: {e} (after {retries + 1} attempts)", failure,
+                                         attempt)]
+                retries += 1
+                self.telemetry.retried(g.task.env)
+                await asyncio.sleep(min(0.2 * 2**retries, 5.0))
             except EnvCallError as e:
-                self._close_later(env, session_id)
-                return [self._failed(g, identity, Status.ENV_ERROR, str(e))]
+                return self._end(g, identity, env, ctx, Status.ENV_ERROR, str(e), ctx.stage, FailureKind.EXCEPTION)
             except PolicyCallError as e:
-                self._close_later(env, session_id)
-                return [self._failed(g, identity, Status.MODEL_ERROR, str(e))]
+                return self._end(g, identity, env, ctx, Status.MODEL_ERROR, str(e), FailureStage.GENERATE,
+                                 FailureKind.EXCEPTION)
             except Exception as e:
-                self._close_later(env, session_id)
                 tb = traceback.format_exception(e)[-3:]
-                return [self._failed(g, identity, Status.ABORTED, f"agent raised {type(e).__name__}: {e}\n"
-                                     + "".join(tb))]
+                return self._end(g, identity, env, ctx, Status.ABORTED,
+                                 f"agent raised {type(e).__name__}: {e}\n" + "".join(tb),
+                                 FailureStage.AGENT, FailureKind.EXCEPTION)
 
-    def _accept(self, g: GroupSpec, identity: dict, rows: list[Rollout]) -> list[Rollout]:
+    def _end(self, g: GroupSpec, identity: dict, env, ctx: EpisodeContext, status: Status, error: str,
+             stage: FailureStage, kind: FailureKind) -> list[Rollout]:
+        """The one failed row of an episode that raised; its session is freed in the background."""
+        self._close_later(env, ctx.session_id)
+        return [self._failed(g, identity, status, error, Failure(stage=stage, kind=kind), ctx.attempt)]
+
+    def _accept(self, g: GroupSpec, identity: dict, rows: list[Rollout], attempt: int) -> list[Rollout]:
         """Check the agent's rows carry this episode's identity and the token contract; fill provenance."""
         try:
             if not rows:
@@ -242,6 +273,9 @@ class AgentWorker:
                 if r.segment_index != i or r.num_segments != len(rows):
                     raise RolloutInvariantError(
                         f"row {i}: segment {r.segment_index}/{r.num_segments} in a list of {len(rows)}")
+                r.attempt = attempt
+                if not r.gen_policy_versions and r.gen_span_starts:  # an agent that predates the column
+                    r.gen_policy_versions = [r.policy_version] * len(r.gen_span_starts)
                 r.check_invariants()
                 if not r.tokenizer_fingerprint:
                     r.tokenizer_fingerprint = self.fingerprint
@@ -252,12 +286,15 @@ class AgentWorker:
                 if not r.model:
                     r.model = self.policy.model_name
         except RolloutInvariantError as e:
-            return [self._failed(g, identity, Status.ABORTED, f"agent produced an invalid row: {e}")]
+            return [self._failed(g, identity, Status.ABORTED, f"agent produced an invalid row: {e}",
+                                 Failure(stage=FailureStage.AGENT, kind=FailureKind.BAD_OUTPUT), attempt)]
         return rows
 
-    def _failed(self, g: GroupSpec, identity: dict, status: Status, error: str) -> Rollout:
-        return failed_row(g, identity["rollout_index"], status, error, model=self.policy.model_name,
-                          tokenizer_fingerprint=self.fingerprint, sampling_params_json=self.sampling_json)
+    def _failed(self, g: GroupSpec, identity: dict, status: Status, error: str, failure: Failure,
+                attempt: int) -> Rollout:
+        return failed_row(g, identity["rollout_index"], status, error, failure, attempt,
+                          model=self.policy.model_name, tokenizer_fingerprint=self.fingerprint,
+                          sampling_params_json=self.sampling_json)
 
     def _close_later(self, env, session_id: str) -> None:
         """Free the environment's session without delaying the failed row."""

@@ -18,6 +18,7 @@ import httpx
 
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.base import Generation
+from gym_ray.redact import register_secret
 from gym_ray.types import Message, ToolSpec
 
 RETRY_STATUS = {408, 409, 429}  # plus every 5xx
@@ -86,6 +87,7 @@ class OpenAIPolicyClient:
                 key = os.environ.get(self.cfg.api_key_env)
                 if not key:
                     raise PolicyError(f"model.api_key_env: environment variable {self.cfg.api_key_env} is not set")
+                register_secret(key)  # an endpoint that echoes it in an error body must not leak it to rows
                 headers["Authorization"] = f"Bearer {key}"
             limits = httpx.Limits(max_connections=self.cfg.max_concurrency,
                                   max_keepalive_connections=self.cfg.max_concurrency)

@@ -9,7 +9,6 @@ environment failures (a missing session, a hook that raises) raise `EnvError` or
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import inspect
@@ -22,17 +21,23 @@ from typing import Any
 from pydantic import BaseModel
 
 from gym_ray.config import EnvConfig
+from gym_ray.resources.isolation import EnvHungError, HookThreads
 from gym_ray.resources.messages import final_answer
 from gym_ray.resources.server import ResourceServer, Session, _current
 from gym_ray.resources.sessions import SessionStore
 from gym_ray.resources.tools import ToolArgumentError
-from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
+from gym_ray.types import FailureKind, Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 log = logging.getLogger(__name__)
 
 
 class EnvError(RuntimeError):
     """The environment (not the model) failed: the episode should be reported as `env_error`."""
+
+
+class SessionLostError(EnvError):
+    """The episode's session is gone (its replica died, or it expired): an infrastructure failure, so the
+    collector re-runs the episode with a fresh session instead of scoring what the model was shown."""
 
 
 def import_server(path: str) -> type[ResourceServer]:
@@ -66,9 +71,11 @@ def _as_verify_result(out: Any) -> VerifyResult:
     elif isinstance(out, bool | int | float):
         result = VerifyResult(reward=float(out))
     else:
-        return VerifyResult(error=f"verify returned {type(out).__name__}; expected a float or a VerifyResult")
+        return VerifyResult(error=f"verify returned {type(out).__name__}; expected a float or a VerifyResult",
+                            error_kind=FailureKind.BAD_OUTPUT)
     if not math.isfinite(result.reward):
-        return VerifyResult(error=f"verify returned a non-finite reward {result.reward}")
+        return VerifyResult(error=f"verify returned a non-finite reward {result.reward}",
+                            error_kind=FailureKind.BAD_OUTPUT)
     return result
 
 
@@ -85,6 +92,7 @@ class EnvRuntime:
         self._step_driven = cls.reset is not ResourceServer.reset
         self._default_verify = cls.verify is ResourceServer.verify
         self._scores_answer = self._default_verify and cls.score is not ResourceServer.score
+        self.threads = HookThreads(self.name)
 
     @classmethod
     def from_config(cls, name: str, cfg: EnvConfig) -> EnvRuntime:
@@ -100,7 +108,7 @@ class EnvRuntime:
         token = _current.set(session)
         try:
             if thread:
-                return await asyncio.to_thread(fn)
+                return await self.threads.run(fn)
             result = fn()
             return await result if inspect.isawaitable(result) else result
         finally:
@@ -147,7 +155,7 @@ class EnvRuntime:
             return f"Error: unknown tool {name!r}. Available tools: {available}."
         session = self.sessions.get(session_id)
         if session is None:
-            return f"Error: {self._missing(session_id)}."
+            raise SessionLostError(self._missing(session_id))
         try:
             kwargs = td.parse_arguments(arguments)
         except ToolArgumentError as e:
@@ -155,6 +163,8 @@ class EnvRuntime:
         fn = functools.partial(td.fn, self.server, **kwargs)
         try:
             return _tool_output(await self._call(session, fn, thread=td.blocking))
+        except EnvHungError as e:
+            raise EnvError(str(e)) from e
         except Exception as e:
             log.debug("%s: tool %s raised", self.name, name, exc_info=True)
             return f"Error: {name} failed: {type(e).__name__}: {e}"
@@ -177,7 +187,7 @@ class EnvRuntime:
     async def step(self, session_id: str, action: str) -> StepResult:
         session = self.sessions.get(session_id)
         if session is None:
-            raise EnvError(self._missing(session_id))
+            raise SessionLostError(self._missing(session_id))
         if session.data.get("done"):
             raise EnvError(f"{self.name}: step after the episode ended (session {session_id!r})")
         try:
@@ -194,7 +204,7 @@ class EnvRuntime:
         session = self.sessions.get(session_id)
         if session is None:
             if type(self.server).is_stateful():
-                return VerifyResult(error=self._missing(session_id))
+                raise SessionLostError(self._missing(session_id))
             session = Session(id=session_id, task=task, state={})  # stateless: verify needs no episode
         if self._default_verify and self._step_driven:
             rewards = session.data.get("rewards", [])
@@ -214,6 +224,8 @@ class EnvRuntime:
         try:
             out = await self._call(session, functools.partial(fn, task, arg),
                                    thread=not inspect.iscoroutinefunction(fn))
+        except EnvHungError as e:
+            return VerifyResult(error=str(e), error_kind=FailureKind.HUNG)
         except Exception as e:
             log.debug("%s: verify raised", self.name, exc_info=True)
             return VerifyResult(error=f"{self.name}: verify failed: {type(e).__name__}: {e}")

@@ -8,6 +8,7 @@ cheaper per call than Serve's default by-reference handle; see benchmarks/env_tr
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -22,11 +23,12 @@ from gym_ray.resources.http_compat import (
     parse_task,
     session_id_from,
 )
-from gym_ray.resources.runtime import EnvError, EnvRuntime, import_server
+from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 api = FastAPI(title="gym_ray resource server")
 _STICKY_ROUTER = "ray.serve.experimental.consistent_hash_router:ConsistentHashRouter"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the actor name in tracebacks
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -107,7 +109,12 @@ class EnvDeployment:
         except (ValueError, KeyError) as e:
             return _error(400, f"verify: bad request body: {e}")
         sid = session_id_from(body, request.headers, request.cookies) or ""
-        result = await self.runtime.verify(sid, task, messages)
+        try:
+            result = await self.runtime.verify(sid, task, messages)
+        except SessionLostError as e:
+            return _error(404, str(e))
+        if result.error:  # never a fabricated reward: the client sees the verifier's failure
+            return _error(500, f"verify failed: {result.error}")
         return {
             **body,
             "reward": result.reward,
@@ -163,7 +170,31 @@ class EnvDeployment:
     async def http_tool(self, tool_name: str, request: Request):
         raw = (await request.body()).decode(errors="replace") or "{}"
         sid = session_id_from({}, request.headers, request.cookies) or ""
-        return PlainTextResponse(await self.runtime.call_tool_raw(sid, tool_name, raw))
+        try:
+            return PlainTextResponse(await self.runtime.call_tool_raw(sid, tool_name, raw))
+        except SessionLostError as e:
+            return _error(404, str(e))
+        except EnvError as e:
+            return _error(500, str(e))
+
+
+class DeploymentError(RuntimeError):
+    """A Serve app did not come up; the message names the env or model and the replica's own exception."""
+
+
+def failure_cause(app_name: str, error: BaseException) -> str:
+    """The replica's exception (the last line of its traceback) behind Serve's "Failed to update the
+    deployments": it is in the failed deployment's status message, not in the error `serve.run` raises."""
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception:  # noqa: BLE001 - without a status the raised error is all there is to say
+        app = None
+    texts = [d.message for d in app.deployments.values() if d.status == "DEPLOY_FAILED"] if app else []
+    for text in [*texts, str(error)]:
+        lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return type(error).__name__
 
 
 def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) -> str:
@@ -171,8 +202,13 @@ def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) ->
 
     HTTP routes live under `route_prefix` (default: `cfg.route_prefix` or `/<name>`). With more than one
     replica, requests of one session stick to one replica (consistent hashing on the session id).
+    Raises `DeploymentError` naming the env and the cause when the server cannot be imported or its
+    replicas fail to start.
     """
-    import_server(cfg.server)  # fail here, with the path in the message, not inside a replica
+    try:
+        import_server(cfg.server)  # fail here, with the path in the message, not inside a replica
+    except ValueError as e:
+        raise DeploymentError(f"envs.{name}.server: {e}") from None
     options: dict[str, Any] = {
         "name": name,
         "num_replicas": cfg.num_replicas,
@@ -182,7 +218,10 @@ def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) ->
         options["request_router_config"] = {"request_router_class": _STICKY_ROUTER}
     app = EnvDeployment.options(**options).bind(name, cfg.model_dump())
     app_name = name
-    serve.run(app, name=app_name, route_prefix=route_prefix or cfg.route_prefix or f"/{name}", blocking=False)
+    try:
+        serve.run(app, name=app_name, route_prefix=route_prefix or cfg.route_prefix or f"/{name}", blocking=False)
+    except RuntimeError as e:
+        raise DeploymentError(f"envs.{name}: deployment failed: {failure_cause(app_name, e)}") from None
     return app_name
 
 
@@ -210,7 +249,8 @@ class HandleEnvClient:
         try:
             return await response
         except EnvError as e:  # Ray re-raises the replica's exception as a subclass of its type
-            raise EnvError(str(e).splitlines()[-1]) from None
+            kind = SessionLostError if isinstance(e, SessionLostError) else EnvError
+            raise kind(str(e).splitlines()[-1]) from None
 
     async def tools(self) -> list[ToolSpec]:
         return [ToolSpec.model_validate(s) for s in await self._h().tools.remote()]
@@ -219,7 +259,7 @@ class HandleEnvClient:
         await self._await(self._h(session_id).seed_session.remote(session_id, task.model_dump(mode="json")))
 
     async def call_tool(self, session_id: str, call: ToolCall) -> str:
-        return await self._h(session_id).call_tool.remote(session_id, call.name, call.arguments)
+        return await self._await(self._h(session_id).call_tool.remote(session_id, call.name, call.arguments))
 
     async def reset(self, session_id: str, task: Task) -> str:
         return await self._await(self._h(session_id).reset.remote(session_id, task.model_dump(mode="json")))
@@ -230,9 +270,9 @@ class HandleEnvClient:
         )
 
     async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
-        out = await self._h(session_id).verify.remote(
+        out = await self._await(self._h(session_id).verify.remote(
             session_id, task.model_dump(mode="json"), [m.model_dump(mode="json") for m in messages]
-        )
+        ))
         return VerifyResult.model_validate(out)
 
     async def close_session(self, session_id: str) -> None:

@@ -6,6 +6,7 @@ forever. The store is an LRU-ordered dict, so expiry only looks at the oldest en
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 
@@ -20,6 +21,8 @@ class SessionStore:
         self.max_sessions = max_sessions
         self._clock = clock
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        # An in-process env may be served from a second loop thread after its first one wedged.
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -29,30 +32,34 @@ class SessionStore:
 
     def put(self, session: Session) -> Session | None:
         """Add (or replace) a session; returns the replaced one so its resources can be released."""
-        old = self._sessions.pop(session.id, None)
-        session.last_used = self._clock()
-        self._sessions[session.id] = session
+        with self._lock:
+            old = self._sessions.pop(session.id, None)
+            session.last_used = self._clock()
+            self._sessions[session.id] = session
         return old
 
     def get(self, session_id: str) -> Session | None:
         """Look up and mark as used (an episode that keeps calling never expires)."""
-        session = self._sessions.get(session_id)
-        if session is not None:
-            session.last_used = self._clock()
-            self._sessions.move_to_end(session_id)
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                session.last_used = self._clock()
+                self._sessions.move_to_end(session_id)
         return session
 
     def pop(self, session_id: str) -> Session | None:
-        return self._sessions.pop(session_id, None)
+        with self._lock:
+            return self._sessions.pop(session_id, None)
 
     def expire(self) -> list[Session]:
         """Remove sessions idle longer than the TTL, and the oldest beyond the cap; return them."""
         now = self._clock()
         dropped = []
-        while self._sessions:
-            sid, oldest = next(iter(self._sessions.items()))
-            if now - oldest.last_used <= self.ttl_s and len(self._sessions) <= self.max_sessions:
-                break
-            del self._sessions[sid]
-            dropped.append(oldest)
+        with self._lock:
+            while self._sessions:
+                sid, oldest = next(iter(self._sessions.items()))
+                if now - oldest.last_used <= self.ttl_s and len(self._sessions) <= self.max_sessions:
+                    break
+                del self._sessions[sid]
+                dropped.append(oldest)
         return dropped

@@ -12,7 +12,7 @@ import re
 from gym_ray.config import SamplingConfig
 from gym_ray.models.base import PolicyClient
 from gym_ray.resources.verifiers.text import strip_think
-from gym_ray.types import Message, VerifyResult
+from gym_ray.types import FailureKind, Message, VerifyResult
 
 JUDGE_PROMPT = """You are grading a student's answer against the reference answer.
 
@@ -69,7 +69,8 @@ async def verify_with_judge(
     verdict = parse_verdict(reply)
     info = {"judge_model": getattr(judge, "model_name", ""), "judge_output": reply[-2000:]}
     if verdict is None:
-        return VerifyResult(error="the judge's reply has no [[CORRECT]]/[[INCORRECT]] verdict", info=info)
+        return VerifyResult(error="the judge's reply has no [[CORRECT]]/[[INCORRECT]] verdict", info=info,
+                            error_kind=FailureKind.BAD_OUTPUT)
     if not verdict:
         info["reason"] = "the judge ruled the answer incorrect"
     return VerifyResult(reward=float(verdict), info=info)

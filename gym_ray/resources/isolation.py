@@ -1,0 +1,182 @@
+"""Keep a misbehaving environment from stalling anything but its own episodes.
+
+Two ways environment code stalls a process, and what holds against each:
+- a sync hook that never returns holds its thread forever (threads cannot be killed). `HookThreads`
+  gives each environment its own pool that grows to `max_threads`, so hung calls never starve other
+  environments or Python's shared default executor, and once every thread is stuck new calls fail at
+  once (`EnvHungError`) instead of queueing behind them;
+- an async hook that blocks (calls blocking code) freezes the event loop it runs on. An in-process
+  environment therefore runs on its own loop thread (`EnvLoop`), never on the agent's loop: the
+  agent's timeouts keep firing whatever the environment does. A call that has not *started* after
+  `stall_s` means that loop is wedged; it is withdrawn and the environment moves to a fresh loop, so
+  only the calls already running on the wedged loop are lost (their episodes time out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class EnvHungError(RuntimeError):
+    """Every worker of the environment is stuck in a call that never returned."""
+
+
+class HookThreads:
+    """A per-environment thread pool for sync hooks, failing fast when all of its threads hang."""
+
+    def __init__(self, name: str, max_threads: int = 128) -> None:
+        self.name = name
+        self.max_threads = max_threads
+        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix=f"gym-ray-env-{name}")
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """`fn()` in a worker thread, with the caller's context variables (the bound session)."""
+        with self._lock:
+            if self._busy >= self.max_threads:
+                raise EnvHungError(
+                    f"{self.name}: all {self.max_threads} hook threads are still running earlier calls "
+                    "(hung sync tool/verify?); refusing new calls"
+                )
+            self._busy += 1
+        call = functools.partial(contextvars.copy_context().run, fn)
+        future = self._executor.submit(self._counted, call)
+        return await asyncio.wrap_future(future)
+
+    def _counted(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+
+class _Call:
+    """One call handed to an environment loop. Exactly one of "started on the loop" and "withdrawn by the
+    caller" wins; the result is set on `future` in the same step the coroutine ends (not by a done
+    callback, which would wait in the loop's queue behind whatever blocks it)."""
+
+    __slots__ = ("_lock", "future", "state", "task")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state = "queued"
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.task: asyncio.Task | None = None
+
+    def take(self, new: str) -> bool:
+        with self._lock:
+            if self.state != "queued":
+                return False
+            self.state = new
+            return True
+
+    async def run(self, make: Callable[[], Awaitable[Any]]) -> None:
+        if not self.take("started"):
+            return  # withdrawn: the caller resubmitted it elsewhere
+        try:
+            value = await make()
+        except asyncio.CancelledError:
+            self.future.cancel()
+        except BaseException as e:  # handed to the caller as is
+            if not self.future.cancelled():
+                self.future.set_exception(e)
+        else:
+            if not self.future.cancelled():
+                self.future.set_result(value)
+
+
+class EnvLoop:
+    """A private event loop thread for one in-process environment; replaced when it wedges.
+
+    A replaced loop keeps running what had started on it and stops once that is done, so at most
+    `max_wedged` loops are blocked at once; beyond that the environment is declared hung."""
+
+    def __init__(self, name: str, stall_s: float = 0.5, max_wedged: int = 8) -> None:
+        self.name = name
+        self.stall_s = stall_s
+        self.max_wedged = max_wedged
+        self.loops_started = 0
+        self._retired: set[asyncio.AbstractEventLoop] = set()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _current(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                if len(self._retired) >= self.max_wedged:
+                    raise EnvHungError(
+                        f"{self.name}: {len(self._retired)} of its event loops are blocked by calls that never "
+                        "yield (async code calling blocking code); refusing new calls"
+                    )
+                self._loop = self._start()
+            return self._loop
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+            loop.close()
+            with self._lock:
+                self._retired.discard(loop)
+
+        self.loops_started += 1
+        threading.Thread(target=main, name=f"gym-ray-envloop-{self.name}-{self.loops_started}", daemon=True).start()
+        ready.wait()
+        return loop
+
+    def _wedged(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            if self._loop is not loop:
+                return
+            self._loop = None
+            self._retired.add(loop)
+
+        async def drain() -> None:  # runs once the blocking call lets go of the loop
+            me = asyncio.current_task()
+            while any(t is not me for t in asyncio.all_tasks()):
+                await asyncio.sleep(0.5)
+            asyncio.get_running_loop().stop()
+
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(drain()))
+
+    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run the coroutine `make()` on the environment's loop and await it from the caller's loop.
+
+        Cancelling the caller (an episode timeout) cancels the call on the environment's loop."""
+        while True:
+            loop = self._current()
+            call = _Call()
+
+            def start(call: _Call = call) -> None:
+                call.task = asyncio.ensure_future(call.run(make))
+
+            loop.call_soon_threadsafe(start)
+            future = asyncio.wrap_future(call.future)
+            try:
+                done, _ = await asyncio.wait({future}, timeout=self.stall_s)
+                if done or not call.take("withdrawn"):
+                    return await future
+            except asyncio.CancelledError:
+                if not call.take("withdrawn") and call.task is not None:  # started: stop it there
+                    loop.call_soon_threadsafe(call.task.cancel)
+                raise
+            self._wedged(loop)  # not started within stall_s: the loop is blocked; try a fresh one
