@@ -21,7 +21,8 @@ KEY = "sk-test-secret-123"
 
 
 class Upstream:
-    """A tiny OpenAI-shaped server; `plan` lists what the next requests get: "ok", "429", "503", "400", "stall"."""
+    """A tiny OpenAI-shaped server; `plan` lists what the next requests get: "ok", "429", "503", "400", "stall",
+    "echo401" (a 401 whose body repeats the Authorization header)."""
 
     def __init__(self):
         self.plan: list[str] = []
@@ -38,6 +39,9 @@ class Upstream:
         step = self.plan.pop(0) if self.plan else "ok"
         if step == "stall":
             await asyncio.sleep(3)
+        if step == "echo401":  # an endpoint that echoes the credential it was sent
+            return JSONResponse(status_code=401, content={"error": {
+                "message": f"invalid key: {request.headers.get('authorization')}", "type": "auth"}})
         if step in ("429", "503", "400"):
             headers = {"retry-after": "0"} if step == "429" else {}
             return JSONResponse(status_code=int(step), headers=headers,
