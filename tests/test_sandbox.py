@@ -243,3 +243,32 @@ def test_works_under_uvloop(sandbox):
     assert ok.ok and ok.stdout == "abab\n", ok
     assert bomb.status == SandboxStatus.LIMIT and bomb.limit == "processes", bomb
     assert_machine_fine(sandbox)
+
+
+def test_host_environment_does_not_leak_into_the_sandbox(sandbox, monkeypatch):
+    """bwrap is PID 1 in there: its environ and argv must hold nothing of the process that started it."""
+    secret = f"hunter2-{uuid.uuid4().hex}"
+    monkeypatch.setenv("GYM_RAY_TEST_SECRET", secret)
+    code = (
+        "import os\n"
+        "for pid in [p for p in os.listdir('/proc') if p.isdigit()] + ['self', 'thread-self']:\n"
+        "    for name in ('environ', 'cmdline', 'mountinfo', 'cgroup', 'status'):\n"
+        "        try:\n"
+        "            print(pid, name, open(f'/proc/{pid}/{name}', 'rb').read())\n"
+        "        except OSError as e:\n"
+        "            print(pid, name, 'denied', e.errno)\n"
+        "    for link in ('cwd', 'root', 'exe'):\n"
+        "        try:\n"
+        "            print(pid, link, os.readlink(f'/proc/{pid}/{link}'))\n"
+        "        except OSError as e:\n"
+        "            print(pid, link, 'denied', e.errno)\n"
+    )
+    res = asyncio.run(sandbox.run_python(code, files={"helper.py": "x = 1\n"}))
+    assert res.ok, res
+    assert "1 environ b'" in res.stdout and "1 cmdline b'" in res.stdout  # PID 1 was readable ...
+    assert secret not in res.stdout + res.stderr  # ... and holds none of the host's environment
+    pid1_env = next(line for line in res.stdout.splitlines() if line.startswith("1 environ "))
+    assert pid1_env == r"1 environ b'PWD=/\x00'"  # sh's PWD only, never the host's working directory
+    assert "--setenv" not in res.stdout and "--bind" not in res.stdout  # bwrap read its options from a memfd
+    assert tempfile.gettempdir() + "/" not in res.stdout  # /work is a tmpfs, not a bind-mounted host dir
+    assert "gym_ray_sandbox" not in res.stdout  # nor the host path of the run's cgroup

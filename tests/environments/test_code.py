@@ -31,8 +31,6 @@ def solution_for(task) -> str:
     return next(code for name, code in SOLUTIONS.items() if f"`{name}(" in prompt or name == "product")
 
 
-
-
 def test_right_wrong_and_malformed_answers():
     cfg = load_config(ENV_DIR / "config.yaml")
     env = make_env_client("code", cfg.envs["code"])
@@ -50,6 +48,25 @@ def test_right_wrong_and_malformed_answers():
             malformed.reward == 0.0 and malformed.info["reason"] == "no ```python code block in the response"
         )
     assert score(env, tasks[0], None).info["reason"] == "no final answer"
+
+
+def test_forged_answers_score_zero_on_every_task():
+    """An always-equal object, or an exit after printing an all-pass report, never earns a reward."""
+    cfg = load_config(ENV_DIR / "config.yaml")
+    env = make_env_client("code", cfg.envs["code"])
+    always_equal = (
+        "class Anything:\n    def __eq__(self, other):\n        return True\n"
+        "    __hash__ = object.__hash__\n"
+        "def {name}(*args):\n    return Anything()\n"
+    )
+    fake_report = (
+        "import os, sys\nprint('[[true, null]]' * 9)\nos.write(1, b'[[true, null]]\\n')\nsys.exit(0)\n"
+    )
+    for task in load_tasks(cfg.envs["code"].data):
+        name = next(n for n in SOLUTIONS if f"`{n}(" in task.prompt[-1].content or n == "product")
+        for code in (always_equal.format(name=name), fake_report):
+            res = score(env, task, f"```python\n{code}```")
+            assert res.reward == 0.0 and res.error is None, (task.task_id, res)
 
 
 @pytest.mark.slow  # starts Ray and Serve
