@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 
 from gym_ray.config import ConfigError, RunConfig, load_config
 from gym_ray.models.default_model import ModelPrepareError
 from gym_ray.tasks import TaskLoadError
+from gym_ray.types import Task
 
 SMOKE_PROMPT = "What is the capital of France?"
 # A scripted policy with no script (e.g. `model.kind=scripted` on an env's config) gives this final answer.
@@ -24,11 +27,14 @@ DEFAULT_SCRIPTED_REPLY = "I don't know."
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "fix your config/data", printed as one line with exit status 2."""
+    from gym_ray.collect.runlock import RunDirError
     from gym_ray.collect.scheduler import ActorStartError
     from gym_ray.collect.sink import ResumeError
     from gym_ray.models.scripted import ScriptError
+    from gym_ray.resources.serve import DeploymentError
 
-    return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError)
+    return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError, RunDirError,
+            DeploymentError)
 
 
 def _load(args: argparse.Namespace) -> RunConfig:
@@ -51,10 +57,21 @@ def _print_endpoints(dep, out=sys.stdout) -> None:
     print(f"  {'Ray address':<28} {ray.get_runtime_context().gcs_address}", file=out)
 
 
-def _collect(cfg: RunConfig, apps: dict[str, str]) -> dict:
-    from gym_ray.collect.api import Collector, load_run_tasks
+@contextlib.contextmanager
+def _claimed(cfg: RunConfig) -> Iterator[None]:
+    """Lock `collect.output_dir` (it must take writes) and check it fits the run, before anything slow:
+    a busy, read-only, full or foreign directory fails in a second, not after the deploy."""
+    from gym_ray.collect.api import check_output_dir
+    from gym_ray.collect.runlock import hold
 
-    tasks = load_run_tasks(cfg)
+    with hold(cfg.collect.output_dir):
+        check_output_dir(cfg.collect.output_dir, cfg.collect.resume, cfg.collect.num_repeats)
+        yield
+
+
+def _collect(cfg: RunConfig, apps: dict[str, str], tasks: list[Task]) -> dict:
+    from gym_ray.collect.api import Collector
+
     with Collector(cfg, apps=apps) as collector:
         return asyncio.run(collector.collect_to_dir(tasks, cfg.collect.output_dir, resume=cfg.collect.resume))
 
@@ -64,31 +81,37 @@ def _run(args: argparse.Namespace) -> None:
 
     from gym_ray.collect.api import load_run_tasks
     from gym_ray.collect.deploy import connect_ray, deploy_all, teardown
+    from gym_ray.collect.preflight import check_parts
 
     cfg = _load(args)
-    load_run_tasks(cfg)  # bad data fails before anything starts
-    started = connect_ray(cfg, args.address)
-    dep = None
-    try:
-        t0 = time.monotonic()
-        dep = deploy_all(cfg)
-        print(f"deployed {sorted(dep.apps)} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-        _collect(cfg, dep.apps)
-        if args.keep:
-            print("\n--keep: still serving (Ctrl-C to stop)", file=sys.stderr)
-            _print_endpoints(dep, sys.stderr)
-            _wait_forever()
-    finally:
-        if dep is not None and not args.keep:
-            teardown(dep)
-        if started:
-            ray.shutdown()
+    # bad data, a part that cannot be built and an unusable output_dir all fail here, before Ray starts
+    tasks = load_run_tasks(cfg)
+    check_parts(cfg, args.config)
+    with _claimed(cfg):
+        started = connect_ray(cfg, args.address)
+        dep = None
+        try:
+            t0 = time.monotonic()
+            dep = deploy_all(cfg)
+            print(f"deployed {sorted(dep.apps)} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+            _collect(cfg, dep.apps, tasks)
+            if args.keep:
+                print("\n--keep: still serving (Ctrl-C to stop)", file=sys.stderr)
+                _print_endpoints(dep, sys.stderr)
+                _wait_forever()
+        finally:
+            if dep is not None and not args.keep:
+                teardown(dep)
+            if started:
+                ray.shutdown()
 
 
 def _serve(args: argparse.Namespace) -> None:
     from gym_ray.collect.deploy import connect_ray, deploy_all
+    from gym_ray.collect.preflight import check_parts
 
     cfg = _load(args)
+    check_parts(cfg, args.config)
     connect_ray(cfg, args.address)
     dep = deploy_all(cfg)
     print("gym-ray serve: running (Ctrl-C to stop)")
@@ -100,19 +123,24 @@ def _serve(args: argparse.Namespace) -> None:
 def _collect_cmd(args: argparse.Namespace) -> None:
     import ray
 
+    from gym_ray.collect.api import load_run_tasks
     from gym_ray.collect.deploy import connect_ray, running_apps
+    from gym_ray.collect.preflight import check_parts
 
     cfg = _load(args)
-    started = connect_ray(cfg, args.address)
-    try:
+    tasks = load_run_tasks(cfg)
+    check_parts(cfg, args.config, hosted=False)
+    with _claimed(cfg):
+        started = connect_ray(cfg, args.address)
         try:
-            apps = running_apps(cfg)
-        except RuntimeError as e:
-            raise ConfigError(str(e)) from None
-        _collect(cfg, apps)
-    finally:
-        if started:
-            ray.shutdown()
+            try:
+                apps = running_apps(cfg)
+            except RuntimeError as e:
+                raise ConfigError(str(e)) from None
+            _collect(cfg, apps, tasks)
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def _metrics(args: argparse.Namespace) -> None:

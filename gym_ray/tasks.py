@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,42 +79,86 @@ def _explain(e: Exception) -> str:
     return str(e)
 
 
-def iter_tasks(path: str | Path, default_env: str | None = None) -> Iterator[Task]:
-    """Yield tasks from a `.jsonl` or `.parquet` file; ids default to `<file stem>-<index>`."""
+def _parquet_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise TaskLoadError(f"{path}: not a readable Parquet file: {_one_line(e)}") from None
+    for i, row in enumerate(rows):
+        yield f"row {i}", row
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """Decoded line by line, so a byte that is not UTF-8 is reported with its line; a BOM is accepted."""
+    try:
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                where = f"line {lineno}"
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise TaskLoadError(f"{path}: {where}: not UTF-8 text ({e.reason}: byte "
+                                        f"{e.object[e.start]:#04x}); save the file as UTF-8") from None
+                if line.strip():
+                    try:
+                        yield where, json.loads(line)
+                    except ValueError as e:
+                        raise TaskLoadError(f"{path}: {where}: {e}") from None
+    except OSError as e:
+        raise TaskLoadError(f"{path}: cannot read the task file: {e.strerror or e}") from None
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(part.strip() for part in str(e).splitlines() if part.strip())
+
+
+def _located(path: str | Path, default_env: str | None = None,
+             envs: Collection[str] | None = None) -> Iterator[tuple[str, Task]]:
+    """(where, task) from a `.jsonl` or `.parquet` file, `where` being "line N" or "row N"; ids default to
+    `<file stem>-<index>`. With `envs`, a row naming another environment is refused where it stands."""
     path = Path(path)
     if not path.is_file():
         raise TaskLoadError(f"{path}: task file not found")
     if path.suffix == ".parquet":
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
-            try:
-                yield parse_row(row, default_env, f"{path.stem}-{i}")
-            except (ValueError, KeyError, TypeError) as e:
-                raise TaskLoadError(f"{path}: row {i}: {_explain(e)}") from None
-        return
-    if path.suffix not in (".jsonl", ".json"):
+        rows = _parquet_rows(path)
+    elif path.suffix in (".jsonl", ".json"):
+        rows = _jsonl_rows(path)
+    else:
         raise TaskLoadError(f"{path}: unsupported task file type (use .jsonl or .parquet)")
-    with path.open() as f:
-        index = 0
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield parse_row(json.loads(line), default_env, f"{path.stem}-{index}")
-            except (ValueError, KeyError, TypeError) as e:
-                raise TaskLoadError(f"{path}: line {lineno}: {_explain(e)}") from None
-            index += 1
+    index = 0
+    for where, row in rows:
+        try:
+            task = parse_row(row, default_env, f"{path.stem}-{index}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise TaskLoadError(f"{path}: {where}: {_explain(e)}") from None
+        if envs is not None and task.env not in envs:
+            raise TaskLoadError(f"{path}: {where}: env {task.env!r} is not defined in the config "
+                                f"(envs: {', '.join(sorted(envs))})")
+        yield where, task
+        index += 1
+    if index == 0:
+        raise TaskLoadError(f"{path}: no task rows (the file is empty)")
 
 
-def load_tasks(paths: list[str | Path], default_env: str | None = None, limit: int | None = None) -> list[Task]:
-    """Load tasks from several files; duplicate task ids across them are an error (resume keys on them)."""
+def iter_tasks(path: str | Path, default_env: str | None = None) -> Iterator[Task]:
+    """Tasks from a `.jsonl` or `.parquet` file (see `_located`)."""
+    for _, task in _located(path, default_env):
+        yield task
+
+
+def load_tasks(paths: list[str | Path], default_env: str | None = None, limit: int | None = None, *,
+               envs: Collection[str] | None = None, seen: dict[str, str] | None = None) -> list[Task]:
+    """Load tasks from several files; a duplicate task id is an error naming both places (resume keys on
+    ids). Pass one `seen` dict to several calls to keep ids unique across all of them."""
     tasks: list[Task] = []
-    seen: dict[str, Path] = {}
+    seen = {} if seen is None else seen
     for p in paths:
-        for t in iter_tasks(p, default_env):
+        for where, t in _located(p, default_env, envs):
             key = f"{t.env}/{t.task_id}"
             if key in seen:
-                raise TaskLoadError(f"{p}: task_id {t.task_id!r} of env {t.env!r} already defined in {seen[key]}")
-            seen[key] = Path(p)
+                raise TaskLoadError(f"{p}: {where}: task_id {t.task_id!r} of env {t.env!r} already defined "
+                                    f"at {seen[key]}")
+            seen[key] = f"{p}: {where}"
             tasks.append(t)
             if limit is not None and len(tasks) >= limit:
                 return tasks

@@ -87,3 +87,20 @@ def test_include_cycle(tmp_path):
     write(tmp_path / "b.yaml", "includes: [a.yaml]\n")
     with pytest.raises(ConfigError, match="include cycle"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    p = write(tmp_path / "c.yaml", "collect:\n  num_repeats: 2\n  sampling: {temperature: 1.0\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(f"{p.resolve()}: line 4, column 1: not valid YAML: ")
+    assert "(while parsing a flow mapping at line 3)" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_bytes_that_are_not_utf8_name_the_line_and_a_bom_is_fine(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"collect:\n  output_dir: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: line 2: not UTF-8 text"):
+        load_config(p)
+    p.write_bytes(b"\xef\xbb\xbfcollect: {num_repeats: 3}\n")
+    assert load_config(p).collect.num_repeats == 3

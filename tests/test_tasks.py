@@ -87,8 +87,51 @@ def test_duplicate_ids_and_missing_file(tmp_path):
     row = {"task_id": "a", "env": "math", "prompt": "hi"}
     a = write_jsonl(tmp_path / "a.jsonl", [row])
     b = write_jsonl(tmp_path / "b.jsonl", [row])
-    with pytest.raises(TaskLoadError, match=r"b\.jsonl: task_id 'a' of env 'math' already defined"):
+    with pytest.raises(TaskLoadError, match=r"b\.jsonl: line 1: task_id 'a' of env 'math' already defined at "
+                                            r".*a\.jsonl: line 1$"):
         load_tasks([a, b])
+    seen: dict[str, str] = {}
+    load_tasks([a], seen=seen)  # one `seen` across calls: ids stay unique over several envs' files
+    with pytest.raises(TaskLoadError, match=r"b\.jsonl: line 1: .*already defined at .*a\.jsonl: line 1"):
+        load_tasks([b], seen=seen)
     with pytest.raises(TaskLoadError, match="task file not found"):
         load_tasks([tmp_path / "none.jsonl"])
     assert len(load_tasks([a], limit=1)) == 1
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"task_id": "a", "env": "math", "prompt": "hi"}).encode() + b"\n")
+    [task] = load_tasks([path])
+    assert task.task_id == "a"
+
+
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"task_id": "a", "env": "math", "prompt": "hi"}\n\n{"env": "math", "prompt": "caf\xe9"}\n')
+    with pytest.raises(TaskLoadError, match=r"latin1\.jsonl: line 3: not UTF-8 text \(invalid continuation byte: "
+                                            r"byte 0xe9\); save the file as UTF-8"):
+        load_tasks([path])
+
+
+def test_corrupt_parquet_and_empty_files_are_named(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 but not really")
+    with pytest.raises(TaskLoadError, match=r"bad\.parquet: not a readable Parquet file: .*magic bytes"):
+        load_tasks([tmp_path / "bad.parquet"])
+    (tmp_path / "empty.jsonl").write_text("\n  \n")
+    with pytest.raises(TaskLoadError, match=r"empty\.jsonl: no task rows"):
+        load_tasks([tmp_path / "empty.jsonl"])
+    pq.write_table(pa.table({"task_id": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    with pytest.raises(TaskLoadError, match=r"empty\.parquet: no task rows"):
+        load_tasks([tmp_path / "empty.parquet"])
+
+
+def test_row_of_an_unknown_env_names_file_and_line_or_row(tmp_path):
+    rows = [{"task_id": "a", "prompt": "hi"}, {"task_id": "b", "env": "nowhere", "prompt": "hi"}]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    with pytest.raises(TaskLoadError, match=r"t\.jsonl: line 2: env 'nowhere' is not defined in the config "
+                                            r"\(envs: math, weather\)"):
+        load_tasks([path], default_env="math", envs={"math": 1, "weather": 2})
+    pq.write_table(pa.Table.from_pylist([{**r, "env": r.get("env", "math")} for r in rows]), tmp_path / "t.parquet")
+    with pytest.raises(TaskLoadError, match=r"t\.parquet: row 1: env 'nowhere'"):
+        load_tasks([tmp_path / "t.parquet"], envs=["math"])

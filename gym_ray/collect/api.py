@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -23,6 +24,7 @@ import pyarrow as pa
 
 from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metrics
 from gym_ray.collect.plan import GroupSpec, plan_groups
+from gym_ray.collect.runlock import hold
 from gym_ray.collect.scheduler import Scheduler
 from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, part_files, read_rollout_table
 from gym_ray.collect.wiring import EnvSpec, WorkerSetup
@@ -119,11 +121,14 @@ class Collector:
         """Stream rows into `<output_dir>/part-*.parquet`, then write and print `metrics.json`.
 
         With `resume`, groups already in the directory are skipped (files hold whole groups), so a
-        crashed run completes with no duplicates and no gaps.
+        crashed run completes with no duplicates and no gaps. The directory is locked meanwhile: a second
+        run into it (any process) fails at once with `RunDirError`.
         """
-        out = out or sys.stdout
+        with hold(output_dir):
+            return await self._collect_into(tasks, Path(output_dir), resume, progress, out or sys.stdout)
+
+    async def _collect_into(self, tasks: list[Task], output_dir: Path, resume: bool, progress: bool, out) -> dict:
         c = self.config.collect
-        output_dir = Path(output_dir)
         run_id = _open_run(output_dir, resume, self.num_repeats, len(tasks))
         groups = plan_groups(tasks, self.num_repeats, run_id)
         done = done_groups(output_dir) if resume else {}
@@ -179,13 +184,9 @@ def load_run_tasks(cfg: RunConfig) -> list[Task]:
     """Every env's `data` files (rows default to that env); `collect.limit` caps tasks per env."""
     from gym_ray.tasks import TaskLoadError, load_tasks
 
-    tasks: list[Task] = []
-    for name, env in cfg.envs.items():
-        for t in load_tasks(env.data, default_env=name, limit=cfg.collect.limit):
-            if t.env not in cfg.envs:
-                raise TaskLoadError(f"{env.data}: task {t.task_id!r} names env {t.env!r}, which the config "
-                                    f"does not define (envs: {sorted(cfg.envs)})")
-            tasks.append(t)
+    seen: dict[str, str] = {}
+    tasks = [t for name, env in cfg.envs.items()
+             for t in load_tasks(env.data, default_env=name, limit=cfg.collect.limit, envs=cfg.envs, seen=seen)]
     if not tasks:
         raise TaskLoadError("no tasks: no env in the config lists `data` files with rows")
     return tasks
@@ -209,11 +210,13 @@ def _episodes_in(table: pa.Table) -> int:
     return int(pc.sum(pc.equal(table["segment_index"], 0)).as_py() or 0)
 
 
-def _open_run(output_dir: Path, resume: bool, num_repeats: int, num_tasks: int) -> str:
-    """Create or reopen a run directory; its manifest pins the run id (hence the group ids) and group size."""
+def check_output_dir(output_dir: str | Path, resume: bool, num_repeats: int) -> str | None:
+    """The run id to resume, or None for a new run; refuses a directory this run cannot complete (the CLI
+    calls it before deploying, `_open_run` again under the lock)."""
+    output_dir = Path(output_dir)
     manifest = output_dir / MANIFEST
     if resume and manifest.is_file():
-        data = json.loads(manifest.read_text())
+        data = _read_manifest(manifest)
         if data["num_repeats"] != num_repeats:
             raise ResumeError(f"{output_dir}: written with num_repeats={data['num_repeats']}, "
                               f"resumed with {num_repeats}; groups would not be complete")
@@ -221,10 +224,48 @@ def _open_run(output_dir: Path, resume: bool, num_repeats: int, num_tasks: int) 
     if part_files(output_dir) and not resume:
         raise ResumeError(f"{output_dir} already holds rollouts; pass --resume to complete that run, "
                           "or choose another collect.output_dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    run_id = uuid.uuid4().hex
-    manifest.write_text(json.dumps({"run_id": run_id, "num_repeats": num_repeats, "num_tasks": num_tasks}) + "\n")
+    return None
+
+
+def _open_run(output_dir: Path, resume: bool, num_repeats: int, num_tasks: int) -> str:
+    """Create or reopen a run directory; its manifest pins the run id (hence the group ids) and group size."""
+    run_id = check_output_dir(output_dir, resume, num_repeats)
+    if run_id is None:
+        run_id = uuid.uuid4().hex
+        _write_atomic(output_dir / MANIFEST, {"run_id": run_id, "num_repeats": num_repeats, "num_tasks": num_tasks})
     return run_id
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(data["run_id"], str) and isinstance(data["num_repeats"], int)):
+            raise TypeError("run_id or num_repeats has the wrong type")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        empty = isinstance(e, json.JSONDecodeError) and not e.doc.strip()
+        why = "the file is empty" if empty else f"{type(e).__name__}: {e}".splitlines()[0]
+        raise ResumeError(f"{path}: not a valid run manifest ({why}); restore it, or delete it to resume with "
+                          "a new run id (finished groups are kept)") from None
+    return data
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    """Temp file, fsync, rename: a crash leaves the old manifest or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(json.dumps(data) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power loss
+    finally:
+        os.close(dir_fd)
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -94,25 +94,35 @@ def _for_engine(m: ModelConfig) -> ModelConfig:
 
 
 def deploy_all(cfg: RunConfig, *, http: bool = True) -> Deployment:
-    """Deploy the policy, extra models and every env with `hosting: serve`; wait until they run."""
+    """Deploy the policy, extra models and every env with `hosting: serve`; wait until they run.
+
+    When one fails (`DeploymentError`, naming it and its replica's exception), the apps deployed so far
+    and the failed one are deleted again: a failed run leaves nothing behind on a shared cluster.
+    """
     from gym_ray.models.deploy import deploy_policy
-    from gym_ray.resources import deploy_env
+    from gym_ray.resources.serve import DeploymentError, deploy_env
 
     dep = Deployment()
     base = start_serve(cfg) if http else None
-    for name, mcfg in _policies(cfg).items():
-        endpoint = deploy_policy(_for_engine(mcfg), app_name=name, route_prefix=f"/{name}")
-        if mcfg.kind != "openai":  # an external endpoint: nothing deployed
-            dep.apps[name] = name
-        if endpoint.base_url:
-            dep.urls[f"model {name} (OpenAI)"] = endpoint.base_url
-    for name, ecfg in cfg.envs.items():
-        if ecfg.hosting != "serve":
-            continue
-        prefix = ecfg.route_prefix or f"/{name}"
-        dep.apps[name] = deploy_env(name, ecfg, route_prefix=prefix)
-        if base:
-            dep.urls[f"env {name}"] = f"{base}{prefix}"
+    name = ""
+    try:
+        for name, mcfg in _policies(cfg).items():
+            endpoint = deploy_policy(_for_engine(mcfg), app_name=name, route_prefix=f"/{name}")
+            if mcfg.kind != "openai":  # an external endpoint: nothing deployed
+                dep.apps[name] = name
+            if endpoint.base_url:
+                dep.urls[f"model {name} (OpenAI)"] = endpoint.base_url
+        for name, ecfg in cfg.envs.items():
+            if ecfg.hosting != "serve":
+                continue
+            prefix = ecfg.route_prefix or f"/{name}"
+            dep.apps[name] = deploy_env(name, ecfg, route_prefix=prefix)
+            if base:
+                dep.urls[f"env {name}"] = f"{base}{prefix}"
+    except BaseException as e:
+        failed = [name] if isinstance(e, DeploymentError) else []  # its app exists, in DEPLOY_FAILED
+        teardown(Deployment(apps={n: n for n in [*dep.apps, *failed]}))
+        raise
     return dep
 
 

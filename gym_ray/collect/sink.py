@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gym_ray.collect.runlock import RunDirError
 from gym_ray.types import ROLLOUT_SCHEMA
 
 _PART = re.compile(r"^part-(\d+)-[0-9a-f]+\.parquet$")
@@ -76,8 +77,14 @@ class ParquetSink:
         table = pa.concat_tables(self._buffer)
         name = f"part-{self._next_index:06d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.output_dir / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.output_dir / name)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, self.output_dir / name)
+        except OSError as e:  # a full or vanished disk: the finished files stand, these groups rerun on resume
+            tmp.unlink(missing_ok=True)
+            cause = e.strerror or " ".join(str(e).split())
+            raise RunDirError(f"{self.output_dir / name}: cannot write rollouts: {cause}; the files already "
+                              "there are complete: fix the disk, then --resume runs the missing groups") from None
         self._next_index += 1
         self._buffer.clear()
         self._buffered_rows = 0

@@ -81,7 +81,8 @@ def deploy_policy(cfg: ModelConfig, app_name: str, route_prefix: str | None = No
 
     `route_prefix=None` makes the policy reachable by handle only; give e.g. "/policy" for OpenAI HTTP
     at <serve>/policy/v1. Nothing is deployed for an external `openai` model nor a `hosting: local`
-    scripted one; their endpoint info is returned.
+    scripted one; their endpoint info is returned. A replica that fails to start raises `DeploymentError`
+    with its exception.
     """
     if cfg.kind == "openai":
         return PolicyEndpoint(kind=cfg.kind, app_name=app_name, deployment=None, model=cfg.model or cfg.name,
@@ -89,7 +90,12 @@ def deploy_policy(cfg: ModelConfig, app_name: str, route_prefix: str | None = No
     if cfg.kind == "scripted" and cfg.hosting == "local":
         return PolicyEndpoint(kind=cfg.kind, app_name=app_name, deployment=None, model=cfg.name, base_url=None,
                               tokenizer_path=tokenizer_path_for(cfg))
-    serve.run(build_policy_app(cfg), name=app_name, route_prefix=route_prefix)
+    try:
+        serve.run(build_policy_app(cfg), name=app_name, route_prefix=route_prefix)
+    except RuntimeError as e:  # Serve says only "Failed to update the deployments"; say what the replica said
+        from gym_ray.resources.serve import DeploymentError, failure_cause
+
+        raise DeploymentError(f"model {app_name!r}: deployment failed: {failure_cause(app_name, e)}") from None
     return PolicyEndpoint(
         kind=cfg.kind,
         app_name=app_name,
