@@ -15,10 +15,10 @@ Two ways environment code stalls a process, and what holds against each:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import functools
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -67,16 +67,19 @@ class HookThreads:
 
 class _Call:
     """One call handed to an environment loop. Exactly one of "started on the loop" and "withdrawn by the
-    caller" wins; the result is set on `future` in the same step the coroutine ends (not by a done
-    callback, which would wait in the loop's queue behind whatever blocks it)."""
+    caller" wins; the result goes straight to the caller's loop in the step the coroutine ends (not by a
+    done callback, which would wait in the environment loop's queue behind whatever blocks it)."""
 
-    __slots__ = ("_lock", "future", "state", "task")
+    __slots__ = ("_lock", "caller", "future", "make", "state", "successor", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[], Awaitable[Any]], caller: asyncio.AbstractEventLoop) -> None:
         self._lock = threading.Lock()
+        self.make = make
+        self.caller = caller
+        self.future: asyncio.Future = caller.create_future()
         self.state = "queued"
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.task: asyncio.Task | None = None
+        self.successor: _Call | None = None  # the same call handed to a fresh loop
 
     def take(self, new: str) -> bool:
         with self._lock:
@@ -85,26 +88,39 @@ class _Call:
             self.state = new
             return True
 
-    async def run(self, make: Callable[[], Awaitable[Any]]) -> None:
+    def start(self) -> None:
+        """On the environment's loop; the call counts as started only once its task first runs."""
+        self.task = asyncio.ensure_future(self.run())
+
+    async def run(self) -> None:
         if not self.take("started"):
-            return  # withdrawn: the caller resubmitted it elsewhere
+            return  # withdrawn: handed to another loop
         try:
-            value = await make()
-        except asyncio.CancelledError:
-            self.future.cancel()
-        except BaseException as e:  # handed to the caller as is
-            if not self.future.cancelled():
-                self.future.set_exception(e)
+            value = await self.make()
+        except BaseException as e:  # handed to the caller as is (CancelledError included)
+            self.caller.call_soon_threadsafe(_settle, self.future, None, e)
         else:
-            if not self.future.cancelled():
-                self.future.set_result(value)
+            self.caller.call_soon_threadsafe(_settle, self.future, value, None)
+
+
+def _settle(future: asyncio.Future, value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        future.cancel()
+    elif error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
 
 
 class EnvLoop:
     """A private event loop thread for one in-process environment; replaced when it wedges.
 
-    A replaced loop keeps running what had started on it and stops once that is done, so at most
-    `max_wedged` loops are blocked at once; beyond that the environment is declared hung."""
+    A call that has not started `stall_s` after it was handed over means the loop is blocked: a watchdog
+    on the caller's side withdraws such calls and hands them to a fresh loop. The old loop keeps running
+    what had started on it and stops once that is done, so at most `max_wedged` loops are blocked at once;
+    beyond that the environment is declared hung."""
 
     def __init__(self, name: str, stall_s: float = 0.5, max_wedged: int = 8) -> None:
         self.name = name
@@ -114,6 +130,8 @@ class EnvLoop:
         self._retired: set[asyncio.AbstractEventLoop] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queued: dict[_Call, tuple[asyncio.AbstractEventLoop, float]] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def _current(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -143,7 +161,7 @@ class EnvLoop:
         ready.wait()
         return loop
 
-    def _wedged(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _retire(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             if self._loop is not loop:
                 return
@@ -158,25 +176,48 @@ class EnvLoop:
 
         loop.call_soon_threadsafe(lambda: asyncio.ensure_future(drain()))
 
+    def _submit(self, call: _Call) -> None:
+        loop = self._current()
+        self._queued[call] = (loop, time.monotonic())
+        loop.call_soon_threadsafe(call.start)
+        if self._watchdog is None:
+            self._watchdog = call.caller.call_later(self.stall_s, self._check)
+
+    def _check(self) -> None:
+        """On the caller's loop: resubmit calls a wedged loop never started."""
+        self._watchdog = None
+        now = time.monotonic()
+        for call, (loop, at) in list(self._queued.items()):
+            if call.state != "queued":
+                del self._queued[call]
+            elif now - at >= self.stall_s and call.take("withdrawn"):
+                del self._queued[call]
+                self._retire(loop)
+                fresh = call.successor = _Call(call.make, call.caller)
+                fresh.future = call.future
+                try:
+                    self._submit(fresh)
+                except EnvHungError as e:
+                    _settle(call.future, None, e)
+        if self._queued and self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(self.stall_s / 2, self._check)
+
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run the coroutine `make()` on the environment's loop and await it from the caller's loop.
 
         Cancelling the caller (an episode timeout) cancels the call on the environment's loop."""
-        while True:
-            loop = self._current()
-            call = _Call()
+        call = _Call(make, asyncio.get_running_loop())
+        self._submit(call)
+        try:
+            return await call.future
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
 
-            def start(call: _Call = call) -> None:
-                call.task = asyncio.ensure_future(call.run(make))
-
-            loop.call_soon_threadsafe(start)
-            future = asyncio.wrap_future(call.future)
-            try:
-                done, _ = await asyncio.wait({future}, timeout=self.stall_s)
-                if done or not call.take("withdrawn"):
-                    return await future
-            except asyncio.CancelledError:
-                if not call.take("withdrawn") and call.task is not None:  # started: stop it there
-                    loop.call_soon_threadsafe(call.task.cancel)
-                raise
-            self._wedged(loop)  # not started within stall_s: the loop is blocked; try a fresh one
+    def _cancel(self, call: _Call) -> None:
+        while call.successor is not None:
+            call = call.successor
+        if call.take("withdrawn"):
+            self._queued.pop(call, None)
+        elif call.task is not None:
+            call.task.get_loop().call_soon_threadsafe(call.task.cancel)
