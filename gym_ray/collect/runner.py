@@ -90,21 +90,19 @@ class _GuardedPolicy:
         self._passthrough = (*infra, asyncio.CancelledError)
         self.model_name = inner.model_name
 
-    async def generate(self, prompt_token_ids, sampling, session_id=None):
+    async def _call(self, name: str, *args):
         try:
-            return await self._inner.generate(prompt_token_ids, sampling, session_id)
+            return await getattr(self._inner, name)(*args)
         except self._passthrough:
             raise
         except Exception as e:
-            raise PolicyCallError(f"generate: {type(e).__name__}: {e}") from e
+            raise PolicyCallError(f"{name}: {type(e).__name__}: {e}") from e
+
+    async def generate(self, prompt_token_ids, sampling, session_id=None):
+        return await self._call("generate", prompt_token_ids, sampling, session_id)
 
     async def chat(self, messages, tools, sampling):
-        try:
-            return await self._inner.chat(messages, tools, sampling)
-        except self._passthrough:
-            raise
-        except Exception as e:
-            raise PolicyCallError(f"chat: {type(e).__name__}: {e}") from e
+        return await self._call("chat", messages, tools, sampling)
 
     def tokenizer_path(self) -> str:
         return self._inner.tokenizer_path()
