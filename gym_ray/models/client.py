@@ -5,7 +5,7 @@ Serve's routing, replicas and autoscaling. `model.handle_transport` picks Ray's 
 gRPC one (`_by_reference=False`); reference/call_costs.md found gRPC ~2x faster for a trivial method on
 a quiet box, but benchmarks/policy_overhead.py measured the default as fast or faster for `generate` on
 the shared machine, so the default stays the default. A session id pins an episode's calls to one
-replica (consistent-hash router, see deploy.serve_options).
+replica (consistent-hash router, see names.serve_options).
 """
 
 from __future__ import annotations
@@ -14,17 +14,8 @@ from typing import Any
 
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.base import Generation, PolicyClient
-from gym_ray.models.default_model import resolve_model_path
+from gym_ray.models.names import policy_deployment_name, tokenizer_path_for
 from gym_ray.types import Message, ToolSpec
-
-
-def tokenizer_path_for(cfg: ModelConfig) -> str:
-    """`model.tokenizer` if set; else the checkpoint for hosted kinds; else the embedded default model."""
-    if cfg.tokenizer:
-        return cfg.tokenizer
-    if cfg.kind == "openai":
-        return resolve_model_path(None)
-    return resolve_model_path(cfg.model)
 
 
 class HandlePolicyClient:
@@ -123,7 +114,5 @@ def make_policy_client(cfg: ModelConfig, app_name: str) -> PolicyClient:
         from gym_ray.models.scripted import LocalScriptedClient
 
         return LocalScriptedClient(cfg, tokenizer_path_for(cfg))
-    from gym_ray.models.deploy import policy_deployment_name
-
     return HandlePolicyClient(app_name, policy_deployment_name(cfg), cfg.name, tokenizer_path_for(cfg),
                               grpc=cfg.handle_transport == "grpc")

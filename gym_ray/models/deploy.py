@@ -11,11 +11,13 @@ from ray import serve
 from ray.serve import Application
 
 from gym_ray.config import HOT_PATH_LOGGING, ModelConfig
-from gym_ray.models.client import tokenizer_path_for
 from gym_ray.models.default_model import resolve_model_path
-
-SCRIPTED_DEPLOYMENT = "ScriptedPolicy"
-CONSISTENT_HASH_ROUTER = "ray.serve.experimental.consistent_hash_router:ConsistentHashRouter"
+from gym_ray.models.names import (
+    SCRIPTED_DEPLOYMENT,
+    policy_deployment_name,
+    serve_options,
+    tokenizer_path_for,
+)
 
 
 class PolicyEndpoint(BaseModel):
@@ -27,29 +29,6 @@ class PolicyEndpoint(BaseModel):
     model: str  # the `model` field of OpenAI requests
     base_url: str | None  # OpenAI base URL (".../v1"); None when the app has no route prefix
     tokenizer_path: str | None
-
-
-def policy_deployment_name(cfg: ModelConfig) -> str | None:
-    if cfg.kind == "scripted":
-        return SCRIPTED_DEPLOYMENT
-    if cfg.kind == "vllm":
-        from gym_ray.models.vllm_server import llm_deployment_name
-
-        return llm_deployment_name(cfg)
-    return None
-
-
-def serve_options(cfg: ModelConfig) -> dict:
-    """Serve options shared by our policy deployments: replicas or autoscaling, and session affinity."""
-    opts: dict = {"max_ongoing_requests": cfg.max_ongoing_requests}
-    if cfg.autoscaling is not None:
-        opts["autoscaling_config"] = cfg.autoscaling.model_dump()
-    else:
-        opts["num_replicas"] = cfg.num_replicas
-    if cfg.autoscaling is not None or cfg.num_replicas > 1:
-        # The calls of one episode (same session id) land on one replica: its prefix cache holds the history.
-        opts["request_router_config"] = {"request_router_class": CONSISTENT_HASH_ROUTER}
-    return opts
 
 
 def build_policy_app(cfg: ModelConfig) -> Application:

@@ -21,6 +21,7 @@ from ray.serve.llm.deployment import LLMServer
 
 from gym_ray.config import ModelConfig
 from gym_ray.models.default_model import resolve_model_path
+from gym_ray.models.names import VLLM_SERVER_CLASS, serve_options
 
 
 def engine_input(prompt_token_ids: list[int]) -> Any:
@@ -32,11 +33,6 @@ def engine_input(prompt_token_ids: list[int]) -> Any:
 
         return TokensPrompt(prompt_token_ids=prompt_token_ids)
     return tokens_input(prompt_token_ids)
-
-
-def llm_deployment_name(cfg: ModelConfig) -> str:
-    """serve.llm names the engine deployment `<server class>:<model id>` (builder._get_deployment_name)."""
-    return f"{GymLLMServer.__name__}:" + cfg.name.replace("/", "--").replace(".", "_")
 
 
 class GymLLMServer(LLMServer):
@@ -125,6 +121,10 @@ class GymLLMServer(LLMServer):
         return self._policy_version
 
 
+# serve.llm names the deployment after this class; handles find it by names.llm_deployment_name.
+assert GymLLMServer.__name__ == VLLM_SERVER_CLASS
+
+
 def _on_gpu(cfg: ModelConfig) -> bool:
     if cfg.accelerator != "auto":
         return cfg.accelerator == "gpu"
@@ -135,8 +135,6 @@ def _on_gpu(cfg: ModelConfig) -> bool:
 
 def llm_config_for(cfg: ModelConfig) -> LLMConfig:
     """Our defaults for the machine at hand, then `cfg.engine_kwargs` on top."""
-    from gym_ray.models.deploy import serve_options
-
     gpu = _on_gpu(cfg)
     engine_kwargs: dict[str, Any] = {"disable_log_stats": True}
     if not gpu:
