@@ -87,6 +87,10 @@ def test_nemo_gym_style_client_drives_weather(apps, serve_http_port):
         assert verified["responses_create_params"] == right["responses_create_params"]  # the body is echoed
         wrong = {**nemo_row("Oslo"), "response": nemo_response("Oslo", output, "No idea, sorry.")}
         assert c.post("/verify", json=wrong, cookies=cookies).json()["reward"] == 0.0
+        # A verifier that raises (a row without the field it reads) is a 500 with the cause, never reward 0.
+        no_city = {**wrong, "verifier_metadata": {}}
+        failed = c.post("/verify", json=no_city, cookies=cookies)
+        assert failed.status_code == 500 and "KeyError" in failed.json()["error"] and "reward" not in failed.json()
         assert c.post("/close_session", cookies=cookies).json()["closed"] is True
         after = c.post("/get_weather", json={"city": "Oslo"}, cookies=cookies)
         assert after.status_code == 404 and after.json()["error"].startswith("no session")
