@@ -47,7 +47,7 @@ def test_hung_sync_verifies_do_not_starve_other_verifies():
         done, elapsed = asyncio.run(go())
     finally:
         release.set()
-    assert [r.reward for r in done] == [1.0] * 100 and elapsed < 10
+    assert [r.reward for r in done] == [1.0] * 100 and elapsed < 15
 
 
 def test_a_full_hook_pool_fails_fast_instead_of_queueing():
@@ -78,15 +78,15 @@ def test_env_loop_timeouts_hold_and_a_wedged_loop_is_replaced():
     async def go():
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(loop.call(lambda: block(3)), 0.3)
+            await asyncio.wait_for(loop.call(lambda: block(8)), 0.3)
         timed_out_after = time.monotonic() - t0
         t1 = time.monotonic()
         fast = await asyncio.wait_for(loop.call(lambda: block(0)), 5)
         return timed_out_after, time.monotonic() - t1, fast
 
     timed_out_after, second, fast = asyncio.run(go())
-    assert timed_out_after < 1.0 and fast == 0
-    assert second < 2.0 and loop.loops_started == 2
+    assert timed_out_after < 4 and fast == 0  # the blocked call holds its loop for 8 s
+    assert second < 6 and loop.loops_started == 2
 
 
 def _collector(envs: dict, **collect) -> Collector:
@@ -118,7 +118,7 @@ def test_blocking_async_verify_costs_its_own_episodes_only():
         elapsed = time.monotonic() - t0
     st = _statuses(groups)
     assert st.pop("t3") == st.pop("t17") == "timeout"
-    assert set(st.values()) == {"ok"} and elapsed < 10
+    assert set(st.values()) == {"ok"} and elapsed < 15  # each blocking verify holds a loop for 20 s
     failed = next(g.rollouts[0] for g in groups if g.task_id == "t3")
     assert (failed.failure_stage, failed.failure_kind) == ("verification", "timeout")
 
