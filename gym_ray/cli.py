@@ -4,6 +4,7 @@
     gym-ray serve CONFIG [key=value ...] [--address ADDR]
     gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
     gym-ray metrics OUTPUT_DIR
+    gym-ray export verl TASKS... OUT.parquet
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gym_ray.collect.runlock import RunDirError
     from gym_ray.collect.scheduler import ActorStartError
     from gym_ray.collect.sink import ResumeError
+    from gym_ray.integrations.export import ExportError
     from gym_ray.models.scripted import ScriptError
     from gym_ray.resources.serve import DeploymentError
 
     return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError, RunDirError,
-            DeploymentError)
+            DeploymentError, ExportError)
 
 
 def _load(args: argparse.Namespace) -> RunConfig:
@@ -177,6 +179,16 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"prompt: {args.prompt}\nreply:  {out['text']}\n({len(out['token_ids'])} tokens, {out['finish_reason']})")
 
 
+def _export_verl(args: argparse.Namespace) -> None:
+    from gym_ray.integrations.export import export_verl
+
+    *tasks, out = args.files
+    if not tasks:
+        raise TaskLoadError("export verl: give the task files, then the output .parquet")
+    n = export_verl(tasks, out, agent_name=args.agent_name, split=args.split)
+    print(f"wrote {n} tasks to {out} (VeRL: data.train_files={out})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gym-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -211,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("output_dir")
     met.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass (pass@k)")
     met.set_defaults(func=_metrics)
+    exp = sub.add_parser("export", help="write task files in a trainer's dataset format")
+    esub = exp.add_subparsers(dest="export_format", required=True)
+    ev = esub.add_parser("verl", help="VeRL RLHFDataset Parquet for gym_ray's agent loop")
+    ev.add_argument("files", nargs="+", metavar="TASKS... OUT.parquet")
+    ev.add_argument("--agent-name", default="gym_ray", help="agent_name column (the registered agent loop)")
+    ev.add_argument("--split", default="train", help="extra_info.split")
+    ev.set_defaults(func=_export_verl)
     return p
 
 

@@ -1,0 +1,58 @@
+"""Task exporters: gym_ray task files as the dataset formats trainers read.
+
+Every exporter keeps the whole task as JSON so the trainer-side adapter runs the very same task; the
+trainer's own columns only carry what its loader needs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gym_ray.tasks import load_tasks
+from gym_ray.types import Task
+
+VERL_SCHEMA = pa.schema([
+    ("data_source", pa.string()),
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("ability", pa.string()),
+    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+    ("extra_info", pa.struct([("index", pa.int64()), ("split", pa.string()), ("task_id", pa.string()),
+                              ("env", pa.string()), ("task_json", pa.string())])),
+    ("agent_name", pa.string()),
+])
+
+
+class ExportError(ValueError):
+    """Nothing to export or nowhere to write it; the message says which."""
+
+
+def verl_rows(tasks: list[Task], agent_name: str = "gym_ray", split: str = "train") -> list[dict]:
+    """VeRL RLHFDataset rows: `data_source` gym_ray/<env>, the prompt chat, `reward_model.ground_truth` the
+    verifier metadata (JSON), `extra_info.task_json` the task for `GymRayAgentLoop`."""
+    return [{
+        "data_source": f"gym_ray/{t.env}",
+        "prompt": [{"role": m.role, "content": m.content} for m in t.prompt],
+        "ability": t.env,
+        "reward_model": {"style": "rule", "ground_truth": json.dumps(t.verifier_metadata, ensure_ascii=False)},
+        "extra_info": {"index": i, "split": split, "task_id": t.task_id, "env": t.env,
+                       "task_json": t.model_dump_json(exclude_none=True)},
+        "agent_name": agent_name,
+    } for i, t in enumerate(tasks)]
+
+
+def export_verl(task_files: list[str | Path], out: str | Path, *, agent_name: str = "gym_ray",
+                split: str = "train") -> int:
+    """Write the tasks of `task_files` (JSONL/Parquet, NeMo Gym rows too) as one VeRL Parquet file."""
+    out = Path(out)
+    if out.suffix != ".parquet":
+        raise ExportError(f"{out}: the output must be a .parquet file (VeRL's data.train_files)")
+    tasks = load_tasks(list(task_files))
+    if not tasks:
+        raise ExportError(f"no tasks in {', '.join(map(str, task_files))}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(verl_rows(tasks, agent_name, split), schema=VERL_SCHEMA), out)
+    return len(tasks)

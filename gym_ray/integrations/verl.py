@@ -1,0 +1,227 @@
+"""VeRL agent loop: each dataset row's gym_ray episode runs on VeRL's own rollout servers.
+
+VeRL instantiates one `GymRayAgentLoop` per sample and calls `run(sampling_params, **row)`. The row's
+`extra_info.task_json` (written by `gym-ray export verl`) names the environment and the task; the episode
+runs through gym_ray's `EpisodeRunner` (agents, environments, token-exact transcript, failure contract)
+with `server_manager.generate` as the policy, and its row becomes an `AgentLoopOutput` whose
+`reward_score` is the environment's verifier reward (so VeRL's reward function is skipped).
+
+The gym_ray run config (environments, agents, chat template, per-turn `max_tokens`) is the loop's
+`run_config` key in the `agent_loop_config_path` YAML (see `verl_agent_loop.yaml`), else the
+`GYM_RAY_CONFIG` environment variable of the worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
+
+from gym_ray.collect.plan import GroupSpec
+from gym_ray.collect.runner import EpisodeRunner
+from gym_ray.collect.wiring import EnvSpec, build_agent, build_env, load_tokenizer
+from gym_ray.config import RunConfig, SamplingConfig, load_config
+from gym_ray.models.base import Generation
+from gym_ray.models.callable import CallablePolicy
+from gym_ray.types import Rollout, Status, Task
+
+logger = logging.getLogger(__name__)
+
+AGENT_NAME = "gym_ray"
+CONFIG_ENV = "GYM_RAY_CONFIG"
+_MAX_TRACKED_GROUPS = 100_000
+
+
+class RowError(ValueError):
+    """A dataset row gym_ray cannot run; the message names the row and the field. It fails the whole
+    `generate_sequences` call: the batch is never silently shortened."""
+
+
+def generation_from_token_output(out: Any, max_tokens: int, eos_ids: frozenset[int], model: str) -> Generation:
+    """VeRL's `TokenOutput` as a gym_ray `Generation`: ids and logprobs unchanged, the policy version from
+    the server's `global_steps`, VeRL's stop reason mapped to vLLM's finish reasons."""
+    ids = list(out.token_ids)
+    logprobs = list(out.log_probs) if out.log_probs is not None else [0.0] * len(ids)
+    if out.stop_reason in ("aborted", "abort"):
+        finish = "abort"
+    elif out.stop_reason == "length" or (len(ids) >= max_tokens and (not ids or ids[-1] not in eos_ids)):
+        finish = "length"
+    else:
+        finish = "stop"
+    version = (out.extra_fields or {}).get("global_steps")
+    return Generation(token_ids=ids, logprobs=logprobs, finish_reason=finish, model=model,
+                      policy_version=int(version) if version is not None else 0)
+
+
+class _Setup:
+    """What one worker process builds once per run config: the config, the runner, the tokenizer."""
+
+    def __init__(self, cfg: RunConfig, runner: EpisodeRunner):
+        self.cfg = cfg
+        self.runner = runner
+        self.next_index: OrderedDict[str, int] = OrderedDict()
+
+    def rollout_index(self, group_id: str) -> int:
+        """The classic worker passes no sample number: count the samples of each uid (bounded memory)."""
+        i = self.next_index.pop(group_id, 0)
+        self.next_index[group_id] = i + 1
+        if len(self.next_index) > _MAX_TRACKED_GROUPS:
+            self.next_index.popitem(last=False)
+        return i
+
+
+_SETUPS: dict[tuple, _Setup] = {}
+
+
+def _setup(config_path: str, overrides: tuple[str, ...], policy: CallablePolicy, total_tokens: int) -> _Setup:
+    key = (config_path, overrides, policy.tokenizer_path(), total_tokens)
+    if key not in _SETUPS:
+        cfg = load_config(config_path, list(overrides))
+        specs = {n: EnvSpec(config=e) for n, e in cfg.envs.items()}
+        clients = {n: build_env(n, s) for n, s in specs.items()}
+        for client in clients.values():
+            if hasattr(client, "build"):  # a bad server class fails the first batch, not every episode
+                client.build()
+        agents = {n: build_agent(n, s) for n, s in specs.items()}
+        # An episode must fit VeRL's padded prompt + response width.
+        agent_cfgs = {n: s.config.agent.model_copy(
+            update={"max_total_tokens": min(s.config.agent.max_total_tokens, total_tokens)})
+            for n, s in specs.items()}
+        c = cfg.collect
+        runner = EpisodeRunner(clients, agents, agent_cfgs, load_tokenizer(policy, cfg.model.chat_template), policy,
+                               c.sampling, episode_timeout_s=c.episode_timeout_s, max_retries=c.max_retries)
+        _SETUPS[key] = _Setup(cfg, runner)
+    return _SETUPS[key]
+
+
+def task_from_row(row: dict[str, Any], where: str) -> Task:
+    """The gym_ray task of a dataset row, from `extra_info.task_json`; errors name the row and field."""
+    extra = row.get("extra_info")
+    if not isinstance(extra, dict) or "task_json" not in extra:
+        raise RowError(f"{where}: extra_info.task_json: missing (write the dataset with `gym-ray export verl`)")
+    try:
+        return Task.model_validate_json(extra["task_json"])
+    except ValueError as e:
+        first = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
+        loc = ".".join(str(p) for p in first["loc"])
+        raise RowError(f"{where}: extra_info.task_json{'.' + loc if loc else ''}: {first['msg']}") from e
+
+
+@register(AGENT_NAME)
+class GymRayAgentLoop(AgentLoopBase):
+    """Runs the row's gym_ray episode with VeRL's `server_manager` as the policy."""
+
+    def __init__(self, *args, run_config: str | None = None, overrides: Sequence[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run_config = run_config or os.environ.get(CONFIG_ENV)
+        if not self.run_config:
+            raise ValueError(f"gym_ray agent loop: no run config; set `run_config` in the agent loop YAML "
+                             f"or the {CONFIG_ENV} environment variable")
+        self.overrides = tuple(str(o) for o in overrides)
+        self.prompt_length = self.rollout_config.prompt_length
+        self.response_length = self.rollout_config.response_length
+
+    def _policy(self, trainer_params: dict[str, Any], eos_ids: frozenset[int]) -> CallablePolicy:
+        """The trainer's servers as a gym_ray policy; each call sends VeRL's own sampling parameters with
+        gym_ray's per-turn limits (max_tokens left in the budget, stop strings)."""
+        model = str(self.config.actor_rollout_ref.model.path)
+        server = self.server_manager
+
+        async def generate(prompt_ids: list[int], sampling: SamplingConfig, request_id: str) -> Generation:
+            params = {**trainer_params, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                      "top_k": sampling.top_k, "max_tokens": sampling.max_tokens}
+            if sampling.stop:
+                params["stop"] = list(sampling.stop)
+            if sampling.seed is not None:
+                params["seed"] = sampling.seed
+            out = await server.generate(request_id=request_id, prompt_ids=prompt_ids, sampling_params=params)
+            return generation_from_token_output(out, sampling.max_tokens, eos_ids, model)
+
+        return CallablePolicy(generate, model_name=model,
+                              tokenizer_path=getattr(self.tokenizer, "name_or_path", None) or model)
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput | list[AgentLoopOutput]:
+        uid = str(kwargs.get("uid", ""))
+        where = f"row index={kwargs.get('index')!r} uid={uid!r}"
+        task = task_from_row(kwargs, where)
+        eos = self.tokenizer.eos_token_id
+        policy = self._policy(dict(sampling_params), frozenset([eos] if eos is not None else []))
+        setup = _setup(self.run_config, self.overrides, policy, self.prompt_length + self.response_length)
+        runner = setup.runner
+        if task.env not in runner.envs:
+            raise RowError(f"{where}: extra_info.task_json.env: unknown env {task.env!r}; "
+                           f"the gym_ray run config ({self.run_config}) has {sorted(runner.envs)}")
+        v1 = "session_id" in kwargs  # VeRL's v1 worker numbers the n sessions of a prompt itself
+        n = int(self.rollout_config.n)
+        index = int(kwargs["session_id"]) if v1 else setup.rollout_index(uid)
+        group = GroupSpec(group_id=uid or task.task_id, task=task, group_size=max(n, index + 1))
+        sampling = setup.cfg.collect.sampling.model_copy(update={
+            k: sampling_params[k] for k in ("temperature", "top_p", "top_k") if sampling_params.get(k) is not None})
+        rows = await runner.run(group, index, policy=policy, sampling=sampling)
+        with_logprobs = bool(sampling_params.get("logprobs"))
+        outputs = [self._output(r, rows[-1], runner, task, with_logprobs) for r in rows]
+        if v1 or len(outputs) == 1:
+            return outputs if v1 else outputs[0]
+        # The classic AgentLoopWorker takes one linear sequence per sample: train on the last segment.
+        logger.warning("gym_ray: rollout %s has %d segments; the classic VeRL worker keeps the last one "
+                       "(the v1 trainer takes them all)", rows[-1].rollout_id, len(rows))
+        return outputs[-1]
+
+    def _output(self, row: Rollout, last: Rollout, runner: EpisodeRunner, task: Task,
+                with_logprobs: bool) -> AgentLoopOutput:
+        """One segment as VeRL's output. The episode's outcome is its last row's: when it failed, every
+        segment has a zero mask (no gradient) and says why in `gym_ray_status`; its reward is 0 only
+        because VeRL needs a number for every sample, never as a verdict."""
+        ok = last.status == Status.OK
+        prompt, response = list(row.prompt_token_ids), list(row.response_token_ids)
+        mask, logprobs = list(row.response_loss_mask), list(row.response_logprobs)
+        status, error = last.status.value, last.error
+        if len(prompt) > self.prompt_length and ok:
+            ok, status = False, Status.MODEL_ERROR.value
+            error = f"prompt of {len(prompt)} tokens exceeds rollout.prompt_length {self.prompt_length}"
+        if not prompt:  # an episode that failed before it had a prompt: a shape-valid, fully masked stand-in
+            prompt = runner.tokenizer.prompt_ids(task.prompt)
+        if not response:
+            eos = self.tokenizer.eos_token_id
+            response, mask, logprobs = [eos if eos is not None else 0], [0], [0.0]
+        truncated = last.truncated or len(response) > self.response_length
+        prompt = prompt[-self.prompt_length:]
+        response, mask, logprobs = (x[: self.response_length] for x in (response, mask, logprobs))
+        if not ok:
+            mask = [0] * len(mask)
+        metrics = json.loads(row.metrics_json or "{}")
+        versions = list(row.gen_policy_versions)
+        extra = {
+            "gym_ray_status": status,
+            "gym_ray_error": error,
+            "gym_ray_failure_stage": last.failure_stage.value if last.failure_stage else None,
+            "gym_ray_failure_kind": last.failure_kind.value if last.failure_kind else None,
+            "gym_ray_failure_delivery": last.failure_delivery.value if last.failure_delivery else None,
+            "gym_ray_reward_components": dict(zip(last.reward_component_names, last.reward_component_values,
+                                                  strict=True)),
+            "gym_ray_policy_versions": versions,
+            "gym_ray_group_id": row.group_id,
+            "gym_ray_rollout_id": row.rollout_id,
+            "gym_ray_task_id": row.task_id,
+            "gym_ray_env": row.env,
+            "gym_ray_segment": [row.segment_index, row.num_segments],
+            "gym_ray_truncated": truncated,
+            "turn_scores": list(last.turn_rewards),
+            "min_global_steps": min(versions) if versions else None,
+            "max_global_steps": max(versions) if versions else None,
+            "reward_extra_info": {},
+        }
+        return AgentLoopOutput(
+            prompt_ids=prompt, response_ids=response, response_mask=mask,
+            response_logprobs=logprobs if with_logprobs else None,
+            reward_score=float(last.reward) if ok else 0.0,
+            num_turns=last.num_turns,
+            metrics=AgentLoopMetrics(generate_sequences=metrics.get("generate_s", 0.0),
+                                     tool_calls=metrics.get("tool_s", 0.0)),
+            extra_fields=extra,
+        )

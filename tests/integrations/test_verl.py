@@ -1,0 +1,254 @@
+"""gym_ray episodes inside VeRL 0.9.1's real AgentLoopWorker (built from VeRL's own composed ppo_trainer
+config), with VeRL's own RLHFDataset, reward extraction and GRPO advantages. Only the LLM server is ours:
+`LLMClient` has `LLMServerClient.generate`'s signature and serves tokens from gym_ray's scripted policy
+(or, in the slow test, from the embedded model on vLLM CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from verl.protocol import DataProto  # noqa: E402
+from verl.trainer.ppo.core_algos import AdvantageEstimator  # noqa: E402
+from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
+from verl.trainer.ppo.reward import extract_reward  # noqa: E402
+from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
+from verl.workers.rollout.replica import TokenOutput  # noqa: E402
+
+from gym_ray.config import ModelConfig, SamplingConfig  # noqa: E402
+from gym_ray.integrations.export import export_verl  # noqa: E402
+from gym_ray.integrations.verl import CONFIG_ENV, RowError  # noqa: E402
+from gym_ray.models.scripted import ScriptedPolicy  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+LOOP_YAML = REPO / "gym_ray" / "integrations" / "verl_agent_loop.yaml"
+N = 3
+PROMPT_LEN, RESPONSE_LEN = 512, 256
+STEP = 7  # the trainer's weight version the fake server reports
+
+
+def rollout_index(request_id: str) -> int:
+    """gym_ray's session id is `<group>-<index>.a<attempt>`."""
+    return int(request_id.rsplit(".a", 1)[0].rsplit("-", 1)[1])
+
+
+def fake_logprob(token_id: int) -> float:
+    return -((token_id % 7) + 1) / 8
+
+
+class LLMClient:
+    """`LLMServerClient.generate(request_id, *, prompt_ids, sampling_params) -> TokenOutput`, recording
+    every call. Rollout 1 of each group gets the `bad` script, the others `good`; `broken` rollouts raise."""
+
+    def __init__(self, tokenizer_path: str, broken: frozenset[int] = frozenset()):
+        self.policies = {v: ScriptedPolicy(ModelConfig(kind="scripted", script=f"verl_scripts:{v}"), tokenizer_path)
+                         for v in ("good", "bad")}
+        self.broken = broken
+        self.calls: dict[str, list[tuple[list[int], list[int], list[float]]]] = defaultdict(list)
+        self.params: list[dict] = []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
+        index = rollout_index(request_id)
+        if index in self.broken:
+            raise RuntimeError("server refused the request")
+        self.params.append(dict(sampling_params))
+        policy = self.policies["bad" if index == 1 else "good"]
+        gen = await policy.generate(prompt_ids, SamplingConfig(max_tokens=sampling_params["max_tokens"]))
+        logprobs = [fake_logprob(t) for t in gen.token_ids]
+        self.calls[request_id].append((list(prompt_ids), gen.token_ids, logprobs))
+        return TokenOutput(token_ids=gen.token_ids, log_probs=logprobs if sampling_params.get("logprobs") else None,
+                           stop_reason="completed", extra_fields={"global_steps": STEP})
+
+
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory) -> str:
+    """A gym_ray run config with the two environments, in-process, on the tool-aware chat template."""
+    path = tmp_path_factory.mktemp("verl") / "run.yaml"
+    path.write_text(
+        f"includes: [{REPO}/environments/weather/config.yaml, {REPO}/environments/blackjack/config.yaml]\n"
+        "model: {chat_template: chatml_tools}\n"
+        "envs: {weather: {hosting: local}, blackjack: {hosting: local}}\n"
+        "collect: {sampling: {max_tokens: 48}}\n"
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def verl_config(default_model_path, run_config):
+    """VeRL's own ppo_trainer config, composed by hydra, pointing at the shipped agent loop YAML."""
+    import verl
+    from hydra import compose, initialize_config_dir
+
+    old = os.environ.get(CONFIG_ENV)
+    os.environ[CONFIG_ENV] = run_config  # the shipped YAML has run_config: null -> read from here
+    with initialize_config_dir(config_dir=str(Path(verl.__file__).parent / "trainer" / "config"), version_base=None):
+        cfg = compose("ppo_trainer", overrides=[
+            f"actor_rollout_ref.model.path={default_model_path}",
+            "actor_rollout_ref.rollout.name=vllm",
+            f"actor_rollout_ref.rollout.n={N}",
+            f"actor_rollout_ref.rollout.prompt_length={PROMPT_LEN}",
+            f"actor_rollout_ref.rollout.response_length={RESPONSE_LEN}",
+            f"actor_rollout_ref.rollout.agent.agent_loop_config_path={LOOP_YAML}",
+            f"data.max_prompt_length={PROMPT_LEN}",
+        ])
+    yield cfg
+    if old is None:
+        os.environ.pop(CONFIG_ENV, None)
+    else:
+        os.environ[CONFIG_ENV] = old
+
+
+def make_worker(cfg, client):
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    return AgentLoopWorker(cfg, llm_client=client)
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("verl-data") / "train.parquet"
+    export_verl([REPO / "environments/weather/data/example.jsonl", REPO / "environments/blackjack/data/example.jsonl"],
+                out)
+    return out
+
+
+def batch_of(worker, cfg, path: Path, keep: list[str], uid: str = "g") -> DataProto:
+    """What RayPPOTrainer hands the worker: RLHFDataset rows, collated, a uid per prompt (fresh per step
+    in VeRL), repeated n times."""
+    ds = RLHFDataset(data_files=[str(path)], tokenizer=worker.tokenizer, config=cfg.data)
+    rows = [r for r in (ds[i] for i in range(len(ds))) if r["extra_info"]["task_id"] in keep]
+    batch = DataProto.from_single_dict(collate_fn(rows))
+    batch.non_tensor_batch["uid"] = np.array([f"{uid}{i}" for i in range(len(batch))], dtype=object)
+    return batch.repeat(repeat_times=N, interleave=True)
+
+
+def generate(worker, batch: DataProto) -> DataProto:
+    return asyncio.run(worker.generate_sequences(batch))
+
+
+def check_token_exact(out: DataProto, client_calls: dict, i: int) -> None:
+    """Sample i of the DataProto is exactly what the server generated: every call's prompt extends the
+    sequence so far, mask 1 exactly on generated ids (with their logprobs), 0 on tool and pad tokens."""
+    b = out.batch
+    prompt_valid = int(b["attention_mask"][i, :PROMPT_LEN].sum())
+    resp_valid = int(b["attention_mask"][i, PROMPT_LEN:].sum())
+    prompt = b["prompts"][i, PROMPT_LEN - prompt_valid:].tolist()
+    response = b["responses"][i, :resp_valid].tolist()
+    mask = b["response_mask"][i].tolist()
+    logprobs = b["rollout_log_probs"][i].tolist()
+    assert all(m == 0 for m in mask[resp_valid:]), "pad tokens must carry mask 0"
+    calls = client_calls[out.non_tensor_batch["gym_ray_rollout_id"][i] + ".a0"]
+    seq, gen_mask, gen_lp = list(prompt), [], []
+    for call_prompt, ids, lps in calls:
+        assert call_prompt[: len(seq)] == seq, "each call's prompt extends the sequence so far"
+        glue = call_prompt[len(seq):]  # tool output / observation tokens, as the template's delta
+        seq += glue + ids
+        gen_mask += [0] * len(glue) + [1] * len(ids)
+        gen_lp += [0.0] * len(glue) + lps
+    assert seq[:len(prompt)] == prompt and seq[len(prompt):] == response
+    assert mask[:resp_valid] == gen_mask
+    assert logprobs[:resp_valid] == pytest.approx(gen_lp)
+    assert all(lp == 0.0 for lp in logprobs[resp_valid:])
+
+
+def test_worker_runs_gym_ray_episodes(verl_config, dataset_path, default_model_path):
+    client = LLMClient(default_model_path)
+    worker = make_worker(verl_config, client)
+    batch = batch_of(worker, verl_config, dataset_path, keep=["weather-0", "blackjack-0"])
+    assert len(batch) == 2 * N
+    out = generate(worker, batch)
+    b, nt = out.batch, out.non_tensor_batch
+
+    assert b["prompts"].shape == (2 * N, PROMPT_LEN) and b["responses"].shape == (2 * N, RESPONSE_LEN)
+    assert b["input_ids"].shape == b["attention_mask"].shape == b["position_ids"].shape == (2 * N, PROMPT_LEN + RESPONSE_LEN)
+    assert b["response_mask"].shape == b["rollout_log_probs"].shape == b["rm_scores"].shape == (2 * N, RESPONSE_LEN)
+    assert list(nt["uid"]) == ["g0"] * N + ["g1"] * N and list(nt["gym_ray_group_id"]) == list(nt["uid"])
+    assert list(nt["gym_ray_env"]) == ["weather"] * N + ["blackjack"] * N
+    assert all(s == "ok" for s in nt["gym_ray_status"])
+    assert all(v == [STEP] * len(v) and v for v in nt["gym_ray_policy_versions"])
+    assert all(nt["min_global_steps"][i] == nt["max_global_steps"][i] == STEP for i in range(2 * N))
+    for i in range(2 * N):
+        check_token_exact(out, client.calls, i)
+
+    # Weather is multi-turn with a tool: mask 1 (call) / 0 (tool output) / 1 (answer); blackjack steps.
+    valid = b["response_mask"][0, : int(b["attention_mask"][0, PROMPT_LEN:].sum())].tolist()
+    first, last = valid.index(1), len(valid) - 1 - valid[::-1].index(1)
+    assert 0 in valid[first:last]
+    assert len(client.calls[nt["gym_ray_rollout_id"][0] + ".a0"]) == 2
+    # The verifier's reward sits at the last valid response token, nowhere else.
+    rewards = []
+    for i in range(2 * N):
+        last = int(b["attention_mask"][i, PROMPT_LEN:].sum()) - 1
+        rm = b["rm_scores"][i]
+        assert rm[:last].abs().sum() == 0 and rm[last + 1:].abs().sum() == 0
+        rewards.append(float(rm[last]))
+    assert rewards[:N] == [1.0, 0.0, 1.0]  # good (tool + right answer), bad (no tool), good
+    assert nt["gym_ray_reward_components"][0] == {"called_tool": 1.0, "condition": 1.0, "temperature": 1.0}
+    assert rewards[N] == rewards[N + 2]  # the same deal, both stand
+
+    # VeRL's own reward extraction and GRPO give the advantages computed by hand from those rewards.
+    reward_tensor, _ = extract_reward(out)
+    out.batch["token_level_rewards"] = reward_tensor
+    out = compute_advantage(out, adv_estimator=AdvantageEstimator.GRPO, num_repeat=N, norm_adv_by_std_in_grpo=True)
+    for g in range(2):
+        r = torch.tensor(rewards[g * N:(g + 1) * N])
+        expected = (r - r.mean()) / (r.std() + 1e-6)
+        for j in range(N):
+            i = g * N + j
+            adv = out.batch["advantages"][i]
+            m = out.batch["response_mask"][i].bool()
+            assert adv[m] == pytest.approx(torch.full((int(m.sum()),), float(expected[j])).tolist(), abs=1e-4)
+            assert adv[~m].abs().sum() == 0
+
+    # The trainer's sampling parameters reach the server; gym_ray adds its per-turn max_tokens.
+    p = client.params[0]
+    assert p["temperature"] == verl_config.actor_rollout_ref.rollout.temperature and p["logprobs"] is True
+    assert 0 < p["max_tokens"] <= 48
+
+
+def test_failed_episode_is_masked_not_scored(verl_config, dataset_path, default_model_path):
+    """A rollout whose server call fails stays in the batch with a zero mask and its status."""
+    client = LLMClient(default_model_path, broken=frozenset({2}))
+    worker = make_worker(verl_config, client)
+    out = generate(worker, batch_of(worker, verl_config, dataset_path, keep=["weather-1"], uid="f"))
+    nt = out.non_tensor_batch
+    assert len(out) == N
+    assert list(nt["gym_ray_status"]) == ["ok", "ok", "model_error"]
+    assert nt["gym_ray_failure_stage"][2] == "generate" and "server refused" in nt["gym_ray_error"][2]
+    assert out.batch["response_mask"][2].sum() == 0 and out.batch["rm_scores"][2].sum() == 0
+    assert out.batch["response_mask"][0].sum() > 0
+
+
+def test_bad_rows_fail_the_batch_naming_row_and_field(verl_config, dataset_path, default_model_path, tmp_path):
+    client = LLMClient(default_model_path)
+    worker = make_worker(verl_config, client)
+    batch = batch_of(worker, verl_config, dataset_path, keep=["weather-0", "blackjack-0"], uid="b")
+    extra = [dict(e) for e in batch.non_tensor_batch["extra_info"]]
+    extra[4]["task_json"] = extra[4]["task_json"].replace('"env":"blackjack"', '"env":"nope"')
+    batch.non_tensor_batch["extra_info"] = np.array(extra, dtype=object)
+    with pytest.raises(RowError, match=r"row index=6 uid='b1': extra_info\.task_json\.env: unknown env 'nope'"):
+        generate(worker, batch)
+
+    extra[4]["task_json"] = '{"task_id": "x", "env": "blackjack", "prompt": []}'
+    batch.non_tensor_batch["extra_info"] = np.array(extra, dtype=object)
+    with pytest.raises(RowError, match=r"row index=6 uid='b1': extra_info\.task_json\.prompt: "):
+        generate(worker, batch)
+
+
+def test_exported_parquet_is_verl_native(dataset_path, verl_config, default_model_path):
+    ds = RLHFDataset(data_files=[str(dataset_path)], tokenizer=make_worker(verl_config, None).tokenizer,
+                     config=verl_config.data)
+    assert len(ds) == 14
+    row = ds[0]
+    assert row["data_source"] == "gym_ray/weather" and row["agent_name"] == "gym_ray" and row["ability"] == "weather"
+    assert row["raw_prompt"][1]["content"] == "What's the weather like in Paris?"
+    assert row["reward_model"]["ground_truth"] == '{"city": "Paris"}'
+    assert row["extra_info"]["task_id"] == "weather-0" and '"env":"weather"' in row["extra_info"]["task_json"]
