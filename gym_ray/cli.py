@@ -5,6 +5,7 @@
     gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
     gym-ray metrics OUTPUT_DIR
     gym-ray export verl TASKS... OUT.parquet
+    gym-ray export openrlhf TASKS... OUT.parquet|OUT.jsonl [--config RUN.yaml]
 """
 
 from __future__ import annotations
@@ -189,6 +190,17 @@ def _export_verl(args: argparse.Namespace) -> None:
     print(f"wrote {n} tasks to {out} (VeRL: data.train_files={out})")
 
 
+def _export_openrlhf(args: argparse.Namespace) -> None:
+    from gym_ray.integrations.export import export_openrlhf
+
+    *tasks, out = args.files
+    if not tasks:
+        raise TaskLoadError("export openrlhf: give the task files, then the output .parquet or .jsonl")
+    n = export_openrlhf(tasks, out, config=args.config)
+    print(f"wrote {n} tasks to {out} (OpenRLHF: --data.prompt_dataset {out} --data.input_key prompt "
+          "--data.label_key label --data.apply_chat_template)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gym-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -230,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--agent-name", default="gym_ray", help="agent_name column (the registered agent loop)")
     ev.add_argument("--split", default="train", help="extra_info.split")
     ev.set_defaults(func=_export_verl)
+    eo = esub.add_parser("openrlhf", help="OpenRLHF prompt dataset for gym_ray's AgentExecutor")
+    eo.add_argument("files", nargs="+", metavar="TASKS... OUT")
+    eo.add_argument("--config", help="the run config the executor gets as GYM_RAY_CONFIG (checks each row's env)")
+    eo.set_defaults(func=_export_openrlhf)
     return p
 
 

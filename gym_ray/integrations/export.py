@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gym_ray.config import load_config
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Task
 
@@ -56,3 +57,55 @@ def export_verl(task_files: list[str | Path], out: str | Path, *, agent_name: st
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(verl_rows(tasks, agent_name, split), schema=VERL_SCHEMA), out)
     return len(tasks)
+
+
+OPENRLHF_SCHEMA = pa.schema([
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("label", pa.string()),
+    ("datasource", pa.string()),
+    ("task_id", pa.string()),
+    ("env", pa.string()),
+])
+
+
+def shipped_env_configs() -> dict[str, Path]:
+    """gym_ray's own environments (`environments/<name>/config.yaml`): what the OpenRLHF executor plays when
+    no GYM_RAY_CONFIG names a run config."""
+    import environments
+
+    root = Path(environments.__file__).parent
+    return {p.parent.name: p for p in sorted(root.glob("*/config.yaml"))}
+
+
+def openrlhf_rows(tasks: list[Task]) -> list[dict]:
+    """OpenRLHF prompt rows: `prompt` the chat (`--data.input_key prompt --data.apply_chat_template`),
+    `label` the task JSON (`--data.label_key label`, what gym_ray's AgentExecutor plays), `datasource`."""
+    return [{
+        "prompt": [{"role": m.role, "content": m.content} for m in t.prompt],
+        "label": t.model_dump_json(exclude_none=True),
+        "datasource": f"gym_ray/{t.env}",
+        "task_id": t.task_id,
+        "env": t.env,
+    } for t in tasks]
+
+
+def export_openrlhf(task_files: list[str | Path], out: str | Path, *, config: str | Path | None = None) -> int:
+    """Write the tasks of `task_files` as one OpenRLHF prompt dataset (`.parquet` or `.jsonl`).
+
+    A row naming an env the executor could not play is refused here with its file and line: the envs of
+    `config` (the run config given to the executor as GYM_RAY_CONFIG), else gym_ray's shipped ones.
+    """
+    out = Path(out)
+    if out.suffix not in (".parquet", ".jsonl"):
+        raise ExportError(f"{out}: the output must be a .parquet or .jsonl file (OpenRLHF's data.prompt_dataset)")
+    envs = load_config(config).envs if config else shipped_env_configs()
+    tasks = load_tasks(list(task_files), envs=envs)
+    if not tasks:
+        raise ExportError(f"no tasks in {', '.join(map(str, task_files))}")
+    rows = openrlhf_rows(tasks)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows, schema=OPENRLHF_SCHEMA), out)
+    else:
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return len(rows)

@@ -21,7 +21,6 @@ import logging
 import os
 import shlex
 import uuid
-from pathlib import Path
 from typing import Any
 
 from openrlhf.utils.agent import AgentExecutorBase
@@ -32,6 +31,7 @@ from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.wiring import EnvSpec, build_agent, build_env
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig, SamplingConfig, load_config
+from gym_ray.integrations.export import shipped_env_configs
 from gym_ray.models.base import Generation
 from gym_ray.models.callable import CallablePolicy
 from gym_ray.types import Rollout, Status, Task
@@ -153,10 +153,8 @@ def load_run_config() -> RunConfig | None:
 
 def shipped_env_config(name: str) -> EnvConfig | None:
     """`environments/<name>/config.yaml` as gym_ray ships it, or None."""
-    import environments
-
-    path = Path(environments.__file__).parent / name / "config.yaml"
-    return load_config(path).envs.get(name) if path.is_file() else None
+    path = shipped_env_configs().get(name)
+    return load_config(path).envs.get(name) if path else None
 
 
 class AgentExecutor(AgentExecutorBase):

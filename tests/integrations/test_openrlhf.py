@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import pyarrow.parquet as pq
 import pytest
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
 from openrlhf.trainer.ray.vllm_engine import RolloutRayActor, _load_agent_executor
@@ -18,6 +20,7 @@ from openrlhf_engine import BLACKJACK_REPLIES, ScriptedEngine
 from vllm import SamplingParams
 
 import gym_ray.integrations.openrlhf as gym_openrlhf
+from gym_ray.cli import main as cli_main
 from gym_ray.tasks import load_tasks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,3 +251,63 @@ def test_real_rollout_actor_on_vllm_cpu(ray_cluster, default_model_path, hf_toke
                 assert all(lp <= 0.0 for lp in lps[b:e]) and any(lp < 0.0 for lp in lps[b:e])
             assert all(lps[i] == 0.0 for i in range(len(lps)) if i not in inside)
             assert s["reward"] in (0.0, 0.5, 1.0) and json.dumps(s["extra_logs"])
+
+
+def openrlhf_strategy():
+    """What OpenRLHF's dataset code reads of its strategy: the `--data.*` flags of the README's command."""
+    data = SimpleNamespace(input_key="prompt", label_key="label", apply_chat_template=True, image_key="images")
+    return SimpleNamespace(args=SimpleNamespace(data=data), print=lambda *a, **k: None, is_rank_0=lambda: True)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_exported_dataset_reads_in_openrlhf_and_plays(default_model_path, hf_tokenizer, tmp_path, suffix):
+    """`gym-ray export openrlhf` -> OpenRLHF's `blending_datasets` + `PromptDataset` -> the executor plays
+    each row's own task, from one file mixing environments."""
+    from openrlhf.datasets.prompts_dataset import PromptDataset
+    from openrlhf.datasets.utils import blending_datasets
+
+    files = [ROOT / "environments" / env / "data" / "example.jsonl" for env in ("weather", "blackjack")]
+    out = tmp_path / f"prompts{suffix}"
+    assert cli_main(["export", "openrlhf", *map(str, files), str(out)]) == 0
+    tasks = load_tasks(files)
+    ds = PromptDataset(blending_datasets(str(out), None, openrlhf_strategy()), hf_tokenizer, openrlhf_strategy())
+    assert len(ds) == len(tasks)
+    items = [ds[i] for i in range(len(ds))]
+    assert [gym_openrlhf.parse_label(label) for _, _, label, _ in items] == tasks
+    assert [source for source, *_ in items] == [f"gym_ray/{t.env}" for t in tasks]
+    assert items[0][1] == hf_tokenizer.apply_chat_template([m.to_openai() for m in tasks[0].prompt], tokenize=False,
+                                                           add_generation_prompt=True)
+    executor = _load_agent_executor(EXECUTOR_FILE)
+    engines = {"weather": ScriptedEngine(default_model_path, script="openrlhf_engine:weather_script"),
+               "blackjack": ScriptedEngine(default_model_path, replies=BLACKJACK_REPLIES)}
+
+    async def main():
+        return await asyncio.gather(*(
+            rollout_actor(executor, engines[t.env]).generate_responses(
+                prompt=prompt, label=label, sampling_params=sampling_params(True), max_length=MAX_LEN,
+                hf_tokenizer=hf_tokenizer, num_samples=2)
+            for t, (_, prompt, label, _) in zip(tasks, items, strict=True)))
+
+    results = asyncio.run(main())
+    for t, samples in zip(tasks, results, strict=True):
+        assert [s["gym_ray"]["task_id"] for s in samples] == [t.task_id] * 2
+        assert all(s["gym_ray"]["status"] == "ok" for s in samples)
+    for env, engine in engines.items():
+        assert_token_exact([s for t, r in zip(tasks, results, strict=True) if t.env == env for s in r], engine, True)
+
+
+def test_export_refuses_rows_the_executor_cannot_play(tmp_path, capsys):
+    tasks = tmp_path / "tasks.jsonl"
+    good = (ROOT / "environments" / "weather" / "data" / "example.jsonl").read_text().splitlines()[0]
+    tasks.write_text(good + "\n" + good.replace('"weather-0", "env": "weather"', '"w-9", "env": "nope"') + "\n")
+    out = tmp_path / "prompts.parquet"
+    assert cli_main(["export", "openrlhf", str(tasks), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tasks}: line 2: env 'nope' is not defined" in err and not out.exists()
+    run = tmp_path / "run.yaml"
+    run.write_text("envs:\n  nope:\n    server: openrlhf_engine:BrokenVerifier\n"
+                   "  weather:\n    server: environments.weather.server:Weather\n")
+    assert cli_main(["export", "openrlhf", str(tasks), str(out), "--config", str(run)]) == 0
+    assert [json.loads(r)["env"] for r in pq.read_table(out).column("label").to_pylist()] == ["weather", "nope"]
+    assert cli_main(["export", "openrlhf", str(tasks), str(tmp_path / "x.csv")]) == 2
+    assert "must be a .parquet or .jsonl file" in capsys.readouterr().err
