@@ -14,7 +14,7 @@ from ray import serve
 from environments.weather.server import forecast
 from gym_ray.config import EnvConfig, load_config
 from gym_ray.resources import EnvError, deploy_env, make_env_client
-from gym_ray.resources.serve import HandleEnvClient
+from gym_ray.resources.serve import DeploymentError, HandleEnvClient
 from gym_ray.types import Message, Task, ToolCall
 
 ROOT = Path(__file__).parents[1]
@@ -231,7 +231,7 @@ def test_handle_client(apps):
 
 
 def test_deploy_env_rejects_a_bad_server_path(serve_http_port):
-    with pytest.raises(ValueError, match="cannot import module 'environments.nope.server'"):
+    with pytest.raises(DeploymentError, match="envs.nope.server: .*cannot import module 'environments.nope.server'"):
         deploy_env("nope", EnvConfig(server="environments.nope.server:Nope"))
 
 

@@ -55,8 +55,20 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _sandboxes(pid: int) -> list[int]:
+    """This process's bwrap processes and everything below them (not a Ray cluster the test session runs)."""
+    out = []
+    for p in _descendants(pid):
+        try:
+            if Path(f"/proc/{p}/comm").read_text().strip() == "bwrap":
+                out += [p, *_descendants(p)]
+        except OSError:
+            continue
+    return sorted(set(out))
+
+
 class PeakRss:
-    """The largest summed RSS of this process's descendants (the sandboxes), sampled every 10 ms."""
+    """The largest summed RSS of this process's sandboxes, sampled every 10 ms."""
 
     def __init__(self) -> None:
         self.peak, self._stop = 0, threading.Event()
@@ -66,7 +78,7 @@ class PeakRss:
         page = os.sysconf("SC_PAGE_SIZE")
         while not self._stop.is_set():
             total = 0
-            for pid in _descendants(os.getpid()):
+            for pid in _sandboxes(os.getpid()):
                 try:
                     total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
                 except (OSError, ValueError, IndexError):
