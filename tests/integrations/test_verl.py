@@ -252,3 +252,59 @@ def test_exported_parquet_is_verl_native(dataset_path, verl_config, default_mode
     assert row["raw_prompt"][1]["content"] == "What's the weather like in Paris?"
     assert row["reward_model"]["ground_truth"] == '{"city": "Paris"}'
     assert row["extra_info"]["task_id"] == "weather-0" and '"env":"weather"' in row["extra_info"]["task_json"]
+
+
+class VLLMClient:
+    """`LLMServerClient.generate` over an in-process vLLM engine, as VeRL's vLLM server does it (token
+    prompt, `logprobs=0`: the sampled token's logprob), recording what the engine returned."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.calls: dict[str, list[tuple[list[int], list[int], list[float]]]] = defaultdict(list)
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
+        import uuid
+
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(
+            temperature=sampling_params["temperature"], top_p=sampling_params["top_p"],
+            top_k=sampling_params["top_k"], max_tokens=sampling_params["max_tokens"],
+            stop=sampling_params.get("stop"), logprobs=0 if sampling_params.get("logprobs") else None)
+        outputs = [o async for o in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params,
+                                                          request_id=uuid.uuid4().hex)]
+        c = outputs[-1].outputs[0]
+        ids = list(c.token_ids)
+        logprobs = [c.logprobs[k][t].logprob for k, t in enumerate(ids)]
+        self.calls[request_id].append((list(prompt_ids), ids, logprobs))
+        return TokenOutput(token_ids=ids, log_probs=logprobs, stop_reason="completed")
+
+
+@pytest.mark.slow
+def test_worker_on_embedded_vllm_cpu_policy(verl_config, dataset_path, default_model_path):
+    """The same worker path with the embedded model on vLLM CPU: every id and logprob is the engine's."""
+    from gym_ray.models.offline import cpu_engine_env
+
+    for k, v in cpu_engine_env().items():
+        os.environ.setdefault(k, v)
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    async def go():
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
+            model=default_model_path, dtype="bfloat16", max_model_len=2048, enforce_eager=True))
+        try:
+            client = VLLMClient(engine)
+            worker = make_worker(verl_config, client)
+            batch = batch_of(worker, verl_config, dataset_path, keep=["weather-0", "blackjack-0"], uid="v")
+            return client, await worker.generate_sequences(batch)
+        finally:
+            engine.shutdown()
+
+    client, out = asyncio.run(go())
+    assert len(out) == 2 * N and out.batch["responses"].shape == (2 * N, RESPONSE_LEN)
+    for i in range(2 * N):
+        assert out.non_tensor_batch["gym_ray_status"][i] == "ok", out.non_tensor_batch["gym_ray_error"][i]
+        check_token_exact(out, client.calls, i)
+    lps = [lp for calls in client.calls.values() for _, _, call_lps in calls for lp in call_lps]
+    assert lps and all(lp <= 0.0 for lp in lps) and any(lp < 0.0 for lp in lps)
