@@ -45,8 +45,10 @@ class PolicyCallError(RuntimeError):
     """The policy refused or failed a call (e.g. prompt too long): status `model_error`."""
 
 
-class _GuardedEnv:
-    """Delegates to an EnvClient, tagging non-infrastructure failures as `EnvCallError`."""
+class _Guarded:
+    """Delegates calls, letting infrastructure errors through and tagging every other failure as `error`."""
+
+    error: type[Exception]
 
     def __init__(self, inner, infra: tuple[type[BaseException], ...]):
         self._inner = inner
@@ -58,7 +60,13 @@ class _GuardedEnv:
         except self._passthrough:
             raise
         except Exception as e:
-            raise EnvCallError(f"{name}: {type(e).__name__}: {e}") from e
+            raise self.error(f"{name}: {type(e).__name__}: {e}") from e
+
+
+class _GuardedEnv(_Guarded):
+    """An EnvClient whose non-infrastructure failures are `EnvCallError`s."""
+
+    error = EnvCallError
 
     async def tools(self):
         return await self._call("tools")
@@ -82,21 +90,14 @@ class _GuardedEnv:
         return await self._call("close_session", session_id)
 
 
-class _GuardedPolicy:
-    """Delegates to a PolicyClient, tagging non-infrastructure failures as `PolicyCallError`."""
+class _GuardedPolicy(_Guarded):
+    """A PolicyClient whose non-infrastructure failures are `PolicyCallError`s."""
+
+    error = PolicyCallError
 
     def __init__(self, inner, infra: tuple[type[BaseException], ...]):
-        self._inner = inner
-        self._passthrough = (*infra, asyncio.CancelledError)
+        super().__init__(inner, infra)
         self.model_name = inner.model_name
-
-    async def _call(self, name: str, *args):
-        try:
-            return await getattr(self._inner, name)(*args)
-        except self._passthrough:
-            raise
-        except Exception as e:
-            raise PolicyCallError(f"{name}: {type(e).__name__}: {e}") from e
 
     async def generate(self, prompt_token_ids, sampling, session_id=None):
         return await self._call("generate", prompt_token_ids, sampling, session_id)
