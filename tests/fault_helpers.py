@@ -79,14 +79,17 @@ class ScriptClient(LocalScriptedClient):
     and that call fails with the actor, which was retried even before the fix).
     """
 
-    def __init__(self, cfg: ModelConfig, tokenizer_path: str, fn, gate: str | None = None):
+    def __init__(self, cfg: ModelConfig, tokenizer_path: str, fn, gate: str | None = None,
+                 gate_turn: int | None = None):
         super().__init__(cfg.model_copy(update={"replies": ["unused"], "script": None}), tokenizer_path)
         self.fn = fn
         self.gate = gate
+        self.gate_turn = gate_turn  # None: every generation waits at the gate; N: only those of turn N
 
     async def generate(self, prompt_token_ids, sampling, session_id=None):
-        while self.gate and os.path.exists(self.gate):
-            await asyncio.sleep(0.05)
+        if self.gate and (self.gate_turn is None or self._p().turn(prompt_token_ids) == self.gate_turn):
+            while os.path.exists(self.gate):
+                await asyncio.sleep(0.05)
         return await super().generate(prompt_token_ids, sampling, session_id)
 
     def _p(self) -> ScriptedPolicy:
