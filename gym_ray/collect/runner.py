@@ -12,6 +12,7 @@ import traceback
 
 from gym_ray.agents.base import EpisodeContext, infra_error_types, infra_failure
 from gym_ray.collect.plan import GroupSpec
+from gym_ray.collect.wiring import EnvSpec, build_agent, build_env
 from gym_ray.config import SamplingConfig
 from gym_ray.types import (
     Delivery,
@@ -136,6 +137,24 @@ class EpisodeRunner:
         self.sem = asyncio.Semaphore(concurrency)
         self.in_flight = 0
         self._background: set[asyncio.Task] = set()
+
+    @classmethod
+    def from_specs(cls, specs: dict[str, EnvSpec], tokenizer, policy, sampling: SamplingConfig, *,
+                   agent_classes: dict | None = None, max_total_tokens: int | None = None,
+                   **options) -> EpisodeRunner:
+        """Build every env's client and agent; in-process envs are constructed now, so a bad server or
+        constructor fails here, not in every episode. `max_total_tokens` caps each agent's token budget
+        (a trainer's padded sequence width)."""
+        clients = {n: build_env(n, s) for n, s in specs.items()}
+        for client in clients.values():
+            if hasattr(client, "build"):
+                client.build()
+        agents = {n: build_agent(n, s, (agent_classes or {}).get(n)) for n, s in specs.items()}
+        configs = {n: s.config.agent for n, s in specs.items()}
+        if max_total_tokens is not None:
+            configs = {n: c.model_copy(update={"max_total_tokens": min(c.max_total_tokens, max_total_tokens)})
+                       for n, c in configs.items()}
+        return cls(clients, agents, configs, tokenizer, policy, sampling, **options)
 
     async def run(self, g: GroupSpec, index: int, policy=None, sampling: SamplingConfig | None = None) -> list[Rollout]:
         """Exactly one outcome for (task, index): the agent's rows, or one failed row with a status."""

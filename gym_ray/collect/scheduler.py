@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 import pyarrow as pa
 import ray
 
+from gym_ray.agents.base import infra_error_types
 from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.wiring import WorkerSetup, infra_error_types
-from gym_ray.collect.worker import AgentActor, failed_row
+from gym_ray.collect.runner import failed_row
+from gym_ray.collect.wiring import WorkerSetup
+from gym_ray.collect.worker import AgentActor
 from gym_ray.types import Delivery, Failure, FailureKind, FailureStage, Status, rollouts_to_arrow
 
 

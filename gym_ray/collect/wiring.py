@@ -75,9 +75,3 @@ def load_tokenizer(policy: PolicyClient, chat_template: str | None) -> Any:
 
     return load(policy.tokenizer_path(), chat_template)
 
-
-def infra_error_types() -> tuple[type[BaseException], ...]:
-    """Failures of the machinery, not of the model or environment: the episode is retried on these."""
-    from gym_ray.agents.base import infra_error_types as types
-
-    return types()

@@ -15,13 +15,11 @@ import pyarrow as pa
 import ray
 
 from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import EpisodeRunner, failed_row
+from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.telemetry import CollectTelemetry
-from gym_ray.collect.wiring import WorkerSetup, build_agent, build_env, build_policy, load_tokenizer
+from gym_ray.collect.wiring import WorkerSetup, build_policy, load_tokenizer
 from gym_ray.redact import install_log_redaction
 from gym_ray.types import Rollout, rollouts_to_arrow
-
-__all__ = ["AgentActor", "AgentWorker", "failed_row"]
 
 
 class AgentWorker:
@@ -32,16 +30,11 @@ class AgentWorker:
         self.name = name
         install_log_redaction()
         policy = build_policy(setup)
-        clients = {n: build_env(n, spec) for n, spec in setup.envs.items()}
-        for client in clients.values():
-            if hasattr(client, "build"):  # in-process envs: a bad server or constructor fails the actor now
-                client.build()
         self.telemetry = CollectTelemetry(name)
-        self.runner = EpisodeRunner(
-            clients, {n: build_agent(n, spec, setup.agent_classes.get(n)) for n, spec in setup.envs.items()},
-            {n: spec.config.agent for n, spec in setup.envs.items()}, load_tokenizer(policy, setup.chat_template),
-            policy, setup.sampling, episode_timeout_s=setup.episode_timeout_s, max_retries=setup.max_retries,
-            concurrency=setup.concurrency, telemetry=self.telemetry,
+        self.runner = EpisodeRunner.from_specs(
+            setup.envs, load_tokenizer(policy, setup.chat_template), policy, setup.sampling,
+            agent_classes=setup.agent_classes, episode_timeout_s=setup.episode_timeout_s,
+            max_retries=setup.max_retries, concurrency=setup.concurrency, telemetry=self.telemetry,
         )
 
     async def ready(self) -> dict:

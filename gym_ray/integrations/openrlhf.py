@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from gym_ray.agents.base import load_tokenizer
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
-from gym_ray.collect.wiring import EnvSpec, build_agent, build_env
+from gym_ray.collect.wiring import EnvSpec
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig, SamplingConfig, load_config
 from gym_ray.integrations.export import shipped_env_configs
 from gym_ray.models.base import Generation
@@ -181,14 +181,11 @@ class AgentExecutor(AgentExecutorBase):
         """The env's runner, built once (the env constructed now, so a bad env fails its first sample)."""
         runner = self._runners.get(task.env)
         if runner is None:
-            spec = EnvSpec(config=self.env_config(task))
-            client = build_env(task.env, spec)
-            client.build()
             model, collect = self.run_config.model, self.run_config.collect
             tokenizer = load_tokenizer(model.tokenizer or hf_tokenizer.name_or_path, model.chat_template)
-            runner = EpisodeRunner({task.env: client}, {task.env: build_agent(task.env, spec)},
-                                   {task.env: spec.config.agent}, tokenizer, policy, sampling,
-                                   episode_timeout_s=collect.episode_timeout_s, max_retries=collect.max_retries)
+            runner = EpisodeRunner.from_specs({task.env: EnvSpec(config=self.env_config(task))}, tokenizer, policy,
+                                              sampling, episode_timeout_s=collect.episode_timeout_s,
+                                              max_retries=collect.max_retries)
             self._runners[task.env] = runner
         return runner
 

@@ -24,7 +24,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
-from gym_ray.collect.wiring import EnvSpec, build_agent, build_env, load_tokenizer
+from gym_ray.collect.wiring import EnvSpec, load_tokenizer
 from gym_ray.config import RunConfig, SamplingConfig, load_config
 from gym_ray.models.base import Generation
 from gym_ray.models.callable import CallablePolicy
@@ -82,19 +82,12 @@ def _setup(config_path: str, overrides: tuple[str, ...], policy: CallablePolicy,
     key = (config_path, overrides, policy.tokenizer_path(), total_tokens)
     if key not in _SETUPS:
         cfg = load_config(config_path, list(overrides))
-        specs = {n: EnvSpec(config=e) for n, e in cfg.envs.items()}
-        clients = {n: build_env(n, s) for n, s in specs.items()}
-        for client in clients.values():
-            if hasattr(client, "build"):  # a bad server class fails the first batch, not every episode
-                client.build()
-        agents = {n: build_agent(n, s) for n, s in specs.items()}
-        # An episode must fit VeRL's padded prompt + response width.
-        agent_cfgs = {n: s.config.agent.model_copy(
-            update={"max_total_tokens": min(s.config.agent.max_total_tokens, total_tokens)})
-            for n, s in specs.items()}
         c = cfg.collect
-        runner = EpisodeRunner(clients, agents, agent_cfgs, load_tokenizer(policy, cfg.model.chat_template), policy,
-                               c.sampling, episode_timeout_s=c.episode_timeout_s, max_retries=c.max_retries)
+        # An episode must fit VeRL's padded prompt + response width.
+        runner = EpisodeRunner.from_specs(
+            {n: EnvSpec(config=e) for n, e in cfg.envs.items()}, load_tokenizer(policy, cfg.model.chat_template),
+            policy, c.sampling, max_total_tokens=total_tokens, episode_timeout_s=c.episode_timeout_s,
+            max_retries=c.max_retries)
         _SETUPS[key] = _Setup(cfg, runner)
     return _SETUPS[key]
 

@@ -40,10 +40,6 @@ class HookThreads:
         self._busy = 0
         self._lock = threading.Lock()
 
-    @property
-    def busy(self) -> int:
-        return self._busy
-
     async def run(self, fn: Callable[[], T]) -> T:
         """`fn()` in a worker thread, with the caller's context variables (the bound session)."""
         with self._lock:

@@ -163,8 +163,8 @@ class EnvRuntime:
         fn = functools.partial(td.fn, self.server, **kwargs)
         try:
             return _tool_output(await self._call(session, fn, thread=td.blocking))
-        except EnvHungError as e:
-            raise EnvError(str(e)) from e
+        except EnvHungError:
+            raise  # the environment, not the model, is broken: an env_error, never text for the model
         except Exception as e:
             log.debug("%s: tool %s raised", self.name, name, exc_info=True)
             return f"Error: {name} failed: {type(e).__name__}: {e}"

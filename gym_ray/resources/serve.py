@@ -23,6 +23,7 @@ from gym_ray.resources.http_compat import (
     parse_task,
     session_id_from,
 )
+from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
@@ -174,7 +175,7 @@ class EnvDeployment:
             return PlainTextResponse(await self.runtime.call_tool_raw(sid, tool_name, raw))
         except SessionLostError as e:
             return _error(404, str(e))
-        except EnvError as e:
+        except (EnvError, EnvHungError) as e:
             return _error(500, str(e))
 
 
