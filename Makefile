@@ -14,4 +14,4 @@ test: install
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check gym_ray environments tests benchmarks
+	$(VENV)/bin/ruff check gym_ray tests benchmarks

@@ -64,7 +64,7 @@ def build_config(args, concurrency: int):
         "model": {"kind": "scripted", "name": "policy", "script": "benchmarks.weather_script:reply",
                   "chat_template": "chatml_tools", "hosting": "local" if args.policy == "local" else "serve",
                   "handle_transport": args.transport},
-        "envs": {"weather": {"server": "environments.weather.server:Weather", "hosting": args.env,
+        "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather", "hosting": args.env,
                              "agent": {"max_turns": 4}}},
         "collect": {"num_repeats": 4, "concurrency": concurrency, "num_agents": args.agents,
                     "episode_timeout_s": 120, "sampling": {"max_tokens": 64}},

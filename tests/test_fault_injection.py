@@ -37,8 +37,8 @@ ray.cloudpickle.register_pickle_by_value(fault_helpers)  # the scripts reach the
 # weather: the first one, so every held episode's next call is its tool call (verify, the other call
 # after a generation, needs no session in a stateless env); counter: every call needs the session.
 ENVS = {
-    "weather": ("environments.weather.server:Weather", weather_reply, 4, 0),
-    "counter": ("environments.counter.server:Counter", counter_reply, 6, None),
+    "weather": ("gym_ray.environments.weather.server:Weather", weather_reply, 4, 0),
+    "counter": ("gym_ray.environments.counter.server:Counter", counter_reply, 6, None),
 }
 TASKS, REPEATS, CONCURRENCY = 75, 4, 32  # 300 episodes
 KILL_AFTER_ROWS = 48

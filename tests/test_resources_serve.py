@@ -11,8 +11,8 @@ import pytest
 import ray
 from ray import serve
 
-from environments.weather.server import forecast
 from gym_ray.config import EnvConfig, load_config
+from gym_ray.environments.weather.server import forecast
 from gym_ray.resources import EnvError, deploy_env, make_env_client
 from gym_ray.resources.serve import DeploymentError, HandleEnvClient
 from gym_ray.types import Message, Task, ToolCall
@@ -21,7 +21,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def env_cfg(name: str) -> EnvConfig:
-    return load_config(ROOT / "environments" / name / "config.yaml").envs[name]
+    return load_config(ROOT / "gym_ray" / "environments" / name / "config.yaml").envs[name]
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +231,8 @@ def test_handle_client(apps):
 
 
 def test_deploy_env_rejects_a_bad_server_path(serve_http_port):
-    with pytest.raises(DeploymentError, match="envs.nope.server: .*cannot import module 'environments.nope.server'"):
-        deploy_env("nope", EnvConfig(server="environments.nope.server:Nope"))
+    with pytest.raises(DeploymentError, match="envs.nope.server: .*cannot import module 'gym_ray.environments.nope.server'"):
+        deploy_env("nope", EnvConfig(server="gym_ray.environments.nope.server:Nope"))
 
 
 @ray.remote(num_cpus=0)

@@ -69,11 +69,11 @@ OPENRLHF_SCHEMA = pa.schema([
 
 
 def shipped_env_configs() -> dict[str, Path]:
-    """gym_ray's own environments (`environments/<name>/config.yaml`): what the OpenRLHF executor plays when
+    """gym_ray's own environments (`gym_ray/environments/<name>/config.yaml`): what the OpenRLHF executor plays when
     no GYM_RAY_CONFIG names a run config."""
-    import environments
+    import gym_ray.environments
 
-    root = Path(environments.__file__).parent
+    root = Path(gym_ray.environments.__file__).parent
     return {p.parent.name: p for p in sorted(root.glob("*/config.yaml"))}
 
 

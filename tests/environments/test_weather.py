@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from environments.weather.server import CONDITIONS, forecast
 from gym_ray.config import load_config
+from gym_ray.environments.weather.server import CONDITIONS, forecast
 from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, ToolCall
 
-ENV_DIR = Path(__file__).parents[2] / "environments" / "weather"
+ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "weather"
 
 
 def client():

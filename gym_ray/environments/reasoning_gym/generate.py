@@ -1,8 +1,8 @@
 """Generate tasks from reasoning-gym procedural datasets, by name, with the dataset's own settings.
 
-    python environments/reasoning_gym/generate.py --dataset basic_arithmetic --size 500 --seed 0 \
-        --config '{"min_terms": 2, "max_terms": 4}' --out environments/reasoning_gym/data/arith.jsonl
-    python environments/reasoning_gym/generate.py --dataset leg_counting --dataset word_sorting ...
+    python gym_ray/environments/reasoning_gym/generate.py --dataset basic_arithmetic --size 500 --seed 0 \
+        --config '{"min_terms": 2, "max_terms": 4}' --out gym_ray/environments/reasoning_gym/data/arith.jsonl
+    python gym_ray/environments/reasoning_gym/generate.py --dataset leg_counting --dataset word_sorting ...
 
 Each row keeps the generated entry (`question`, `answer`, `metadata`) in `verifier_metadata`, which is
 what the dataset's `score_answer` needs (the same fields as NeMo Gym's reasoning_gym rows).

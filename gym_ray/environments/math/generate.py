@@ -1,6 +1,6 @@
 """Generate a seeded train/test set of arithmetic and algebra problems in our task shape.
 
-    python environments/math/generate.py --num-train 500 --num-test 100 --seed 0
+    python gym_ray/environments/math/generate.py --num-train 500 --num-test 100 --seed 0
 
 Writes `data/train.jsonl` and `data/test.jsonl` (disjoint: no question appears in both).
 Every answer is computed exactly (integers or reduced fractions), so math-verify can check it.
