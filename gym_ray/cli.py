@@ -1,11 +1,13 @@
 """The `gym-ray` command: a thin layer over the Python API (`gym_ray.collect`).
 
     gym-ray run CONFIG [key=value ...] [--address ADDR] [--keep] [--resume]
-    gym-ray serve CONFIG [key=value ...] [--address ADDR]
+    gym-ray serve CONFIG [key=value ...] [--address ADDR] [--nemo-gym-port BASE]
     gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
     gym-ray metrics OUTPUT_DIR
     gym-ray export verl TASKS... OUT.parquet
     gym-ray export openrlhf TASKS... OUT.parquet|OUT.jsonl [--config RUN.yaml]
+    gym-ray export nemo-gym TASKS... OUT.jsonl [--config RUN.yaml] [--agent-name NAME]
+    gym-ray export trl TASKS... OUT.parquet|OUT.jsonl
 """
 
 from __future__ import annotations
@@ -119,6 +121,14 @@ def _serve(args: argparse.Namespace) -> None:
     dep = deploy_all(cfg)
     print("gym-ray serve: running (Ctrl-C to stop)")
     _print_endpoints(dep)
+    if args.nemo_gym_port:
+        from gym_ray.integrations.nemo_gym.ports import start_env_ports, write_nemo_gym_config
+
+        envs = {what.removeprefix("env "): url for what, url in dep.urls.items() if what.startswith("env ")}
+        ports = start_env_ports(envs, args.nemo_gym_port)
+        for name, url in ports.items():
+            print(f"  {'NeMo Gym resources ' + name:<28} {url}")
+        print(f"NeMo Gym config: {write_nemo_gym_config(ports, args.nemo_gym_config)}", flush=True)
     print(f"collect with: gym-ray collect {args.config} --address <Ray address above>", flush=True)
     _wait_forever()
 
@@ -149,13 +159,16 @@ def _collect_cmd(args: argparse.Namespace) -> None:
 def _metrics(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from gym_ray.collect.layout import LEGACY_MANIFEST, LEGACY_METRICS, METRICS, meta_path
     from gym_ray.collect.metrics import format_table, metrics_from_dir, write_metrics
     from gym_ray.collect.sink import part_files
 
     if not part_files(args.output_dir):
         raise ConfigError(f"{args.output_dir}: no rollout files (part-*.parquet) found")
     summary = metrics_from_dir(args.output_dir, args.pass_threshold)
-    write_metrics(summary, Path(args.output_dir) / "metrics.json")
+    write_metrics(summary, meta_path(args.output_dir, METRICS))
+    if (Path(args.output_dir) / LEGACY_MANIFEST).is_file():  # an old run's stale top-level copy
+        (Path(args.output_dir) / LEGACY_METRICS).unlink(missing_ok=True)
     print(format_table(summary))
 
 
@@ -201,6 +214,27 @@ def _export_openrlhf(args: argparse.Namespace) -> None:
           "--data.label_key label --data.apply_chat_template)")
 
 
+def _export_trl(args: argparse.Namespace) -> None:
+    from gym_ray.integrations.export import export_trl
+
+    *tasks, out = args.files
+    if not tasks:
+        raise TaskLoadError("export trl: give the task files, then the output .parquet or .jsonl")
+    n = export_trl(tasks, out)
+    print(f"wrote {n} tasks to {out} (TRL: train_dataset=load_dataset({out.rsplit('.', 1)[-1]!r}, "
+          f"data_files={out!r})['train'], rollout_func=gym_ray.integrations.trl.GymRayRollouts(...))")
+
+
+def _export_nemo_gym(args: argparse.Namespace) -> None:
+    from gym_ray.integrations.nemo_gym.tasks import export_nemo_gym
+
+    *tasks, out = args.files
+    if not tasks:
+        raise TaskLoadError("export nemo-gym: give the task files, then the output .jsonl")
+    n = export_nemo_gym(tasks, out, config=args.config, agent_name=args.agent_name)
+    print(f"wrote {n} tasks to {out} (NeMo Gym: ng_collect_rollouts +input_jsonl_fpath={out})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gym-ray", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -228,10 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config("run", "deploy, collect rollouts into Parquet, print metrics, tear down", _run)
     run.add_argument("--keep", action="store_true", help="keep the deployments serving after collecting")
     run.add_argument("--resume", action="store_true", help="complete a crashed run in the same output_dir")
-    with_config("serve", "deploy the model(s) and environments and keep serving", _serve)
+    srv = with_config("serve", "deploy the model(s) and environments and keep serving", _serve)
+    srv.add_argument("--nemo-gym-port", type=int, default=None, metavar="BASE",
+                     help="also serve each env on a port of its own (BASE, BASE+1, ...) for NeMo Gym")
+    srv.add_argument("--nemo-gym-config", default="nemo_gym_envs.yaml",
+                     help="where to write the NeMo Gym config naming those ports (with --nemo-gym-port)")
     col = with_config("collect", "collect against deployments already running (gym-ray serve)", _collect_cmd)
     col.add_argument("--resume", action="store_true", help="complete a crashed run in the same output_dir")
-    met = sub.add_parser("metrics", help="recompute the metrics table (and metrics.json) from a run's Parquet")
+    met = sub.add_parser("metrics", help="recompute the metrics table (and .gym_ray/metrics.json) from a run's Parquet")
     met.add_argument("output_dir")
     met.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass (pass@k)")
     met.set_defaults(func=_metrics)
@@ -246,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("files", nargs="+", metavar="TASKS... OUT")
     eo.add_argument("--config", help="the run config the executor gets as GYM_RAY_CONFIG (checks each row's env)")
     eo.set_defaults(func=_export_openrlhf)
+    et = esub.add_parser("trl", help="TRL GRPOTrainer prompt dataset for gym_ray's rollout_func")
+    et.add_argument("files", nargs="+", metavar="TASKS... OUT")
+    et.set_defaults(func=_export_trl)
+    en = esub.add_parser("nemo-gym", help="NeMo Gym task JSONL (responses_create_params, agent_ref) for its collector")
+    en.add_argument("files", nargs="+", metavar="TASKS... OUT.jsonl")
+    en.add_argument("--config", help="run config whose envs the rows use (default: gym_ray's shipped envs)")
+    en.add_argument("--agent-name", default=None, help="agent_ref.name of every row (default: <env>_simple_agent)")
+    en.set_defaults(func=_export_nemo_gym)
     return p
 
 

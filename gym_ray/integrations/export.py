@@ -109,3 +109,39 @@ def export_openrlhf(task_files: list[str | Path], out: str | Path, *, config: st
     else:
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return len(rows)
+
+
+TRL_TASK_KEY = "gym_ray_task"  # TRL hands rollout_func only the prompt: its first message carries the task
+TRL_SCHEMA = pa.schema([
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string()), (TRL_TASK_KEY, pa.string())]))),
+    ("task_id", pa.string()),
+    ("env", pa.string()),
+])
+
+
+def trl_rows(tasks: list[Task]) -> list[dict]:
+    """GRPOTrainer dataset rows: the chat `prompt`, its first message carrying the task JSON, `task_id`, `env`."""
+    rows = []
+    for t in tasks:
+        prompt = [{"role": m.role, "content": m.content, TRL_TASK_KEY: None} for m in t.prompt]
+        prompt[0][TRL_TASK_KEY] = t.model_dump_json(exclude_none=True)
+        rows.append({"prompt": prompt, "task_id": t.task_id, "env": t.env})
+    return rows
+
+
+def export_trl(task_files: list[str | Path], out: str | Path) -> int:
+    """Write the tasks of `task_files` as one TRL prompt dataset (`.parquet` or `.jsonl`) for
+    `gym_ray.integrations.trl.GymRayRollouts`."""
+    out = Path(out)
+    if out.suffix not in (".parquet", ".jsonl"):
+        raise ExportError(f"{out}: the output must be a .parquet or .jsonl file (load_dataset's data_files)")
+    tasks = load_tasks(list(task_files))
+    if not tasks:
+        raise ExportError(f"no tasks in {', '.join(map(str, task_files))}")
+    rows = trl_rows(tasks)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows, schema=TRL_SCHEMA), out)
+    else:
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return len(rows)

@@ -1,0 +1,102 @@
+"""The closed RL loop on this machine: TRL GRPO learns from gym_ray episodes, a table per step and a plot.
+
+    .venv/bin/python benchmarks/learning_curve.py                     # one_word, 8 steps, lr 3e-5
+    .venv/bin/python benchmarks/learning_curve.py --steps 15 --lr 1e-5 --out runs/learning_curve
+
+The embedded SmolLM2-135M-Instruct on vLLM (CPU) behind Serve generates, gym_ray's `one_word` environment
+scores, TRL's GRPOTrainer trains the same checkpoint and pushes its weights into vLLM after every step.
+Writes `<out>/rollouts/` (every step's rows), `<out>/learning_curve.json` and `<out>/learning_curve.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "gym_ray" / "environments" / "one_word" / "config.yaml"
+
+
+def table(steps: list[dict]) -> str:
+    header = ["step", "policy", "reward", "pass@1", "failed", "rollout s", "train s", "sync s"]
+    lines = [header]
+    for s in steps:
+        lines.append([str(s["step"] + 1), ",".join(map(str, s["policy_version"])), f"{s['mean_reward']:.3f}",
+                      f"{s['pass@1']:.3f}" if s["pass@1"] is not None else "-", str(s["failed"]),
+                      f"{s['rollout_s']:.1f}", f"{s['train_s']:.1f}" if s["train_s"] is not None else "-",
+                      f"{s['sync_s']:.1f}" if s["sync_s"] is not None else "-"])
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in lines)
+
+
+def plot(steps: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [s["step"] + 1 for s in steps]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, [s["mean_reward"] for s in steps], marker="o", label="mean reward")
+    ax.plot(x, [s["pass@1"] for s in steps], marker=".", linestyle="--", label="pass@1")
+    ax.set(xlabel="GRPO step", ylabel="reward", ylim=(-0.05, 1.05), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="gym_ray run config (policy: vllm)")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--prompts-per-step", type=int, default=4, help="tasks per step; x num_repeats rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/learning_curve")
+    p.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    args = p.parse_args()
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import ray
+    import torch
+
+    from gym_ray.collect.deploy import connect_ray, deploy_all, teardown
+    from gym_ray.config import load_config
+    from gym_ray.integrations.trl_loop import LoopSettings, closed_loop
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = LoopSettings(steps=args.steps, prompts_per_step=args.prompts_per_step, learning_rate=args.lr,
+                            seed=args.seed)
+    started = connect_ray(cfg, None)
+    dep = None
+    t0 = time.monotonic()
+    try:
+        dep = deploy_all(cfg, http=False)
+        print(f"deployed {sorted(dep.apps)} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        result = closed_loop(cfg, settings, out / "rollouts", dep.apps)
+    finally:
+        if dep is not None:
+            teardown(dep)
+        if started:
+            ray.shutdown()
+    envs = ",".join(cfg.envs)
+    print(f"\nTRL GRPO on gym_ray env {envs}: {args.prompts_per_step} tasks x {cfg.collect.num_repeats} rollouts "
+          f"per step, lr {args.lr}, seed {args.seed}, {time.monotonic() - t0:.0f} s in all\n")
+    print(table(result.steps))
+    (out / "learning_curve.json").write_text(json.dumps({"settings": vars(args), "steps": result.steps}, indent=2))
+    plot(result.steps, out / "learning_curve.png", f"TRL GRPO on gym_ray {envs} (SmolLM2-135M, CPU)")
+    print(f"\n-> {out}/learning_curve.png, {out}/learning_curve.json, {out}/rollouts/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

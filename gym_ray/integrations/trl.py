@@ -1,0 +1,246 @@
+"""TRL trains on gym_ray episodes: a `rollout_func` for `GRPOTrainer` and the callback that syncs weights.
+
+    dataset = trl_dataset(load_tasks(["gym_ray/environments/one_word/data/example.jsonl"]))
+    rollouts = GymRayRollouts(collector, policy, output_dir="runs/trl")       # a gym_ray-hosted policy
+    trainer = GRPOTrainer(model=path, args=GRPOConfig(num_generations=4, ...), train_dataset=dataset,
+                          reward_funcs=env_reward, rollout_func=rollouts, callbacks=[rollouts.weight_sync()])
+
+TRL (1.16) hands `rollout_func` the prompt column, each prompt `num_generations` times in a row, and
+nothing else of the row: so the dataset's first prompt message carries the whole task (`gym_ray_task`,
+written by `trl_dataset` / `gym-ray export trl`). Each distinct prompt runs as one complete gym_ray group
+on the hosted policy through the `Collector`; the rows go to Parquet and back to TRL, token for token:
+`prompt_ids` / `completion_ids` / `logprobs` / `env_mask` are the row's `prompt_token_ids` /
+`response_token_ids` / `response_logprobs` / `response_loss_mask` (0 on tool, observation and template
+tokens, which TRL then leaves out of the loss). The reward is the environment's verifier's: `env_reward`
+(a reward function that returns the field) and `reward_components`.
+
+- **Multi-segment episodes** (a history rewrite split the episode, status `prefix_break`): TRL takes one
+  sequence per sample, so the episode's *last* segment (the one with the reward) is the sample; the
+  earlier segments' tokens stay in Parquet and are not trained on. `num_segments` says how many there were.
+- **Failures** (a row with `mask_sample`): reward `None` (TRL: NaN, left out of the group baseline,
+  advantage 0) and `env_mask` all 0, so a failed episode neither teaches nor shifts its group's baseline.
+- **On-policy**: `weight_sync()` pushes the trainer's weights into the hosted vLLM after every optimizer
+  step (`save_pretrained` to a directory, then vLLM's `reload_weights` through `collective_rpc`, with
+  generation paused) and sets the policy version to the trainer's `global_step`. A row generated under
+  any other version is masked as `stale`. Without `use_vllm`, TRL ignores the sampler's logprobs in the
+  loss (it assumes on-policy data); its importance-sampling correction exists only on its own vLLM path
+  (private attributes), so the loop stays strictly on-policy instead. `off_policy_mask_threshold` is the
+  one public TRL option that reads the logprobs returned here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from transformers import TrainerCallback
+
+from gym_ray.collect.api import Collector, tables_to_groups
+from gym_ray.collect.metrics import MetricsAccumulator
+from gym_ray.collect.sink import ParquetSink
+from gym_ray.integrations.export import TRL_TASK_KEY, trl_rows
+from gym_ray.types import Rollout, Task
+
+
+class PromptTaskError(ValueError):
+    """A prompt TRL passed carries no gym_ray task; the message says how to build the dataset."""
+
+
+def trl_dataset(tasks: list[Task]):
+    """`trl_rows` as a Hugging Face `datasets.Dataset`, what GRPOTrainer's `train_dataset` takes."""
+    from datasets import Dataset
+
+    return Dataset.from_list(trl_rows(tasks))
+
+
+def task_of(prompt: Any) -> Task:
+    """The task a prompt (a chat list from `trl_rows`) carries."""
+    text = prompt[0].get(TRL_TASK_KEY) if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict) else None
+    if not text:
+        head = repr(prompt)[:80]
+        raise PromptTaskError(f"prompt {head}: its first message has no {TRL_TASK_KEY!r}; build the dataset with "
+                              "gym_ray.integrations.trl.trl_dataset or `gym-ray export trl`")
+    return Task.model_validate_json(text)
+
+
+def env_reward(completions: list, env_reward: list, **kwargs: Any) -> list:
+    """The environment's reward as TRL's reward function (None for a failed episode: TRL masks it)."""
+    return env_reward
+
+
+def component_reward(name: str):
+    """A reward function returning the verifier's component `name` (None where absent): add it with
+    weight 0 to see the component in TRL's logs (`rewards/<name>/mean`)."""
+
+    def reward(completions: list, reward_components: list, **kwargs: Any) -> list:
+        return [c.get(name) if c is not None else None for c in reward_components]
+
+    reward.__name__ = name
+    return reward
+
+
+class GymRayRollouts:
+    """`rollout_func` for TRL's GRPOTrainer, backed by a gym_ray `Collector` on a hosted policy.
+
+    `policy` is the `HandlePolicyClient` of the policy the collector generates with (the one weights are
+    pushed to); `output_dir` gets every step's rows as Parquet (one file per step); `on_batch` sees each
+    dict handed to TRL. `history` holds one record per call: step, policy version, mean reward, pass@1,
+    rollout seconds, failures.
+    """
+
+    def __init__(self, collector: Collector, policy: Any = None, *, output_dir: str | Path | None = None,
+                 on_batch: Callable[[dict], None] | None = None):
+        self.collector = collector
+        self.on_batch = on_batch
+        self.policy = policy
+        self.sink = ParquetSink(output_dir, rows_per_file=1 << 30, roll_seconds=float("inf")) if output_dir else None
+        self.history: list[dict] = []
+        self.policy_version: int | None = None  # the version last pushed by `weight_sync()`
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gym_ray-trl", daemon=True)
+        self._thread.start()
+
+    def run(self, coro) -> Any:
+        """Run a coroutine on the collector's own loop (TRL calls from its synchronous training loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def weight_sync(self, weights_dir: str | Path | None = None) -> WeightSync:
+        if self.policy is None:
+            raise ValueError("weight_sync needs the hosted policy: GymRayRollouts(collector, policy=...)")
+        return WeightSync(self, weights_dir)
+
+    def __call__(self, prompts: list, trainer: Any) -> dict:
+        size = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
+        plan = self.collector.plan(group_tasks(prompts, size), size)
+        started = time.monotonic()
+        tables = self.run(self._stream(plan))
+        seconds = time.monotonic() - started
+        if self.sink is not None:
+            for table in tables:
+                self.sink.write(table)
+            self.sink.flush()
+        by_id = {g.group_id: g for g in tables_to_groups(tables)}
+        eps = [ep for g in plan for ep in episodes(by_id[g.group_id].rollouts)]
+        out = to_trl(eps, trainer.processing_class, self.policy_version)
+        acc = MetricsAccumulator()
+        for table in tables:
+            acc.add(table)
+        m = acc.summary()["overall"]
+        self.history.append({
+            "step": trainer.state.global_step, "policy_version": sorted(set(out["policy_version"])),
+            "rollouts": m["rollouts"], "mean_reward": m["mean_reward"], "pass@1": m.get("pass@1"),
+            "rollout_s": round(seconds, 3), "failed": sum(s != "ok" for s in out["gym_ray_status"]),
+        })
+        if self.on_batch is not None:
+            self.on_batch(out)
+        return out
+
+    async def _stream(self, plan: list) -> list[pa.Table]:
+        return [t async for t in self.collector.stream_tables(plan)]
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def group_tasks(prompts: list, size: int) -> list[Task]:
+    """One task per group of `size` consecutive prompts (TRL's RepeatSampler order), checked."""
+    if size < 1 or len(prompts) % size:
+        raise PromptTaskError(f"{len(prompts)} prompts do not split into groups of num_generations={size}")
+    tasks = []
+    for i in range(0, len(prompts), size):
+        task = task_of(prompts[i])
+        if any(task_of(p).task_id != task.task_id for p in prompts[i + 1:i + size]):
+            raise PromptTaskError(f"prompts {i}..{i + size - 1} are not one task repeated num_generations times "
+                                  "(TRL's sampler order); a custom sampler must keep each group contiguous")
+        tasks.append(task)
+    return tasks
+
+
+def episodes(rows: list[Rollout]) -> list[tuple[Rollout, int]]:
+    """Each episode's last segment (the one with the reward) and its number of segments, in rollout order."""
+    return [(r, r.num_segments) for r in rows if r.segment_index == r.num_segments - 1]
+
+
+def to_trl(eps: list[tuple[Rollout, int]], tokenizer: Any, policy_version: int | None) -> dict:
+    """TRL's rollout_func dict for these episodes (one sample each, group-contiguous)."""
+    out: dict[str, list] = {k: [] for k in ("prompt_ids", "completion_ids", "logprobs", "env_mask", "env_reward",
+                                            "reward_components", "policy_version", "num_segments",
+                                            "gym_ray_status", "gym_ray_rollout_id")}
+    for row, num_segments in eps:
+        versions = set(row.gen_policy_versions)
+        off_policy = policy_version is not None and bool(versions - {policy_version})
+        masked = row.mask_sample or off_policy
+        prompt, completion = list(row.prompt_token_ids), list(row.response_token_ids)
+        mask, logprobs = [int(m) for m in row.response_loss_mask], [float(x) for x in row.response_logprobs]
+        if not prompt:  # failed before its prompt was rendered: TRL still needs a sequence
+            prompt = tokenizer.apply_chat_template(json.loads(row.prompt_messages_json) or
+                                                   [{"role": "user", "content": ""}], add_generation_prompt=True,
+                                                   tokenize=True, return_dict=False)
+        if not completion:
+            completion, mask, logprobs = [tokenizer.eos_token_id], [0], [0.0]
+        out["prompt_ids"].append(prompt)
+        out["completion_ids"].append(completion)
+        out["logprobs"].append(logprobs)
+        out["env_mask"].append([0] * len(mask) if masked else mask)
+        out["env_reward"].append(None if masked else row.reward)
+        out["reward_components"].append(None if masked else dict(zip(row.reward_component_names,
+                                                                      row.reward_component_values, strict=True)))
+        out["policy_version"].append(max(versions, default=row.policy_version))
+        out["num_segments"].append(num_segments)
+        out["gym_ray_status"].append("stale" if off_policy and not row.mask_sample else row.status.value)
+        out["gym_ray_rollout_id"].append(row.rollout_id)
+    return out
+
+
+class WeightSync(TrainerCallback):
+    """Pushes the trainer's weights into the hosted vLLM at the start and after every optimizer step.
+
+    The weights go through `weights_dir` (a fresh temporary directory by default; on a cluster, a path
+    every policy replica can read), then `reload_weights` on every engine worker, prefix cache dropped,
+    policy version := the trainer's `global_step`. `seconds` records each push.
+    """
+
+    def __init__(self, rollouts: GymRayRollouts, weights_dir: str | Path | None = None):
+        self.rollouts = rollouts
+        self._own_dir = weights_dir is None
+        self.weights_dir = Path(weights_dir or tempfile.mkdtemp(prefix="gym_ray-trl-weights-"))
+        self.seconds: list[float] = []
+
+    def push(self, model: Any, version: int) -> int:
+        started = time.monotonic()
+        model.save_pretrained(self.weights_dir, safe_serialization=True)
+        policy = self.rollouts.policy
+
+        async def update() -> int:
+            await policy.pause(mode="wait")
+            try:
+                return await policy.update_weights("reload_weights", kwargs={"weights_path": str(self.weights_dir)},
+                                                   version=version)
+            finally:
+                await policy.resume()
+
+        new = self.rollouts.run(update())
+        self.rollouts.policy_version = new
+        self.seconds.append(time.monotonic() - started)
+        return new
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.push(model, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.push(model, state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._own_dir:
+            shutil.rmtree(self.weights_dir, ignore_errors=True)
