@@ -30,7 +30,7 @@ def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides:
     assert len(keys) == n and len(set(keys)) == len(keys)  # tasks x 2 repeats per env, once each
     for r in rows:
         r.check_invariants()
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / ".gym_ray" / "metrics.json").read_text())
     assert metrics["overall"]["rollouts"] == n and sorted(metrics["per_env"]) == sorted(envs)
     assert "pass@2" in printed.out and all(env in printed.out for env in envs)
     # whatever the model says, no episode may have crashed or timed out

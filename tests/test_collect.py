@@ -222,7 +222,7 @@ def test_collect_to_dir_writes_parquet_and_metrics(tmp_path, collector):
     assert len(part_files(out)) >= 3
     table = read_rollout_table(out)
     assert table.num_rows == 18 and ray.data.read_parquet(str(out)).count() == 18 and pq.read_schema(part_files(out)[0]) == ROLLOUT_SCHEMA
-    on_disk = json.loads((out / "metrics.json").read_text())
+    on_disk = json.loads((out / ".gym_ray" / "metrics.json").read_text())
     assert on_disk["overall"]["rollouts"] == 18 == summary["overall"]["rollouts"]
     assert on_disk["overall"]["pass@1"] == pytest.approx(4 / 9)
     assert metrics_from_dir(out)["overall"]["pass@2"] == pytest.approx(4 / 9)
@@ -283,4 +283,4 @@ def test_resume_after_a_kill_completes_with_no_duplicates_and_no_gaps(tmp_path, 
     assert len(set(final["group_id"].to_pylist())) == 40
     for name, table in before.items():  # files of the crashed run are untouched
         assert pq.read_table(out / name).equals(table)
-    assert json.loads((out / "metrics.json").read_text())["overall"]["rollouts"] == 120
+    assert json.loads((out / ".gym_ray" / "metrics.json").read_text())["overall"]["rollouts"] == 120

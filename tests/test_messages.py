@@ -107,11 +107,11 @@ def test_bad_server_with_hosting_serve_fails_before_the_deploy(tmp_path, capsys)
 
 
 def test_empty_run_manifest_on_resume_names_the_file(tmp_path, capsys):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "_run.json").write_text("")
+    (tmp_path / "out" / ".gym_ray").mkdir(parents=True)
+    (tmp_path / "out" / ".gym_ray" / "run.json").write_text("")
     assert run(config(tmp_path, [good_tasks(tmp_path)]), "--resume") == 2
     line = one_error_line(capsys)
-    assert "out/_run.json: not a valid run manifest (the file is empty)" in line and "delete it" in line
+    assert "out/.gym_ray/run.json: not a valid run manifest (the file is empty)" in line and "delete it" in line
 
 
 def _read_only_dir(tmp_path: Path) -> Path:
@@ -145,4 +145,4 @@ def test_full_output_dir_fails_before_the_deploy(tmp_path, capsys, monkeypatch):
     assert run(config(tmp_path, [good_tasks(tmp_path)])) == 2
     line = one_error_line(capsys)
     assert f"collect.output_dir {tmp_path / 'out'}: cannot write there: No space left on device" in line
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["_lock"]  # the probe file is gone
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".gym_ray"]  # the probe file is gone

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pytest
 
 from gym_ray.cli import main
-from gym_ray.collect.api import MANIFEST, _open_run, check_output_dir
+from gym_ray.collect.api import _open_run, check_output_dir
+from gym_ray.collect.layout import MANIFEST, META_DIR, meta_path
 from gym_ray.collect.runlock import LOCK_FILE, RunDirError, hold
 from gym_ray.collect.sink import ParquetSink, ResumeError, part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA
@@ -92,12 +93,12 @@ def test_lock_records_its_holder_and_nested_holds_share_it(tmp_path):
             assert _locked_elsewhere(out / LOCK_FILE)
         assert _locked_elsewhere(out / LOCK_FILE)
     assert not _locked_elsewhere(out / LOCK_FILE)
-    assert not [p for p in out.iterdir() if p.name != LOCK_FILE]  # the write probe cleans up after itself
+    assert [p.name for p in out.iterdir()] == [META_DIR]  # the write probe cleans up after itself
 
 
 def test_busy_directory_refuses_a_second_holder(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    (out / META_DIR).mkdir(parents=True)
     (out / LOCK_FILE).write_text(json.dumps({"pid": 4242, "host": "node-7", "started_at": "2026-12-01 10:00:00",
                                              "command": "gym-ray run x.yaml"}))
     fd = os.open(out / LOCK_FILE, os.O_RDWR)
@@ -111,11 +112,11 @@ def test_busy_directory_refuses_a_second_holder(tmp_path):
 
 
 def test_manifest_is_replaced_atomically(tmp_path, monkeypatch):
-    """A run killed while writing `_run.json` leaves the previous manifest whole and no temp file."""
+    """A run killed while writing `.gym_ray/run.json` leaves the previous manifest whole and no temp file."""
     out = tmp_path / "out"
-    out.mkdir()
+    meta_path(out, MANIFEST).parent.mkdir(parents=True)
     old = '{"run_id": "old", "num_repeats": 2, "num_tasks": 1}\n'
-    (out / MANIFEST).write_text(old)
+    meta_path(out, MANIFEST).write_text(old)
 
     def killed(fd):
         raise KeyboardInterrupt
@@ -124,21 +125,22 @@ def test_manifest_is_replaced_atomically(tmp_path, monkeypatch):
         m.setattr(os, "fsync", killed)
         with pytest.raises(KeyboardInterrupt):
             _open_run(out, False, 2, 1)
-    assert (out / MANIFEST).read_text() == old
-    assert [p.name for p in out.iterdir()] == [MANIFEST]
+    assert meta_path(out, MANIFEST).read_text() == old
+    assert [p.name for p in meta_path(out, MANIFEST).parent.iterdir()] == [MANIFEST]
     run_id = _open_run(out, False, 2, 1)
-    assert json.loads((out / MANIFEST).read_text()) == {"run_id": run_id, "num_repeats": 2, "num_tasks": 1}
+    assert json.loads(meta_path(out, MANIFEST).read_text()) == {"run_id": run_id, "num_repeats": 2, "num_tasks": 1}
     assert _open_run(out, True, 2, 1) == run_id
 
 
 @pytest.mark.parametrize(("text", "why"), [("", "the file is empty"), ('{"run_id": "ab', "JSONDecodeError"),
                                            ("[1, 2]", "TypeError"), ('{"num_repeats": 2}', "KeyError")])
 def test_corrupt_manifest_on_resume_is_one_line_naming_the_file(tmp_path, text, why):
-    (tmp_path / MANIFEST).write_text(text)
+    meta_path(tmp_path, MANIFEST).parent.mkdir()
+    meta_path(tmp_path, MANIFEST).write_text(text)
     with pytest.raises(ResumeError) as e:
         check_output_dir(tmp_path, True, 2)
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith(f"{tmp_path / MANIFEST}: not a valid run manifest ({why}")
+    assert "\n" not in msg and msg.startswith(f"{meta_path(tmp_path, MANIFEST)}: not a valid run manifest ({why}")
     assert "delete it to resume" in msg
 
 

@@ -3,7 +3,7 @@
     collector = Collector(cfg, policy=my_policy_client)          # or a ModelConfig, or cfg.model
     groups = collector.collect_sync(tasks)                         # complete groups, input order
     async for group in collector.stream_groups(tasks): ...         # complete groups, completion order
-    summary = await collector.collect_to_dir(tasks, "runs/x")      # Parquet + metrics.json (the CLI's path)
+    summary = await collector.collect_to_dir(tasks, "runs/x")      # Parquet + .gym_ray/metrics.json (the CLI's path)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from gym_ray.collect.layout import CONFIG, MANIFEST, METRICS, manifest_path, meta_path
 from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metrics
 from gym_ray.collect.plan import GroupSpec, plan_groups
 from gym_ray.collect.runlock import hold
@@ -30,10 +31,9 @@ from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, part_fil
 from gym_ray.collect.wiring import EnvSpec, WorkerSetup
 from gym_ray.config import ModelConfig, RunConfig
 from gym_ray.models.base import PolicyClient
+from gym_ray.redact import redact
 from gym_ray.resources.client import EnvClient
 from gym_ray.types import RolloutGroup, Task, rollouts_from_arrow
-
-MANIFEST = "_run.json"  # "_" prefix: Parquet readers skip it
 
 
 class Collector:
@@ -118,7 +118,8 @@ class Collector:
         progress: bool = True,
         out=None,
     ) -> dict:
-        """Stream rows into `<output_dir>/part-*.parquet`, then write and print `metrics.json`.
+        """Stream rows into `<output_dir>/part-*.parquet`, then write and print the metrics (layout.py says
+        where the run's other files go).
 
         With `resume`, groups already in the directory are skipped (files hold whole groups), so a
         crashed run completes with no duplicates and no gaps. The directory is locked meanwhile: a second
@@ -131,6 +132,8 @@ class Collector:
         c = self.config.collect
         run_id = _open_run(output_dir, resume, self.num_repeats, len(tasks))
         groups = plan_groups(tasks, self.num_repeats, run_id)
+        config = redact(self.config.model_dump_json(indent=2))
+        _write_atomic(meta_path(output_dir, CONFIG), json.loads(config))
         done = done_groups(output_dir) if resume else {}
         todo = [g for g in groups if g.key not in done]
         acc = MetricsAccumulator()
@@ -165,9 +168,9 @@ class Collector:
         summary = acc.summary()
         summary["run"] = {"run_id": run_id, "output_dir": str(output_dir), "files": len(part_files(output_dir)),
                           "episodes_this_session": episodes, "seconds_this_session": round(elapsed, 3)}
-        write_metrics(summary, output_dir / "metrics.json")
+        write_metrics(summary, meta_path(output_dir, METRICS))
         print(format_table(summary), file=out)
-        print(f"\n{episodes} rollouts in {elapsed:.1f} s -> {output_dir}/ (metrics.json)", file=out)
+        print(f"\n{episodes} rollouts in {elapsed:.1f} s -> {output_dir}/", file=out)
         return summary
 
     def shutdown(self) -> None:
@@ -214,7 +217,7 @@ def check_output_dir(output_dir: str | Path, resume: bool, num_repeats: int) -> 
     """The run id to resume, or None for a new run; refuses a directory this run cannot complete (the CLI
     calls it before deploying, `_open_run` again under the lock)."""
     output_dir = Path(output_dir)
-    manifest = output_dir / MANIFEST
+    manifest = manifest_path(output_dir)
     if resume and manifest.is_file():
         data = _read_manifest(manifest)
         if data["num_repeats"] != num_repeats:
@@ -232,7 +235,7 @@ def _open_run(output_dir: Path, resume: bool, num_repeats: int, num_tasks: int) 
     run_id = check_output_dir(output_dir, resume, num_repeats)
     if run_id is None:
         run_id = uuid.uuid4().hex
-        _write_atomic(output_dir / MANIFEST, {"run_id": run_id, "num_repeats": num_repeats, "num_tasks": num_tasks})
+        _write_atomic(meta_path(output_dir, MANIFEST), {"run_id": run_id, "num_repeats": num_repeats, "num_tasks": num_tasks})
     return run_id
 
 
@@ -251,6 +254,7 @@ def _read_manifest(path: Path) -> dict:
 
 def _write_atomic(path: Path, data: dict) -> None:
     """Temp file, fsync, rename: a crash leaves the old manifest or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:

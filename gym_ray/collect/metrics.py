@@ -133,6 +133,7 @@ def format_table(summary: dict) -> str:
 
 
 def write_metrics(summary: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)

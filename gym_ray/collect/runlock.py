@@ -1,9 +1,11 @@
-"""One run per output directory: an exclusive flock on `<output_dir>/_lock` for the run's lifetime.
+"""One run per output directory: an exclusive flock on `<output_dir>/.gym_ray/lock` for the run's lifetime.
 
 Two runs writing one directory would each write every group (duplicates no resume can untangle), so the
 second one fails at once, naming the holder (pid, host, start time and command, which the holder writes
 into the file). The kernel drops an flock when its process dies, however it dies, so a crashed run leaves
-no stale lock and `--resume` can start at once. The "_" prefix keeps Parquet readers off the file.
+no stale lock and `--resume` can start at once. The hidden folder keeps dataset readers off the file
+(layout.py). An old directory's top-level `_lock` is taken too, then removed, and its manifest and metrics
+move into `.gym_ray/`: a run of an older gym_ray still writing there is refused the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-LOCK_FILE = "_lock"
+from gym_ray.collect.layout import LEGACY_LOCK, LOCK, META_DIR, migrate_legacy
+
+LOCK_FILE = f"{META_DIR}/{LOCK}"
 _PROBE_BYTES = 1 << 16
 
 # resolved directory -> [fd, depth]: a process takes each directory's flock once (a second open file
@@ -52,29 +56,49 @@ def hold(output_dir: str | Path) -> Iterator[Path]:
 
 def _acquire(d: Path) -> int:
     try:
-        d.mkdir(parents=True, exist_ok=True)
+        (d / META_DIR).mkdir(parents=True, exist_ok=True)
         fd = os.open(d / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise _unwritable(d, e) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        holder = _holder(fd) if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
-        os.close(fd)
-        if holder is None:
-            raise RunDirError(f"{d / LOCK_FILE}: cannot lock the output directory: {e.strerror or e}") from None
-        raise RunDirError(f"{d}: another run is writing into this output directory ({holder}); wait for it "
-                          "to end, or choose another collect.output_dir") from None
+    _flock(d, fd, d / LOCK_FILE)
+    legacy = d / LEGACY_LOCK
+    if legacy.is_file():
+        try:
+            old = os.open(legacy, os.O_RDWR)
+        except OSError as e:
+            os.close(fd)
+            raise _unwritable(d, e) from None
+        try:
+            _flock(d, old, legacy)
+        except RunDirError:
+            os.close(fd)
+            raise
+        legacy.unlink(missing_ok=True)
+        os.close(old)
     try:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
               "command": " ".join(sys.argv)}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         _probe(d)
+        migrate_legacy(d)
     except OSError as e:
         os.close(fd)
         raise _unwritable(d, e) from None
     return fd
+
+
+def _flock(d: Path, fd: int, path: Path) -> None:
+    """Take the flock or close `fd` and raise, naming the holder."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _holder(fd) if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
+        os.close(fd)
+        if holder is None:
+            raise RunDirError(f"{path}: cannot lock the output directory: {e.strerror or e}") from None
+        raise RunDirError(f"{d}: another run is writing into this output directory ({holder}); wait for it "
+                          "to end, or choose another collect.output_dir") from None
 
 
 def _holder(fd: int) -> str:
