@@ -4,6 +4,8 @@
     gym-ray serve CONFIG [key=value ...] [--address ADDR] [--nemo-gym-port BASE]
     gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
     gym-ray metrics OUTPUT_DIR
+    gym-ray check RUN_DIR            (exit 1 when the data breaks the contract)
+    gym-ray report RUN_DIR [-o report.html]
     gym-ray export verl TASKS... OUT.parquet
     gym-ray export openrlhf TASKS... OUT.parquet|OUT.jsonl [--config RUN.yaml]
     gym-ray export nemo-gym TASKS... OUT.jsonl [--config RUN.yaml] [--agent-name NAME]
@@ -36,10 +38,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gym_ray.collect.sink import ResumeError
     from gym_ray.integrations.export import ExportError
     from gym_ray.models.scripted import ScriptError
+    from gym_ray.report import RunInputError
     from gym_ray.resources.serve import DeploymentError
 
     return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError, RunDirError,
-            DeploymentError, ExportError)
+            DeploymentError, ExportError, RunInputError)
 
 
 def _load(args: argparse.Namespace) -> RunConfig:
@@ -76,9 +79,12 @@ def _claimed(cfg: RunConfig) -> Iterator[None]:
 
 def _collect(cfg: RunConfig, apps: dict[str, str], tasks: list[Task]) -> dict:
     from gym_ray.collect.api import Collector
+    from gym_ray.report.finish import finish_run
 
     with Collector(cfg, apps=apps) as collector:
-        return asyncio.run(collector.collect_to_dir(tasks, cfg.collect.output_dir, resume=cfg.collect.resume))
+        summary = asyncio.run(collector.collect_to_dir(tasks, cfg.collect.output_dir, resume=cfg.collect.resume))
+    finish_run(cfg.collect.output_dir)  # check summary, dataset card, report.html
+    return summary
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -170,6 +176,21 @@ def _metrics(args: argparse.Namespace) -> None:
     if (Path(args.output_dir) / LEGACY_MANIFEST).is_file():  # an old run's stale top-level copy
         (Path(args.output_dir) / LEGACY_METRICS).unlink(missing_ok=True)
     print(format_table(summary))
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gym_ray.report.checks import format_check, run_checks, write_check
+
+    report = run_checks(args.run_dir, pass_threshold=args.pass_threshold)
+    write_check(report)
+    print(format_check(report))
+    return 1 if report.contract_broken else 0
+
+
+def _report(args: argparse.Namespace) -> None:
+    from gym_ray.report.finish import write_report
+
+    print(f"report: {write_report(args.run_dir, args.output, pass_threshold=args.pass_threshold)}")
 
 
 def _wait_forever() -> None:
@@ -273,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("output_dir")
     met.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass (pass@k)")
     met.set_defaults(func=_metrics)
+    chk = sub.add_parser("check", help="health checks of a run's rows (exit 1 when the data breaks the contract)")
+    chk.add_argument("run_dir")
+    chk.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass")
+    chk.set_defaults(func=_check)
+    rep = sub.add_parser("report", help="write a run's self-contained report.html (plots, rollout browser)")
+    rep.add_argument("run_dir")
+    rep.add_argument("-o", "--output", default=None, help="where (default: RUN_DIR/.gym_ray/report.html)")
+    rep.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass")
+    rep.set_defaults(func=_report)
     exp = sub.add_parser("export", help="write task files in a trainer's dataset format")
     esub = exp.add_subparsers(dest="export_format", required=True)
     ev = esub.add_parser("verl", help="VeRL RLHFDataset Parquet for gym_ray's agent loop")
@@ -310,14 +340,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except _user_errors() as e:
         print(f"gym-ray: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gym-ray: interrupted (finished groups are on disk; --resume completes the run)", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,424 @@
+"""`gym-ray report RUN_DIR`: one self-contained report.html (no network: plots are inline SVG from
+matplotlib, the browser is a few hundred lines of inline JS).
+
+Size on big runs: every episode is in the browser's index (a few columns, filtered and paged in the
+page, 50 rows a page), but only `detail_rows` episodes (default 1,000) carry their conversation and
+tokens: every flagged one first (up to half the budget), then an even sample over env x status; the
+others open to their index line and a pointer to the Parquet row. A 100,000-row run stays a few MB.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from gym_ray.collect.layout import CONFIG, manifest_path, meta_path
+from gym_ray.collect.metrics import metrics_from_dir
+from gym_ray.collect.sink import part_files, read_rollout_table
+from gym_ray.report import RunInputError
+from gym_ray.report.checks import CHECKS, CheckReport, run_tokenizer
+
+_INDEX_COLUMNS = ["rollout_id", "group_id", "task_id", "env", "rollout_index", "segment_index", "num_segments",
+                  "status", "reward", "num_turns", "num_tool_calls", "truncated", "created_at", "metrics_json",
+                  "reward_component_names", "reward_component_values", "response_loss_mask", "prompt_token_ids"]
+_DETAIL_COLUMNS = ["rollout_id", "segment_index", "prompt_token_ids", "response_token_ids", "response_loss_mask",
+                   "response_logprobs", "gen_span_starts", "gen_span_ends", "call_finish_reasons", "messages_json",
+                   "error", "failure_stage", "failure_kind", "failure_delivery", "attempt", "policy_version",
+                   "model", "sampling_params_json"]
+
+
+def build_report(run_dir: str | Path, checks: CheckReport, *, pass_threshold: float = 1.0,
+                 detail_rows: int = 1000, seed: int = 0) -> str:
+    d = Path(run_dir)
+    if not part_files(d):
+        raise RunInputError(f"{d}: no rollout files (part-*.parquet) found")
+    table = read_rollout_table(d, _INDEX_COLUMNS)
+    rows = _index_rows(table)
+    verdicts = checks.verdicts()
+    metrics = metrics_from_dir(d, pass_threshold)
+    plots = _plots(rows, metrics, pass_threshold)
+    chosen = _pick_details(rows, verdicts, detail_rows, seed)
+    details, vocab = _details(d, chosen)
+    data = {
+        "run": str(d), "rows": _columnar(rows, verdicts), "details": details, "vocab": vocab,
+        "checks": {c: {"severity": s, "what": w, "count": checks.counts.get(c, 0)} for c, (s, w) in CHECKS.items()},
+        "detail_rows": len(details), "total_rows": len(rows),
+    }
+    return _page(d, metrics, plots, checks, data)
+
+
+def _index_rows(table) -> list[dict]:
+    gen = [sum(m) for m in table["response_loss_mask"].to_pylist()]
+    total = (pc.add(pc.list_value_length(table["prompt_token_ids"]), pc.list_value_length(table["response_loss_mask"]))
+             .to_pylist())
+    rows = table.drop_columns(["response_loss_mask", "prompt_token_ids"]).to_pylist()
+    for r, g, t in zip(rows, gen, total, strict=True):
+        m = _loads(r.pop("metrics_json"), {})
+        r["latency"] = m.get("total_s") if isinstance(m, dict) else None
+        r["gen_tokens"], r["total_tokens"] = g, t
+        r["t"] = r.pop("created_at").timestamp()
+    return rows
+
+
+def _columnar(rows: list[dict], verdicts: dict[str, list[str]]) -> dict[str, list]:
+    """The browser's index, one list per column (much smaller than a list of objects)."""
+    keys = ["rollout_id", "task_id", "env", "rollout_index", "segment_index", "status", "reward", "num_turns",
+            "num_tool_calls", "gen_tokens", "latency"]
+    out: dict[str, list] = {k: [r[k] for r in rows] for k in keys}
+    out["reward"] = [round(x, 4) for x in out["reward"]]
+    out["latency"] = [None if x is None else round(x, 3) for x in out["latency"]]
+    out["flags"] = [verdicts.get(r["rollout_id"], []) for r in rows]
+    return out
+
+
+def _pick_details(rows: list[dict], verdicts: dict, budget: int, seed: int) -> set[tuple[str, int]]:
+    keys = [(r["rollout_id"], r["segment_index"]) for r in rows]
+    if len(keys) <= budget:
+        return set(keys)
+    rng = random.Random(seed)
+    flagged = [k for k, r in zip(keys, rows, strict=True) if r["rollout_id"] in verdicts]
+    chosen = set(rng.sample(flagged, min(len(flagged), budget // 2)))
+    strata: dict[tuple, list] = defaultdict(list)
+    for k, r in zip(keys, rows, strict=True):
+        if k not in chosen:
+            strata[(r["env"], r["status"])].append(k)
+    for keys_ in strata.values():
+        rng.shuffle(keys_)
+    while len(chosen) < budget and any(strata.values()):  # round-robin: rare strata get their share
+        for keys_ in strata.values():
+            if keys_ and len(chosen) < budget:
+                chosen.add(keys_.pop())
+    return chosen
+
+
+def _details(run_dir: Path, chosen: set[tuple[str, int]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Conversation and tokens of the chosen rows, keyed "rollout_id/segment"; token texts by id."""
+    tokenizer, _ = run_tokenizer(run_dir)
+    ids_seen: set[int] = set()
+    out: dict[str, Any] = {}
+    for f in part_files(run_dir):
+        part = pq.read_table(f, columns=_DETAIL_COLUMNS)
+        keep = [i for i, (rid, seg) in enumerate(zip(part["rollout_id"].to_pylist(), part["segment_index"].to_pylist(),
+                                                     strict=True)) if (rid, seg) in chosen]
+        if not keep:
+            continue
+        for r in part.take(keep).to_pylist():
+            key = f"{r['rollout_id']}/{r['segment_index']}"
+            ids_seen.update(r["prompt_token_ids"])
+            ids_seen.update(r["response_token_ids"])
+            out[key] = {
+                "prompt": r["prompt_token_ids"], "ids": r["response_token_ids"], "mask": r["response_loss_mask"],
+                "lp": [round(x, 3) for x in r["response_logprobs"]], "starts": r["gen_span_starts"],
+                "ends": r["gen_span_ends"], "finish": r["call_finish_reasons"],
+                "messages": _loads(r["messages_json"], []), "error": r["error"],
+                "failure": [r["failure_stage"], r["failure_kind"], r["failure_delivery"]],
+                "attempt": r["attempt"], "policy_version": r["policy_version"], "model": r["model"],
+                "sampling": _loads(r["sampling_params_json"], {}),
+            }
+    vocab: dict[str, str] = {}
+    if tokenizer is not None:
+        for i in sorted(ids_seen):
+            vocab[str(i)] = tokenizer.decode([i], skip_special_tokens=False)
+    return out, vocab
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+def _plots(rows: list[dict], metrics: dict, threshold: float) -> list[tuple[str, str, str]]:
+    """(id, title, inline SVG) for each plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.figsize": (5.2, 3.0), "font.size": 8, "svg.fonttype": "none",
+                         "axes.spines.top": False, "axes.spines.right": False})
+    episodes = [r for r in rows if r["segment_index"] == r["num_segments"] - 1]
+    envs = sorted({r["env"] for r in episodes})
+    by_env = {e: [r for r in episodes if r["env"] == e] for e in envs}
+    out = []
+
+    def add(pid: str, title: str, fig) -> None:
+        buf = io.StringIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="svg")
+        plt.close(fig)
+        svg = buf.getvalue()
+        out.append((pid, title, svg[svg.index("<svg"):]))
+
+    fig, ax = plt.subplots()
+    ax.hist([[r["reward"] for r in by_env[e]] for e in envs], bins=20, label=envs, stacked=True)
+    ax.set(xlabel="reward", ylabel="episodes")
+    ax.legend(fontsize=7)
+    add("reward", "Reward distribution per environment", fig)
+
+    fig, ax = plt.subplots()
+    for env, m in [*metrics["per_env"].items(), ("ALL", metrics["overall"])]:
+        ks = sorted(int(k[5:]) for k in m if k.startswith("pass@"))
+        ax.plot(ks, [m[f"pass@{k}"] for k in ks], marker="o", label=env, lw=2 if env == "ALL" else 1)
+    ax.set(xlabel="k", ylabel=f"pass@k (reward >= {threshold:g})", xscale="log", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=7)
+    add("passk", "pass@k", fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(6.4, 3.0))
+    a1.hist([[r["gen_tokens"] for r in by_env[e]] for e in envs], bins=30, stacked=True, label=envs)
+    a1.set(xlabel="generated tokens per segment", ylabel="rows")
+    a2.hist([[r["num_turns"] for r in by_env[e]] for e in envs], bins=np.arange(0, max(
+        [r["num_turns"] for r in episodes] + [1]) + 2) - 0.5, stacked=True, label=envs)
+    a2.set(xlabel="turns per segment")
+    a1.legend(fontsize=7)
+    add("tokens", "Tokens and turns per rollout", fig)
+
+    fig, ax = plt.subplots()
+    qs = [50, 90, 99]
+    width = 0.8 / len(qs)
+    for j, q in enumerate(qs):
+        vals = [np.percentile(lat, q) if (lat := [r["latency"] for r in by_env[e] if r["latency"] is not None])
+                else 0 for e in envs]
+        ax.bar(np.arange(len(envs)) + j * width, vals, width, label=f"p{q}")
+    ax.set_xticks(np.arange(len(envs)) + width, envs)
+    ax.set(ylabel="episode seconds")
+    ax.legend(fontsize=7)
+    add("latency", "Episode latency percentiles", fig)
+
+    fig, ax = plt.subplots()
+    statuses = sorted({r["status"] for r in rows})
+    bottom = np.zeros(len(envs))
+    for s in statuses:
+        vals = np.array([sum(r["status"] == s for r in rows if r["env"] == e) for e in envs], dtype=float)
+        ax.bar(envs, vals, bottom=bottom, label=s, color="#4c9a2a" if s == "ok" else None)
+        bottom += vals
+    ax.set(ylabel="rows")
+    ax.legend(fontsize=7)
+    add("status", "Rows by status (failures)", fig)
+
+    fig, ax = plt.subplots()
+    comps: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in episodes:
+        for n, v in zip(r["reward_component_names"], r["reward_component_values"], strict=False):
+            comps[(r["env"], n)].append(v)
+    if comps:
+        labels = [f"{e}/{n}" for e, n in comps]
+        ax.barh(labels, [float(np.mean(v)) for v in comps.values()])
+        ax.set(xlabel="mean value")
+    else:
+        ax.text(0.5, 0.5, "no reward components", ha="center", transform=ax.transAxes)
+    add("components", "Reward components", fig)
+
+    fig, ax = plt.subplots()
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in episodes:
+        groups[r["group_id"]].append(r["reward"])
+    spreads = [float(np.std(v)) for v in groups.values() if len(v) > 1]
+    zero = sum(s == 0 for s in spreads)
+    ax.hist(spreads, bins=20)
+    ax.set(xlabel="reward std within the group", ylabel="groups",
+           title=f"{zero} of {len(spreads)} groups have zero variance (no GRPO signal)")
+    add("spread", "Per-group reward spread", fig)
+
+    fig, ax = plt.subplots()
+    times = np.array(sorted(r["t"] for r in rows if r["segment_index"] == 0))
+    if len(times) > 1 and times[-1] > times[0]:
+        bins = min(40, max(5, len(times) // 20))
+        counts, edges = np.histogram(times - times[0], bins=bins)
+        ax.plot(edges[:-1], counts / np.diff(edges), drawstyle="steps-post")
+        ax.set(xlabel="seconds since the first row", ylabel="rollouts / s")
+    else:
+        ax.text(0.5, 0.5, "all rows written at once", ha="center", transform=ax.transAxes)
+    add("throughput", "Throughput over time (rows written)", fig)
+    return out
+
+
+# -- page ------------------------------------------------------------------------------------------
+
+def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str:
+    manifest = _loads(_read(manifest_path(d)), {})
+    config = _read(meta_path(d, CONFIG))
+    from gym_ray.collect.metrics import format_table
+
+    check_rows = "".join(
+        f"<tr class='{s if n else 'ok'}'><td>{'ok' if not n else ('FAIL' if s == 'error' else 'warn')}</td>"
+        f"<td>{c}</td><td>{n}</td><td>{html.escape(w)}</td></tr>"
+        for c, (s, w) in CHECKS.items() for n in [checks.counts.get(c, 0)])
+    skipped = "".join(f"<p class='muted'>skipped: {html.escape(s)}</p>" for s in checks.skipped)
+    figures = "".join(f"<figure id='plot-{pid}'><figcaption>{html.escape(t)}</figcaption>{svg}</figure>"
+                      for pid, t, svg in plots)
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    sample_note = (f"all {data['total_rows']} rows carry their conversation and tokens"
+                   if data["detail_rows"] == data["total_rows"] else
+                   f"{data['detail_rows']} of {data['total_rows']} rows carry their conversation and tokens "
+                   "(every flagged row first, then an even sample per env and status)")
+    return _TEMPLATE.format(
+        title=html.escape(f"gym_ray report: {d.name}"), run=html.escape(str(d)),
+        run_id=html.escape(str(manifest.get("run_id", "?"))), table=html.escape(format_table(metrics)),
+        checks=check_rows, skipped=skipped, verdict="CONTRACT BROKEN" if checks.contract_broken else "contract holds",
+        verdict_class="error" if checks.contract_broken else "ok", figures=figures, data=payload,
+        sample_note=html.escape(sample_note), config=html.escape(config or "(no .gym_ray/config.json)"),
+        css=_CSS, js=_JS)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _loads(text: str | None, default):
+    try:
+        return json.loads(text) if text else default
+    except ValueError:
+        return default
+
+
+_CSS = """
+body{font:13px/1.45 system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
+header{background:#1f2937;color:#fff;padding:10px 18px}header h1{font-size:17px;margin:0}
+header .muted{color:#cbd5e1}main{padding:12px 18px}section{margin-bottom:22px}
+h2{font-size:15px;border-bottom:1px solid #ddd;padding-bottom:3px}
+pre{background:#fff;border:1px solid #e5e7eb;padding:8px;overflow:auto;font-size:12px}
+.muted{color:#6b7280}.plots{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:0;background:#fff;border:1px solid #e5e7eb;padding:6px}figure svg{width:480px;height:auto}
+figcaption{font-weight:600;margin-bottom:4px}
+table{border-collapse:collapse;background:#fff}td,th{border:1px solid #e5e7eb;padding:3px 7px;text-align:left}
+tr.error td:first-child{color:#b91c1c;font-weight:700}tr.warning td:first-child{color:#b45309;font-weight:700}
+tr.ok td:first-child{color:#15803d}.verdict.error{color:#b91c1c}.verdict.ok{color:#15803d}
+#filters{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-bottom:8px}
+#filters label{display:flex;gap:4px;align-items:center}
+#rollouts tbody tr{cursor:pointer}#rollouts tbody tr:hover{background:#eef2ff}
+#rollouts tbody tr.sel{background:#e0e7ff}.flag{color:#b45309}
+#pager{margin:6px 0;display:flex;gap:8px;align-items:center}
+#detail{background:#fff;border:1px solid #e5e7eb;padding:10px;margin-top:10px}
+.msg{border-left:3px solid #cbd5e1;padding:3px 8px;margin:4px 0;white-space:pre-wrap}
+.msg.assistant{border-color:#6366f1}.msg.tool{border-color:#10b981}.msg.user{border-color:#f59e0b}
+.role{font-weight:700;font-size:11px;text-transform:uppercase;color:#6b7280}
+#tokens{font:12px/1.9 ui-monospace,monospace;white-space:pre-wrap;word-break:break-all;background:#fff;
+border:1px solid #e5e7eb;padding:8px}
+.tok{border-radius:2px}.tok.ctx{color:#6b7280;background:#f3f4f6}.tok.gen{color:#111}
+.tok.prompt{color:#9ca3af}.span-start{border-left:2px solid #4338ca;margin-left:2px;padding-left:1px}
+.fin{font-size:10px;background:#4338ca;color:#fff;border-radius:3px;padding:0 3px;margin:0 2px}
+.legend span{margin-right:10px}
+"""
+
+_JS = r"""
+const DATA = JSON.parse(document.getElementById('data').textContent);
+const R = DATA.rows, N = R.rollout_id.length, PAGE = 50;
+let view = [], page = 0;
+const $ = id => document.getElementById(id);
+function opts(sel, values){ for (const v of values){ const o=document.createElement('option'); o.value=v; o.textContent=v; sel.appendChild(o);} }
+opts($('f-env'), [...new Set(R.env)].sort());
+opts($('f-status'), [...new Set(R.status)].sort());
+opts($('f-flag'), Object.keys(DATA.checks).filter(c => DATA.checks[c].count > 0));
+function applyFilters(){
+  const env=$('f-env').value, st=$('f-status').value, task=$('f-task').value.trim().toLowerCase();
+  const lo=parseFloat($('f-rmin').value), hi=parseFloat($('f-rmax').value), flag=$('f-flag').value;
+  view = [];
+  for (let i=0;i<N;i++){
+    if (env && R.env[i]!==env) continue;
+    if (st && R.status[i]!==st) continue;
+    if (task && !R.task_id[i].toLowerCase().includes(task)) continue;
+    if (!isNaN(lo) && R.reward[i] < lo) continue;
+    if (!isNaN(hi) && R.reward[i] > hi) continue;
+    if (flag === '*' ? R.flags[i].length===0 : (flag && !R.flags[i].includes(flag))) continue;
+    view.push(i);
+  }
+  page = 0; render();
+}
+function cell(tr, text, cls){ const td=document.createElement('td'); td.textContent=text; if(cls) td.className=cls; tr.appendChild(td); }
+function render(){
+  const body=$('rows'); body.replaceChildren();
+  const pages=Math.max(1, Math.ceil(view.length/PAGE));
+  for (const i of view.slice(page*PAGE, (page+1)*PAGE)){
+    const tr=document.createElement('tr'); tr.dataset.index=i; tr.dataset.rollout=R.rollout_id[i];
+    cell(tr,R.env[i]); cell(tr,R.task_id[i]); cell(tr,R.rollout_index[i]); cell(tr,R.segment_index[i]);
+    cell(tr,R.status[i]); cell(tr,R.reward[i]); cell(tr,R.num_turns[i]); cell(tr,R.num_tool_calls[i]);
+    cell(tr,R.gen_tokens[i]); cell(tr,R.latency[i]===null?'':R.latency[i]); cell(tr,R.flags[i].join(' '),'flag');
+    tr.onclick=()=>openRow(i, tr); body.appendChild(tr);
+  }
+  $('count').textContent = view.length + ' of ' + N + ' rows';
+  $('pageinfo').textContent = 'page ' + (page+1) + ' / ' + pages;
+}
+function esc(s){ return String(s).replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c])); }
+function tokText(id){ const t = DATA.vocab[id]; return t === undefined ? '\u27e8'+id+'\u27e9' : t; }
+function openRow(i, tr){
+  document.querySelectorAll('#rows tr.sel').forEach(x=>x.classList.remove('sel')); if (tr) tr.classList.add('sel');
+  const key = R.rollout_id[i] + '/' + R.segment_index[i], d = DATA.details[key], box = $('detail');
+  box.hidden = false; box.dataset.key = key;
+  let h = '<h3>' + esc(R.env[i]) + ' / ' + esc(R.task_id[i]) + ' #' + R.rollout_index[i] + ' segment ' + R.segment_index[i] +
+          '</h3><p>rollout <code>' + esc(R.rollout_id[i]) + '</code>, status <b>' + esc(R.status[i]) + '</b>, reward ' + R.reward[i] +
+          (R.flags[i].length ? ', <span class="flag">flags: ' + esc(R.flags[i].join(', ')) + '</span>' : '') + '</p>';
+  if (!d){ box.innerHTML = h + '<p class="muted" id="nodetail">Not in the report\'s sample: read it with pandas.read_parquet(' +
+           esc(JSON.stringify(DATA.run)) + ') where rollout_id == ' + esc(JSON.stringify(R.rollout_id[i])) + '.</p>'; return; }
+  if (d.error) h += '<p><b>error</b> (' + esc(d.failure.join(' / ')) + '): ' + esc(d.error) + '</p>';
+  h += '<p class="muted">model ' + esc(d.model) + ', policy version ' + d.policy_version + ', attempt ' + d.attempt +
+       ', sampling ' + esc(JSON.stringify(d.sampling)) + '</p><h4>Conversation</h4><div id="conversation">';
+  for (const m of d.messages){
+    let c = m.content || '';
+    if (m.tool_calls) c += (c ? '\n' : '') + m.tool_calls.map(t => { const f = t.function || t, a = f.arguments;
+      return '\u2192 ' + f.name + '(' + (typeof a === 'string' ? a : JSON.stringify(a)) + ')'; }).join('\n');
+    h += '<div class="msg ' + esc(m.role) + '"><div class="role">' + esc(m.role) + (m.name ? ' ' + esc(m.name) : '') + '</div>' + esc(c) + '</div>';
+  }
+  h += '</div><h4>Tokens</h4><p class="legend"><span class="tok prompt">prompt</span><span class="tok gen">generated (mask 1, ' +
+       'shaded by logprob)</span><span class="tok ctx">tool / template (mask 0)</span><span class="fin">finish</span> ' +
+       d.prompt.length + ' prompt + ' + d.ids.length + ' response tokens, ' + d.starts.length + ' generation spans</p>' +
+       '<label><input type="checkbox" id="show-prompt"> show the prompt tokens</label><div id="tokens"></div>';
+  box.innerHTML = h;
+  const tokens = $('tokens');
+  function paint(){
+    const parts = [];
+    if ($('show-prompt').checked) for (const id of d.prompt) parts.push('<span class="tok prompt" title="prompt id ' + id + '">' + esc(tokText(id)) + '</span>');
+    const starts = new Set(d.starts), ends = new Map(d.ends.map((e, k) => [e, k]));
+    for (let p = 0; p < d.ids.length; p++){
+      const id = d.ids[p], gen = d.mask[p] === 1, lp = d.lp[p];
+      const style = gen ? ' style="background:rgba(99,102,241,' + Math.min(0.6, (-lp) / 5).toFixed(3) + ')"' : '';
+      parts.push('<span class="tok ' + (gen ? 'gen' : 'ctx') + (starts.has(p) ? ' span-start' : '') + '" data-id="' + id +
+                 '" data-mask="' + d.mask[p] + '" title="pos ' + p + ' id ' + id + (gen ? ' logprob ' + lp : ' mask 0') + '"' + style + '>' +
+                 esc(tokText(id)) + '</span>');
+      if (ends.has(p + 1)) parts.push('<span class="fin">' + esc(d.finish[ends.get(p + 1)]) + '</span>');
+    }
+    tokens.innerHTML = parts.join('');
+  }
+  $('show-prompt').onchange = paint; paint();
+}
+['f-env','f-status','f-flag'].forEach(id => $(id).onchange = applyFilters);
+['f-task','f-rmin','f-rmax'].forEach(id => $(id).oninput = applyFilters);
+$('prev').onclick = () => { if (page > 0){ page--; render(); } };
+$('next').onclick = () => { if ((page+1)*PAGE < view.length){ page++; render(); } };
+applyFilters();
+"""
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
+<body><header><h1>{title}</h1><div class="muted">{run} &middot; run id {run_id}</div></header><main>
+<section id="summary"><h2>Metrics</h2><pre>{table}</pre></section>
+<section id="checks"><h2>Health checks: <span class="verdict {verdict_class}">{verdict}</span></h2>
+<table><tr><th></th><th>check</th><th>count</th><th>what</th></tr>{checks}</table>{skipped}</section>
+<section><h2>Plots</h2><div class="plots">{figures}</div></section>
+<section id="browser"><h2>Rollouts</h2><p class="muted">{sample_note}</p>
+<div id="filters">
+<label>env <select id="f-env"><option value="">all</option></select></label>
+<label>status <select id="f-status"><option value="">all</option></select></label>
+<label>reward <input id="f-rmin" type="number" step="any" placeholder="min" size="5"> to
+<input id="f-rmax" type="number" step="any" placeholder="max" size="5"></label>
+<label>task <input id="f-task" type="search" placeholder="task id contains"></label>
+<label>check <select id="f-flag"><option value="">any</option><option value="*">passed every check</option></select></label>
+<span id="count"></span></div>
+<table id="rollouts"><thead><tr><th>env</th><th>task</th><th>#</th><th>seg</th><th>status</th><th>reward</th><th>turns</th>
+<th>tools</th><th>gen tok</th><th>seconds</th><th>flags</th></tr></thead><tbody id="rows"></tbody></table>
+<div id="pager"><button id="prev">&larr; prev</button><span id="pageinfo"></span><button id="next">next &rarr;</button></div>
+<div id="detail" hidden></div></section>
+<section><h2>Run config</h2><pre>{config}</pre></section>
+</main>
+<script type="application/json" id="data">{data}</script>
+<script>{js}</script>
+</body></html>
+"""

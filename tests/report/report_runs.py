@@ -1,0 +1,127 @@
+"""Run directories for the report, check and compare tests: the real weather environment, the real
+ToolCallingAgent and the scripted policy, in-process (no Ray), written with the real sink and layout."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from pathlib import Path
+
+from gym_ray.agents.base import EpisodeContext, load_tokenizer
+from gym_ray.agents.tool_calling import ToolCallingAgent
+from gym_ray.collect.api import _open_run, _write_atomic
+from gym_ray.collect.layout import CONFIG, METRICS, meta_path
+from gym_ray.collect.metrics import metrics_from_dir, write_metrics
+from gym_ray.collect.plan import plan_groups
+from gym_ray.collect.sink import ParquetSink
+from gym_ray.config import load_config
+from gym_ray.models.names import tokenizer_path_for
+from gym_ray.models.scripted import ScriptedPolicy
+from gym_ray.resources import make_env_client
+from gym_ray.tasks import load_tasks
+from gym_ray.types import Rollout, rollouts_to_arrow
+
+ROOT = Path(__file__).resolve().parents[2]
+WEATHER = ROOT / "gym_ray" / "environments" / "weather"
+_RESULT = re.compile(r"The weather in (.+?) is (\w+), (-?\d+) °C\.")
+
+
+def perfect(prompt_text: str, turn: int):
+    """Turn 0: call get_weather for the city asked about; then answer from the tool's result."""
+    if turn == 0:
+        question = prompt_text.rsplit("<|im_start|>user\n", 1)[1]
+        city = re.search(r"(?:in|for) ([A-Z][a-z]+(?: [A-Z][a-z]+)*)", question).group(1)
+        return {"name": "get_weather", "arguments": {"city": city}}
+    city, condition, temp = _RESULT.findall(prompt_text)[-1]
+    return f"In {city} it is {condition}, {temp} °C."
+
+
+_calls = itertools.count()
+
+
+def mixed(prompt_text: str, turn: int):
+    """Every other episode plays `perfect`, the others give up at once: groups with a learning signal."""
+    if turn == 0 and next(_calls) % 2:
+        return "I don't know."
+    return perfect(prompt_text, turn)
+
+
+def clueless(prompt_text: str, turn: int):
+    return "I don't know."
+
+
+def silent(prompt_text: str, turn: int):
+    return ""
+
+
+def garbled(prompt_text: str, turn: int):
+    """A tool call the hermes parser cannot read, then a plain answer."""
+    return '<tool_call>{"name": "get_weather", "arguments": {city: Paris}</tool_call>' if turn == 0 else "Sunny."
+
+
+def rambling(prompt_text: str, turn: int):
+    return "Let me think about the weather. " * 40
+
+
+def broken(prompt_text: str, turn: int):
+    raise RuntimeError("the policy process died")
+
+
+class _InProcess:
+    """The scripted policy as a PolicyClient without Serve."""
+
+    def __init__(self, policy: ScriptedPolicy):
+        self.policy = policy
+        self.model_name = policy.model_name
+
+    async def generate(self, prompt_token_ids, sampling, session_id=None):
+        return await self.policy.generate(list(prompt_token_ids), sampling)
+
+
+def collect(out: Path, script: str, num_repeats: int = 4, limit: int | None = None,
+            template: str = "chatml_tools", overrides: tuple[str, ...] = ()) -> list[Rollout]:
+    """Play every weather task `num_repeats` times with `script` ('report_runs:perfect'); write the run."""
+    cfg = load_config(WEATHER / "config.yaml", [f"collect.num_repeats={num_repeats}", f"collect.output_dir={out}",
+                                                "model.kind=scripted", f"model.script={script}",
+                                                f"model.chat_template={template}", *overrides])
+    env_cfg = cfg.envs["weather"]
+    tasks = load_tasks(env_cfg.data, default_env="weather", limit=limit)
+    run_id = _open_run(out, False, num_repeats, len(tasks))
+    _write_atomic(meta_path(out, CONFIG), json.loads(cfg.model_dump_json()))
+    policy = _InProcess(ScriptedPolicy(cfg.model, tokenizer_path_for(cfg.model)))
+    tokenizer = load_tokenizer(tokenizer_path_for(cfg.model), template)
+    env = make_env_client("weather", env_cfg)
+    agent = ToolCallingAgent(env_cfg.agent)
+
+    async def episode(group, task, index):
+        ctx = EpisodeContext(policy=policy, env=env, tokenizer=tokenizer, sampling=cfg.collect.sampling,
+                             config=env_cfg.agent, rollout_id=f"{group.group_id}-{index}", group_id=group.group_id,
+                             rollout_index=index, group_size=num_repeats, session_id=f"{group.group_id}-{index}")
+        return await agent.run(task, ctx)
+
+    async def main():
+        groups = plan_groups(tasks, num_repeats, run_id)
+        return await asyncio.gather(*(episode(g, g.task, i) for g in groups for i in range(num_repeats)))
+
+    rows = [r for rs in asyncio.run(main()) for r in rs]
+    write_rows(out, rows)
+    return rows
+
+
+def write_rows(out: Path, rows: list[Rollout], check: bool = True) -> None:
+    """Rows into part files the way the sink writes them; `check=False` keeps rows that break the contract."""
+    sink = ParquetSink(out, rows_per_file=10_000)
+    if check:
+        sink.write(rollouts_to_arrow(rows))
+    else:
+        import pyarrow as pa
+
+        from gym_ray.types import ROLLOUT_SCHEMA
+
+        cols = {n: [getattr(r, n).value if hasattr(getattr(r, n), "value") else getattr(r, n) for r in rows]
+                for n in ROLLOUT_SCHEMA.names}
+        sink.write(pa.Table.from_pydict(cols, schema=ROLLOUT_SCHEMA))
+    sink.close()
+    write_metrics(metrics_from_dir(out), meta_path(out, METRICS))

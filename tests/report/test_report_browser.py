@@ -1,0 +1,135 @@
+"""report.html in a real headless Chromium (Debian's, driven by Playwright): it loads from file:// with no
+console error, every plot renders, the filters select what pandas selects on the Parquet rows, and an opened
+rollout's token view is the row's token ids and loss mask. Screenshots go to runs/test-screenshots/."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import report_runs
+from playwright.sync_api import sync_playwright
+
+from gym_ray.collect.sink import part_files
+from gym_ray.report.finish import finish_run, write_report
+
+SHOTS = Path(__file__).resolve().parents[2] / "runs" / "test-screenshots"
+PLOTS = ["reward", "passk", "tokens", "latency", "status", "components", "spread", "throughput"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "run"
+    report_runs.collect(out, "report_runs:mixed", num_repeats=4)
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: scripts/install.sh installs it"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _open(browser, path: Path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: errors.append(f"network request {r.url}") if not r.url.startswith("file:") else None)
+    page.goto(path.as_uri())
+    return page, errors
+
+
+def test_report_loads_plots_filters_and_token_view_matches_parquet(run_dir, browser):
+    printed = io.StringIO()
+    report = finish_run(run_dir, out=printed)
+    assert report is not None and f"report: {report}" in printed.getvalue()
+    df = pd.read_parquet(run_dir)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page, errors = _open(browser, report)
+
+    for pid in PLOTS:
+        svg = page.locator(f"#plot-{pid} svg")
+        box = svg.bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 100, pid
+        assert svg.locator("path").count() > 3, pid  # axes, ticks and the data
+    assert page.locator("#count").inner_text() == f"{len(df)} of {len(df)} rows"
+    page.screenshot(path=str(SHOTS / "report-full.png"), full_page=True)
+
+    page.select_option("#f-status", "ok")
+    page.fill("#f-rmin", "1")
+    want = df[(df.status == "ok") & (df.reward >= 1)]
+    assert 0 < len(want) < len(df)
+    assert page.locator("#count").inner_text() == f"{len(want)} of {len(df)} rows"
+    shown = page.locator("#rows tr")
+    assert shown.count() == min(50, len(want))
+    assert set(shown.evaluate_all("rows => rows.map(r => r.dataset.rollout)")) <= set(want.rollout_id)
+    page.fill("#f-task", "weather-2")
+    assert page.locator("#count").inner_text() == f"{len(want[want.task_id == 'weather-2'])} of {len(df)} rows"
+
+    first = page.locator("#rows tr").first
+    rollout_id = first.get_attribute("data-rollout")
+    first.click()
+    row = df[df.rollout_id == rollout_id].iloc[0]
+    tokens = page.locator("#tokens .tok[data-id]")
+    ids = tokens.evaluate_all("t => t.map(x => Number(x.dataset.id))")
+    mask = tokens.evaluate_all("t => t.map(x => Number(x.dataset.mask))")
+    assert ids == list(row.response_token_ids) and mask == list(row.response_loss_mask)
+    assert page.locator("#tokens .fin").all_inner_texts() == list(row.call_finish_reasons)
+    assert page.locator("#tokens .span-start").count() == len(row.gen_span_starts)
+    roles = page.locator("#conversation .msg .role").all_inner_texts()
+    assert [r.split()[0].lower() for r in roles][-3:] == ["assistant", "tool", "assistant"]
+    assert "°C" in page.locator("#conversation").inner_text()
+    page.check("#show-prompt")
+    assert page.locator("#tokens .tok.prompt").count() == len(row.prompt_token_ids)
+    page.locator("#detail").screenshot(path=str(SHOTS / "report-rollout.png"))
+    assert errors == []
+    page.close()
+
+
+def test_report_of_100k_rows_stays_responsive(run_dir, browser, tmp_path):
+    """100,000 rows: the page opens, filters and pages at once; only the sample carries tokens."""
+    big = tmp_path / "big"
+    big.mkdir()
+    base = pq.read_table(part_files(run_dir)).combine_chunks()
+    copies = -(-100_000 // base.num_rows)
+    parts = []
+    for c in range(copies):
+        t = base
+        for col in ("rollout_id", "group_id", "task_id"):
+            t = t.set_column(t.schema.get_field_index(col), col,
+                             pc.binary_join_element_wise(t[col], pa.scalar(f"~{c}"), ""))
+        parts.append(t)
+    table = pa.concat_tables(parts).slice(0, 100_000)
+    pq.write_table(table, big / "part-000000-00000000.parquet")
+    shutil.copytree(run_dir / ".gym_ray", big / ".gym_ray")
+    t0 = time.monotonic()
+    report = write_report(big, tmp_path / "big.html")
+    built = time.monotonic() - t0
+    size = report.stat().st_size
+    assert size < 40e6, size  # the index of 100k rows, tokens for 1,000 of them
+    page, errors = _open(browser, report)
+    t0 = time.monotonic()
+    page.wait_for_function("document.getElementById('count').textContent.startsWith('100000')")
+    page.select_option("#f-status", "ok")
+    page.fill("#f-rmin", "1")
+    page.click("#next")
+    filtered = time.monotonic() - t0
+    assert filtered < 5, filtered
+    assert page.locator("#pageinfo").inner_text().startswith("page 2 / ")
+    page.locator("#rows tr").first.click()
+    assert page.locator("#detail").is_visible()
+    page.screenshot(path=str(SHOTS / "report-100k.png"))
+    assert errors == []
+    print(f"100k rows: report built in {built:.1f} s, {size / 1e6:.1f} MB, filter + page in {filtered:.2f} s")
