@@ -1,7 +1,7 @@
 """The `gym-ray` command: a thin layer over the Python API (`gym_ray.collect`).
 
     gym-ray run CONFIG [key=value ...] [--address ADDR] [--keep] [--resume]
-    gym-ray serve CONFIG [key=value ...] [--address ADDR] [--nemo-gym-port BASE]
+    gym-ray serve CONFIG [key=value ...] [--address ADDR] [--nemo-gym DIR]
     gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
     gym-ray metrics OUTPUT_DIR
     gym-ray check RUN_DIR            (exit 1 when the data breaks the contract)
@@ -127,14 +127,12 @@ def _serve(args: argparse.Namespace) -> None:
     dep = deploy_all(cfg)
     print("gym-ray serve: running (Ctrl-C to stop)")
     _print_endpoints(dep)
-    if args.nemo_gym_port:
-        from gym_ray.integrations.nemo_gym.ports import start_env_ports, write_nemo_gym_config
+    if args.nemo_gym:
+        from gym_ray.integrations.nemo_gym.resources import write_nemo_gym_dir
 
         envs = {what.removeprefix("env "): url for what, url in dep.urls.items() if what.startswith("env ")}
-        ports = start_env_ports(envs, args.nemo_gym_port)
-        for name, url in ports.items():
-            print(f"  {'NeMo Gym resources ' + name:<28} {url}")
-        print(f"NeMo Gym config: {write_nemo_gym_config(ports, args.nemo_gym_config)}", flush=True)
+        config = write_nemo_gym_dir(envs, args.nemo_gym)
+        print(f"NeMo Gym: cd {config.parent} && ng_run '+config_paths=[config.yaml,<your model config>]'", flush=True)
     print(f"collect with: gym-ray collect {args.config} --address <Ray address above>", flush=True)
     _wait_forever()
 
@@ -284,10 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep", action="store_true", help="keep the deployments serving after collecting")
     run.add_argument("--resume", action="store_true", help="complete a crashed run in the same output_dir")
     srv = with_config("serve", "deploy the model(s) and environments and keep serving", _serve)
-    srv.add_argument("--nemo-gym-port", type=int, default=None, metavar="BASE",
-                     help="also serve each env on a port of its own (BASE, BASE+1, ...) for NeMo Gym")
-    srv.add_argument("--nemo-gym-config", default="nemo_gym_envs.yaml",
-                     help="where to write the NeMo Gym config naming those ports (with --nemo-gym-port)")
+    srv.add_argument("--nemo-gym", default=None, metavar="DIR",
+                     help="write a NeMo Gym config (and server dir) serving each env to NeMo Gym on its own port")
     col = with_config("collect", "collect against deployments already running (gym-ray serve)", _collect_cmd)
     col.add_argument("--resume", action="store_true", help="complete a crashed run in the same output_dir")
     met = sub.add_parser("metrics", help="recompute the metrics table (and .gym_ray/metrics.json) from a run's Parquet")

@@ -17,7 +17,8 @@ class TaskLoadError(ValueError):
     """A bad task row; the message names the file and the line (JSONL) or row index (Parquet)."""
 
 
-_NEMO_RESERVED = {"responses_create_params", "agent_ref", "verifier_metadata", "skills_ref"}
+# `task_id` / `env` are gym_ray's identity in a row it exported (gym_ray.integrations.nemo_gym.tasks).
+_NEMO_RESERVED = {"responses_create_params", "agent_ref", "verifier_metadata", "skills_ref", "task_id", "env"}
 
 
 def _content_text(content: Any) -> str:
@@ -50,7 +51,7 @@ def from_nemo_gym(row: dict, default_env: str | None, default_id: str) -> Task:
     tools = [ToolSpec.from_openai(t) for t in params.get("tools") or [] if t.get("type", "function") == "function"]
     meta = {k: v for k, v in row.items() if k not in _NEMO_RESERVED and not k.startswith("_ng_")}
     meta.update(row.get("verifier_metadata") or {})
-    env = (row.get("agent_ref") or {}).get("name") or default_env
+    env = row.get("env") or (row.get("agent_ref") or {}).get("name") or default_env
     if not env:
         raise ValueError("no environment: the row has no agent_ref.name and none was given")
     task_id = str(row.get("task_id") or row.get("id") or row.get("uuid") or row.get("_ng_task_index", default_id))

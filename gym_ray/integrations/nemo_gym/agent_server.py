@@ -1,0 +1,190 @@
+"""gym_ray's agents behind NeMo Gym's agent-server routes: `POST /run`, `POST /aggregate_metrics`.
+
+NeMo-RL (through NeMo Gym's `RolloutCollectionHelper.run_examples`) and NeMo Gym's collector POST one task
+row to `/run` and read back the verify response: the row, plus `response` (Responses-API `output` items;
+the last item of every model call carries `prompt_token_ids`, `generation_token_ids` and
+`generation_log_probs`), `reward`, `reward_components`, `mask_sample` (also under `instance_config`, for
+older NeMo-RL), the failure (`failure_kind`, `failure_reason`, gym_ray's record under `gym_ray`) and the
+episode identity `episode_id = {rollout_id, attempt}` (NeMo Gym 0.7's `EpisodeId`). Each call plays one
+gym_ray episode with gym_ray's agent, environment and token-exact transcript, so the ids are the engine's
+own and `seen == prompt_token_ids[:len(seen)]` holds from one model call to the next.
+
+Run by NeMo Gym: its server block (`responses_api_agents: {gym_ray: {entrypoint: app.py, ...}}`) names
+`gym_ray_config` (a run YAML: envs, agents, chat template) and, for the policy, `policy_base_url` /
+`policy_model_name` (an OpenAI endpoint that takes token-id prompts and returns token ids, as NeMo-RL's
+vLLM server and gym_ray's own do); without `policy_base_url` the run config's `model` is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from gym_ray.collect.plan import GroupSpec
+from gym_ray.collect.runner import EpisodeRunner
+from gym_ray.collect.wiring import EnvSpec
+from gym_ray.config import RunConfig, SamplingConfig
+from gym_ray.resources.http_compat import aggregate_metrics
+from gym_ray.tasks import parse_row
+from gym_ray.types import Rollout
+
+_FAILURE_KIND = {"verification": "verifier_error", "tool": "agent_run_error", "generate": "agent_run_error",
+                 "agent": "agent_run_error", "seed": "agent_run_error", "admission": "agent_run_error",
+                 "cleanup": "agent_run_error"}
+
+
+class RunRequestError(ValueError):
+    """A `/run` body gym_ray cannot play; the message names the field."""
+
+
+def sampling_for(row: dict, base: SamplingConfig) -> SamplingConfig:
+    """NeMo-RL writes the trainer's `temperature`, `top_p` and `max_output_tokens` into every row."""
+    params = row["responses_create_params"]
+    update = {k: params[src] for k, src in (("temperature", "temperature"), ("top_p", "top_p"),
+                                            ("max_tokens", "max_output_tokens")) if params.get(src) is not None}
+    return base.model_copy(update=update)
+
+
+def _item_id(kind: str) -> str:
+    return f"{kind}_{uuid.uuid4().hex[:16]}"
+
+
+def output_items(row: Rollout) -> list[dict]:
+    """The episode's transcript after the prompt as Responses-API items, token ids on each call's last item."""
+    prompt_len = len(json.loads(row.prompt_messages_json))
+    messages = json.loads(row.messages_json)[prompt_len:]
+    spans = list(zip(row.gen_span_starts, row.gen_span_ends, strict=True))
+    items: list[dict] = []
+    for message in messages:
+        role, content = message["role"], message.get("content") or ""
+        if role == "tool":
+            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id"), "output": content})
+            continue
+        if role != "assistant":  # an env-step observation: the next user turn
+            items.append({"type": "message", "role": role, "content": content})
+            continue
+        turn = []
+        if content or not message.get("tool_calls"):
+            turn.append({"type": "message", "id": _item_id("msg"), "role": "assistant", "status": "completed",
+                         "content": [{"type": "output_text", "text": content, "annotations": []}]})
+        for call in message.get("tool_calls") or []:  # OpenAI chat shape: {id, function: {name, arguments}}
+            turn.append({"type": "function_call", "id": _item_id("fc"), "call_id": call["id"],
+                         "name": call["function"]["name"], "arguments": call["function"]["arguments"],
+                         "status": "completed"})
+        if spans:
+            start, end = spans.pop(0)
+            turn[-1] |= {"prompt_token_ids": row.prompt_token_ids + row.response_token_ids[:start],
+                         "generation_token_ids": row.response_token_ids[start:end],
+                         "generation_log_probs": row.response_logprobs[start:end]}
+        items.extend(turn)
+    return items
+
+
+def run_response(body: dict, rows: list[Rollout], attempt: int) -> dict:
+    """The verify response for the episode's last segment (the one with the reward; an earlier segment is a
+    `prefix_break` row whose tokens a contiguous message log cannot hold)."""
+    row = rows[-1]
+    failure = None if not row.mask_sample else {
+        "failure_kind": _FAILURE_KIND.get(row.failure_stage.value if row.failure_stage else "agent"),
+        "failure_reason": (row.error or row.status.value)[:2000],
+    }
+    params = body["responses_create_params"]
+    return {
+        **body,
+        "response": {"id": f"resp_{row.rollout_id}", "object": "response", "created_at": int(time.time()),
+                     "model": row.model, "output": output_items(row), "parallel_tool_calls": True,
+                     "tool_choice": "auto", "tools": params.get("tools") or [],
+                     "status": "incomplete" if row.truncated else "completed"},
+        "reward": row.reward,
+        "reward_components": dict(zip(row.reward_component_names, row.reward_component_values, strict=True)),
+        "mask_sample": row.mask_sample,
+        "instance_config": {**(body.get("instance_config") or {}), "mask_sample": row.mask_sample},
+        **(failure or {}),
+        "episode_id": {"rollout_id": row.rollout_id, "attempt": attempt},
+        "gym_ray": {"status": row.status.value, "error": row.error,
+                    "failure_stage": row.failure_stage and row.failure_stage.value,
+                    "failure_kind": row.failure_kind and row.failure_kind.value,
+                    "failure_delivery": row.failure_delivery and row.failure_delivery.value,
+                    "num_segments": len(rows), "num_turns": row.num_turns, "truncated": row.truncated},
+    }
+
+
+class AgentServer:
+    """One `EpisodeRunner` over the run config's envs; `app` serves it to NeMo Gym."""
+
+    def __init__(self, cfg: RunConfig, policy, tokenizer) -> None:
+        self.cfg = cfg
+        self.runner = EpisodeRunner.from_specs(
+            {name: EnvSpec(config=env) for name, env in cfg.envs.items()}, tokenizer, policy, cfg.collect.sampling,
+            episode_timeout_s=cfg.collect.episode_timeout_s, max_retries=cfg.collect.max_retries)
+        self.app = FastAPI(title="gym_ray agent server (NeMo Gym /run)")
+        self.app.post("/run")(self.http_run)
+        self.app.post("/aggregate_metrics")(self.http_aggregate_metrics)
+        for path in ("/", "/health", "/readyz"):
+            self.app.get(path)(self.http_health)
+
+    def task_of(self, body: dict):
+        if not isinstance(body.get("responses_create_params"), dict):
+            raise RunRequestError("responses_create_params: missing (a NeMo Gym task row)")
+        env = body.get("env") or (next(iter(self.cfg.envs)) if len(self.cfg.envs) == 1 else None)
+        if env not in self.cfg.envs:
+            raise RunRequestError(f"env: {env!r} is not one of this agent server's envs {sorted(self.cfg.envs)}")
+        index = body.get("_ng_task_index", body.get("_rowidx", "http"))
+        return parse_row({**body, "env": env}, default_env=env, default_id=str(index))
+
+    async def run(self, body: dict) -> dict:
+        """One episode of the row; the rollout identity is NeMo Gym's (`_ng_rollout_id`, else task/rollout
+        index), the attempt its `_ng_attempt_index`."""
+        task = self.task_of(body)
+        index = int(body.get("_ng_rollout_index") or 0)
+        attempt = int(body.get("_ng_attempt_index") or 0)
+        group = str(body.get("_ng_task_index", task.task_id))
+        spec = GroupSpec(group_id=group, task=task, group_size=index + 1, attempt=attempt)
+        rows = await self.runner.run(spec, index, sampling=sampling_for(body, self.cfg.collect.sampling))
+        if body.get("_ng_rollout_id"):
+            rows = [r.model_copy(update={"rollout_id": body["_ng_rollout_id"]}) for r in rows]
+        return run_response(body, rows, attempt)
+
+    async def http_run(self, request: Request):
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise RunRequestError(f"body: expected a task row (a JSON object), got {type(body).__name__}")
+            return await self.run(body)
+        except ValueError as e:  # RunRequestError, a row that is not a task, a body that is not JSON
+            return JSONResponse({"error": f"run: {e}"}, status_code=400)
+
+    async def http_aggregate_metrics(self, request: Request):
+        rows = (await request.json()).get("verify_responses")
+        if not isinstance(rows, list):
+            return JSONResponse({"error": "aggregate_metrics: verify_responses: must be a list"}, status_code=400)
+        return aggregate_metrics(rows)
+
+    async def http_health(self) -> dict:
+        return {"status": "ok", "envs": sorted(self.cfg.envs)}
+
+
+def main() -> None:
+    """The entrypoint NeMo Gym runs (`responses_api_agents/gym_ray/app.py`), see the module docstring."""
+    import uvicorn
+    import yaml
+
+    from gym_ray.agents.base import load_tokenizer
+    from gym_ray.config import load_config
+    from gym_ray.models.client import make_policy_client
+
+    name = os.environ["NEMO_GYM_CONFIG_PATH"]
+    block = yaml.safe_load(os.environ["NEMO_GYM_CONFIG_DICT"])[name]["responses_api_agents"]["gym_ray"]
+    cfg = load_config(block["gym_ray_config"], list(block.get("overrides") or []))
+    if block.get("policy_base_url"):
+        cfg.model = cfg.model.model_copy(update={"kind": "openai", "base_url": block["policy_base_url"],
+                                                 "model": block.get("policy_model_name") or cfg.model.model})
+    policy = make_policy_client(cfg.model, app_name="policy")
+    tokenizer = load_tokenizer(cfg.model.tokenizer or policy.tokenizer_path(), cfg.model.chat_template)
+    uvicorn.run(AgentServer(cfg, policy, tokenizer).app, host=block["host"], port=int(block["port"]),
+                log_level="warning", access_log=False)

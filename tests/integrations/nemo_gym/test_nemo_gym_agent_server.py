@@ -1,0 +1,138 @@
+"""gym_ray's `/run` agent server against NeMo-RL's request and response shapes (issue 11, item 2).
+
+NeMo-RL does not install on Python 3.11, so its side is the recorded request in fixtures/ and a
+re-implementation of what its `_postprocess_nemo_gym_to_nemo_rl_result` asserts: every trainable item's
+`prompt_token_ids` starts with all tokens seen so far (`seen == prompt_token_ids[:len(seen)]`), and GRPO
+groups (one `_ng_task_index`, identical first prompts). The slow test in test_nemo_gym_collector.py
+drives the same server with NeMo Gym's own collector.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gym_ray.agents.base import load_tokenizer
+from gym_ray.config import ModelConfig, RunConfig, load_config
+from gym_ray.integrations.nemo_gym.agent_server import AgentServer
+from gym_ray.integrations.nemo_gym.tasks import export_nemo_gym
+from gym_ray.models.client import make_policy_client
+
+ROOT = Path(__file__).parents[3]
+FIXTURES = Path(__file__).with_name("fixtures")
+WEATHER = ROOT / "gym_ray" / "environments" / "weather"
+
+
+def nemo_rl_message_log(result: dict) -> list[dict]:
+    """NeMo-RL's reading of one /run result: alternating prompt-delta / generation entries, with its
+    contiguity assertion and its refusal of a result without generation data or with NaN logprobs."""
+    seen: list[int] = []
+    log: list[dict] = []
+    for item in result["response"]["output"]:
+        if not item.get("generation_token_ids"):
+            continue
+        prompt = item["prompt_token_ids"]
+        assert seen == prompt[: len(seen)], "Non-contiguous messages found!"
+        log.append({"role": "user", "token_ids": prompt[len(seen):]})
+        if any(math.isnan(x) for x in item["generation_log_probs"]):
+            raise RuntimeError("NaN logprobs")
+        assert len(item["generation_log_probs"]) == len(item["generation_token_ids"])
+        log.append({"role": "assistant", "token_ids": item["generation_token_ids"],
+                    "generation_logprobs": item["generation_log_probs"]})
+        seen = prompt + item["generation_token_ids"]
+    if not log:
+        raise ValueError("no generation data")
+    return log
+
+
+@pytest.fixture(scope="module")
+def server():
+    cfg = load_config(WEATHER / "config.yaml", ["envs.weather.hosting=local"])
+    cfg.model = ModelConfig(kind="scripted", hosting="local", script="fault_helpers:weather_reply",
+                            chat_template="chatml_tools")
+    policy = make_policy_client(cfg.model, app_name="policy")
+    return AgentServer(cfg, policy, load_tokenizer(policy.tokenizer_path(), cfg.model.chat_template))
+
+
+def test_recorded_nemo_rl_request_gets_a_trainable_verify_response(server):
+    request = json.loads((FIXTURES / "nemo_rl_run_request.json").read_text())
+    fields = json.loads((FIXTURES / "nemo_rl_run_response_fields.json").read_text())
+    with TestClient(server.app) as client:
+        result = client.post("/run", json=request).json()
+    for key in fields["top_level"]:
+        assert key in result, key
+    assert result["instance_config"]["mask_sample"] is False and result["mask_sample"] is False
+    assert result["reward"] == 1.0
+    assert result["reward_components"] == {"called_tool": 1.0, "condition": 1.0, "temperature": 1.0}
+    assert result["episode_id"] == {"rollout_id": "0-0", "attempt": 0}
+    kinds = [i["type"] for i in result["response"]["output"]]
+    assert kinds == ["function_call", "function_call_output", "message"]
+    trainable = [i for i in result["response"]["output"] if "generation_token_ids" in i]
+    assert [i["type"] for i in trainable] == ["function_call", "message"]  # the last item of each model call
+    log = nemo_rl_message_log(result)
+    assert [m["role"] for m in log] == ["user", "assistant", "user", "assistant"]
+    # the trainer's max_output_tokens caps each call (it was written into the row by NeMo-RL)
+    assert all(len(i["generation_token_ids"]) <= 96 for i in trainable)
+    assert json.loads(result["response"]["output"][0]["arguments"]) == {"city": "Paris"}
+
+
+def test_54_rows_pass_contiguity_and_grouping(server, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    export_nemo_gym([WEATHER / "data" / "example.jsonl"], rows, agent_name="weather_gym_ray_agent")
+    tasks = [json.loads(line) for line in rows.read_text().splitlines()]
+    repeats = 9
+    results = []
+    with TestClient(server.app) as client:
+        for t, task in enumerate(tasks):
+            for i in range(repeats):
+                body = copy.deepcopy(task) | {"_ng_task_index": t, "_ng_rollout_index": i}
+                body["responses_create_params"] |= {"temperature": 1.0, "top_p": 1.0, "max_output_tokens": 96}
+                results.append(client.post("/run", json=body).json())
+        metrics = client.post("/aggregate_metrics", json={"verify_responses": [
+            {k: r[k] for k in ("_ng_task_index", "_ng_rollout_index", "reward")} for r in results]}).json()
+    assert len(results) == 54 and {r["reward"] for r in results} == {1.0}
+    logs = [nemo_rl_message_log(r) for r in results]
+    # grouping: contiguous blocks of `repeats` share one _ng_task_index and one first prompt (GRPO's key)
+    for g in range(len(tasks)):
+        block = range(g * repeats, (g + 1) * repeats)
+        assert {results[k]["_ng_task_index"] for k in block} == {g}
+        assert len({tuple(logs[k][0]["token_ids"]) for k in block}) == 1
+    assert len({tuple(log[0]["token_ids"]) for log in logs}) == len(tasks)
+    assert len({r["episode_id"]["rollout_id"] for r in results}) == 54
+    assert metrics["agent_metrics"]["mean/reward"] == 1.0 and metrics["agent_metrics"]["pass@9/reward"] == 1.0
+
+
+def test_failed_episode_is_masked_with_its_failure(server):
+    request = json.loads((FIXTURES / "nemo_rl_run_request.json").read_text())
+    request["verifier_metadata"] = {}  # weather's verifier raises KeyError: 'city'
+    with TestClient(server.app) as client:
+        result = client.post("/run", json=request).json()
+        bad = client.post("/run", json={"input": "no row"})
+    assert result["mask_sample"] is True and result["instance_config"]["mask_sample"] is True
+    assert result["failure_kind"] == "verifier_error" and "KeyError" in result["failure_reason"]
+    assert result["gym_ray"]["status"] == "env_error" and result["gym_ray"]["failure_stage"] == "verification"
+    assert result["reward_components"] == {}
+    assert bad.status_code == 400 and bad.json()["error"].startswith("run: responses_create_params")
+
+
+def test_env_step_agent_episode_is_contiguous(tmp_path):
+    """blackjack (an env-step game): observations between the calls, still one contiguous message log."""
+    cfg = load_config(ROOT / "gym_ray" / "environments" / "blackjack" / "config.yaml",
+                      ["envs.blackjack.hosting=local"])
+    cfg.model = ModelConfig(kind="scripted", hosting="local", replies=["<action>hit</action>"],
+                            chat_template="chatml_tools")
+    policy = make_policy_client(cfg.model, app_name="policy")
+    agent = AgentServer(RunConfig(model=cfg.model, envs=cfg.envs, collect=cfg.collect), policy,
+                        load_tokenizer(policy.tokenizer_path(), cfg.model.chat_template))
+    rows = tmp_path / "bj.jsonl"
+    export_nemo_gym([ROOT / "gym_ray" / "environments" / "blackjack" / "data" / "example.jsonl"], rows)
+    task = json.loads(rows.read_text().splitlines()[0])
+    with TestClient(agent.app) as client:
+        result = client.post("/run", json=task | {"_ng_task_index": 0, "_ng_rollout_index": 0}).json()
+    log = nemo_rl_message_log(result)
+    assert result["gym_ray"]["status"] == "ok" and len(log) >= 2
