@@ -45,4 +45,24 @@ if ! command -v bwrap >/dev/null; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null
 fi
 
+# --- NeMo Gym (issue 11): NeMo Gym's own collector, agents and model servers for the tests that drive
+# gym_ray's resources servers and /run agent server with them. nemo-gym >= 0.5 needs Python 3.13 (0.5-0.7
+# declare >=3.13.14; pyenv's 3.13.0 runs them, hence --ignore-requires-python). One venv per version,
+# each built once: a stamp holds the version it was built for.
+PY313=${PYTHON313:-"$(pyenv root 2>/dev/null || echo ~/.pyenv)/versions/3.13.0/bin/python3.13"}
+[ -x "$PY313" ] || PY313=$(command -v python3.13 || true)  # (a pyenv shim is not enough: it may not run)
+for ng in 0.4.0 0.7.0; do
+  ngv=".venv-nemogym-${ng%.0}"
+  if [ -f "$ngv/.gym-ray-installed" ] && [ "$(cat "$ngv/.gym-ray-installed")" = "nemo-gym==$ng" ]; then
+    continue
+  fi
+  if [ -z "$PY313" ] || ! "$PY313" -V >/dev/null 2>&1; then
+    echo "install: no Python 3.13 ($PY313): skipping NeMo Gym $ng (set PYTHON313=...)"; continue
+  fi
+  echo "install: NeMo Gym $ng in $ngv (Python 3.13)"
+  [ -x "$ngv/bin/python" ] || "$PY313" -m venv "$ngv"
+  "$ngv/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python "nemo-gym==$ng"
+  echo "nemo-gym==$ng" > "$ngv/.gym-ray-installed"
+done
+
 "$VENV/bin/gym-ray" models prepare
