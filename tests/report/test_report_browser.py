@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import report_runs
 from playwright.sync_api import sync_playwright
 
 from gym_ray.collect.sink import part_files
@@ -25,10 +24,8 @@ PLOTS = ["reward", "passk", "tokens", "latency", "status", "components", "spread
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "run"
-    report_runs.collect(out, "report_runs:mixed", num_repeats=4)
-    return out
+def run_dir(mixed_run) -> Path:
+    return mixed_run
 
 
 @pytest.fixture(scope="module")
