@@ -6,6 +6,7 @@
     gym-ray metrics OUTPUT_DIR
     gym-ray check RUN_DIR            (exit 1 when the data breaks the contract)
     gym-ray report RUN_DIR [-o report.html]
+    gym-ray compare RUN_A RUN_B ... [--html compare.html]
     gym-ray export verl TASKS... OUT.parquet
     gym-ray export openrlhf TASKS... OUT.parquet|OUT.jsonl [--config RUN.yaml]
     gym-ray export nemo-gym TASKS... OUT.jsonl [--config RUN.yaml] [--agent-name NAME]
@@ -191,6 +192,15 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report: {write_report(args.run_dir, args.output, pass_threshold=args.pass_threshold)}")
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from gym_ray.report.compare import compare_runs, format_compare, write_compare_html
+
+    result = compare_runs(args.runs, pass_threshold=args.pass_threshold, seed=args.seed)
+    print(format_compare(result))
+    if args.html:
+        print(f"html: {write_compare_html(result, args.html)}")
+
+
 def _wait_forever() -> None:
     try:
         while True:
@@ -299,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", default=None, help="where (default: RUN_DIR/.gym_ray/report.html)")
     rep.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass")
     rep.set_defaults(func=_report)
+    cmp_ = sub.add_parser("compare", help="reward and pass@k of runs against the first, with 95%% intervals")
+    cmp_.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    cmp_.add_argument("--html", default=None, help="also write the comparison as HTML here")
+    cmp_.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass")
+    cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmp_.set_defaults(func=_compare)
     exp = sub.add_parser("export", help="write task files in a trainer's dataset format")
     esub = exp.add_subparsers(dest="export_format", required=True)
     ev = esub.add_parser("verl", help="VeRL RLHFDataset Parquet for gym_ray's agent loop")

@@ -10,6 +10,7 @@ gradient checkpointing, no reference model (`beta=0`), one iteration per generat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,10 @@ def grpo_config(cfg: RunConfig, settings: LoopSettings, scratch: Path):
     )
 
 
-def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, apps: dict[str, str]) -> LoopResult:
+def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, apps: dict[str, str], *,
+                on_batch: Callable[[dict], None] | None = None) -> LoopResult:
     """Train for `settings.steps` GRPO steps on the deployed `apps` (policy and envs, from `deploy_all`);
-    every step's rows go to `output_dir` as Parquet."""
+    every step's rows go to `output_dir` as Parquet; `on_batch` sees each dict handed to TRL."""
     import tempfile
 
     from trl import GRPOTrainer
@@ -82,7 +84,7 @@ def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, 
     policy = make_policy_client(cfg.model, apps[cfg.model.name])
     timer = _StepTimer()
     with tempfile.TemporaryDirectory(prefix="gym_ray-trl-") as scratch, Collector(cfg, policy, apps=apps) as col:
-        rollouts = GymRayRollouts(col, policy, output_dir=output_dir)
+        rollouts = GymRayRollouts(col, policy, output_dir=output_dir, on_batch=on_batch)
         callbacks: list = [timer]
         sync: WeightSync | None = rollouts.weight_sync(Path(scratch) / "weights") if settings.weight_sync else None
         if sync is not None:

@@ -18,13 +18,14 @@ def answer_word(answer: str) -> str | None:
 class OneWord(ResourceServer):
     def score(self, task, answer):
         word = answer_word(answer)
+        words = max(len(answer.split()), 1)
         examples = {w.lower() for w in task.verifier_metadata.get("examples", [])}
         on_topic = float(word is not None and word.lower() in examples)
-        if word is None:
-            reason = f"not one word ({len(answer.split())} words)"
-        else:
-            reason = f"one word: {word!r}" + ("" if on_topic else " (not a listed example)")
-        # The reward is the format alone; on_topic is reported beside it, never mixed in.
-        return VerifyResult(reward=float(word is not None), components={"one_word": float(word is not None),
-                                                                        "on_topic": on_topic},
+        # 1 for one word; else partial credit that falls with length (1/words, at most 0.5), so a
+        # group of rambling answers still ranks the shorter ones higher and GRPO has a gradient.
+        reward = 1.0 if word is not None else min(0.5, 1.0 / words)
+        reason = (f"one word: {word!r}" + ("" if on_topic else " (not a listed example)") if word is not None
+                  else f"not one word ({words} words)")
+        # on_topic is reported beside the reward, never mixed in.
+        return VerifyResult(reward=reward, components={"one_word": float(word is not None), "on_topic": on_topic},
                             info={"reason": reason})
