@@ -7,8 +7,11 @@ export RAY_AUTH_MODE ?= disabled
 install:
 	@bash scripts/install.sh
 
+DEMO_DIR := runs/quickstart/$(shell date +%Y%m%d-%H%M%S)
+
 demo: install
-	$(VENV)/bin/gym-ray run configs/quickstart.yaml collect.output_dir=runs/quickstart/$$(date +%Y%m%d-%H%M%S)
+	$(VENV)/bin/gym-ray run configs/quickstart.yaml collect.output_dir=$(DEMO_DIR)
+	@echo "report: $(DEMO_DIR)/.gym_ray/report.html (open it in a browser; gym-ray check $(DEMO_DIR) for the health checks)"
 
 test: install
 	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)

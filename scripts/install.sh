@@ -65,4 +65,16 @@ for ng in 0.4.0 0.7.0; do
   echo "nemo-gym==$ng" > "$ngv/.gym-ray-installed"
 done
 
+# The report's browser test (tests/report/test_report_browser.py): Debian's Chromium, driven by Playwright
+# through executable_path (Playwright's own browser download is from a host that is not reachable here).
+if ! command -v chromium >/dev/null; then
+  echo "install: chromium (headless browser for the report test)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if ! "$VENV/bin/python" -c "import playwright.sync_api" 2>/dev/null; then
+  echo "install: playwright (drives chromium in the report test)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check playwright==1.65.2
+fi
+
 "$VENV/bin/gym-ray" models prepare
