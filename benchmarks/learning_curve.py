@@ -22,12 +22,15 @@ DEFAULT_CONFIG = ROOT / "gym_ray" / "environments" / "one_word" / "config.yaml"
 
 
 def table(steps: list[dict]) -> str:
-    header = ["step", "policy", "reward", "pass@1", "failed", "rollout s", "train s", "sync s"]
+    names = sorted({n for s in steps for n in s["components"]})
+    header = ["step", "policy", "reward", "pass@1", *names, "failed", "rollout s", "train s", "sync s"]
     lines = [header]
     for s in steps:
         lines.append([str(s["step"] + 1), ",".join(map(str, s["policy_version"])), f"{s['mean_reward']:.3f}",
-                      f"{s['pass@1']:.3f}" if s["pass@1"] is not None else "-", str(s["failed"]),
-                      f"{s['rollout_s']:.1f}", f"{s['train_s']:.1f}" if s["train_s"] is not None else "-",
+                      f"{s['pass@1']:.3f}" if s["pass@1"] is not None else "-",
+                      *(f"{s['components'][n]:.3f}" if n in s["components"] else "-" for n in names),
+                      str(s["failed"]), f"{s['rollout_s']:.1f}",
+                      f"{s['train_s']:.1f}" if s["train_s"] is not None else "-",
                       f"{s['sync_s']:.1f}" if s["sync_s"] is not None else "-"])
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in lines)

@@ -138,6 +138,7 @@ class GymRayRollouts:
             "step": trainer.state.global_step, "policy_version": sorted(set(out["policy_version"])),
             "rollouts": m["rollouts"], "mean_reward": m["mean_reward"], "pass@1": m.get("pass@1"),
             "rollout_s": round(seconds, 3), "failed": sum(s != "ok" for s in out["gym_ray_status"]),
+            "components": mean_components(out["reward_components"]),
         })
         if self.on_batch is not None:
             self.on_batch(out)
@@ -151,6 +152,15 @@ class GymRayRollouts:
             self.sink.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+
+def mean_components(components: list[dict | None]) -> dict[str, float]:
+    """Each reward component's mean over the episodes that report it."""
+    values: dict[str, list[float]] = {}
+    for c in components:
+        for name, v in (c or {}).items():
+            values.setdefault(name, []).append(v)
+    return {name: sum(v) / len(v) for name, v in sorted(values.items())}
 
 
 def group_tasks(prompts: list, size: int) -> list[Task]:

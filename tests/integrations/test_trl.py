@@ -19,6 +19,7 @@ from gym_ray.integrations.trl import (
     PromptTaskError,
     component_reward,
     env_reward,
+    episodes,
     group_tasks,
     to_trl,
     trl_dataset,
@@ -172,3 +173,12 @@ def test_closed_loop_learns_on_vllm_with_weights_synced_every_step(ray_cluster, 
             assert sent["logprobs"][i] == row["response_logprobs"]
             assert sent["env_mask"][i] == row["response_loss_mask"]
             assert row["gen_policy_versions"] == [step] and sent["env_reward"][i] == row["reward"]
+
+
+def test_a_multi_segment_episode_is_one_sample_its_last_segment():
+    task = load_tasks([os.path.join(ROOT, "gym_ray", "environments", "weather", "data", "example.jsonl")])[0]
+    first = _row(task).model_copy(update={"segment_index": 0, "num_segments": 2, "reward": 0.0,
+                                          "status": Status.PREFIX_BREAK})
+    last = _row(task).model_copy(update={"segment_index": 1, "num_segments": 2})
+    other = _row(task).model_copy(update={"rollout_index": 1, "rollout_id": "other"})
+    assert episodes([first, last, other]) == [(last, 2), (other, 1)]
