@@ -34,9 +34,13 @@ class SamplingConfig(_Strict):
 
 
 class AutoscalingConfig(_Strict):
+    """Serve's autoscaler (`autoscaling_config`); the delays are Serve's defaults."""
+
     min_replicas: int = 1
     max_replicas: int = 1
     target_ongoing_requests: float = 16
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
 
 
 class ModelConfig(_Strict):
@@ -101,6 +105,8 @@ class EnvConfig(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     num_replicas: int = 1
+    # Serve's autoscaler (replaces num_replicas); sessions stick to replicas as with num_replicas > 1
+    autoscaling: AutoscalingConfig | None = None
     route_prefix: str | None = None
     max_ongoing_requests: int = 1024
     weight: float = 1.0

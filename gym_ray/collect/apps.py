@@ -20,11 +20,9 @@ def policy_app(args: dict) -> Application:
 
 def env_app(args: dict) -> Application:
     """`args`: `name` (the env's key) plus an `envs.<name>:` block of a run config (server, config, ...)."""
-    from gym_ray.resources.serve import EnvDeployment
+    from gym_ray.resources.serve import EnvDeployment, env_serve_options
 
     args = dict(args)
     name = args.pop("name")
     cfg = EnvConfig.model_validate(args)
-    return EnvDeployment.options(
-        name=name, num_replicas=cfg.num_replicas, max_ongoing_requests=cfg.max_ongoing_requests
-    ).bind(name, cfg.model_dump())
+    return EnvDeployment.options(**env_serve_options(name, cfg)).bind(name, cfg.model_dump())

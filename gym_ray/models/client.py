@@ -5,7 +5,8 @@ Serve's routing, replicas and autoscaling. `model.handle_transport` picks Ray's 
 gRPC one (`_by_reference=False`); reference/call_costs.md found gRPC ~2x faster for a trivial method on
 a quiet box, but benchmarks/policy_overhead.py measured the default as fast or faster for `generate` on
 the shared machine, so the default stays the default. A session id pins an episode's calls to one
-replica (consistent-hash router, see names.serve_options).
+replica (consistent-hash router, see names.serve_options). Calls to the scripted policy are coalesced
+(`resources.serve_batch`): its per-call cost is all Serve's.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.base import Generation, PolicyClient
 from gym_ray.models.names import policy_deployment_name, tokenizer_path_for
+from gym_ray.resources.serve_batch import Coalescer
 from gym_ray.types import Message, ToolSpec
 
 
@@ -24,17 +26,21 @@ class HandlePolicyClient:
     Besides `generate`/`chat` it carries the trainer hooks, which go to *every* replica (broadcast).
     """
 
-    def __init__(self, app_name: str, deployment: str, model_name: str, tokenizer_path: str, grpc: bool = False):
+    def __init__(self, app_name: str, deployment: str, model_name: str, tokenizer_path: str, grpc: bool = False,
+                 *, batch: bool = False, sticky: bool = False):
         self.app_name = app_name
         self.deployment = deployment
         self.model_name = model_name
         self._tokenizer_path = tokenizer_path
         self.grpc = grpc
+        self.batch = batch
+        self.sticky = sticky
         self._handle: Any = None
         self._fast: Any = None
+        self._calls: Coalescer | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handle": None, "_fast": None}
+        return {**self.__dict__, "_handle": None, "_fast": None, "_calls": None}
 
     def _h(self) -> Any:
         if self._handle is None:
@@ -42,6 +48,8 @@ class HandlePolicyClient:
 
             self._handle = serve.get_deployment_handle(self.deployment, self.app_name)
             self._fast = self._handle.options(_by_reference=False) if self.grpc else self._handle
+            if self.batch:
+                self._calls = Coalescer(self._fast, sticky=self.sticky)
         return self._handle
 
     def tokenizer_path(self) -> str:
@@ -51,8 +59,12 @@ class HandlePolicyClient:
         self, prompt_token_ids: list[int], sampling: SamplingConfig, session_id: str | None = None
     ) -> Generation:
         self._h()
-        h = self._fast if session_id is None else self._fast.options(session_id=session_id)
-        out = await h.generate.remote(list(prompt_token_ids), sampling.model_dump())
+        args = (list(prompt_token_ids), sampling.model_dump())
+        if self._calls is not None:
+            out = await self._calls.call("generate", *args, session_id=session_id)
+        else:
+            h = self._fast if session_id is None else self._fast.options(session_id=session_id)
+            out = await h.generate.remote(*args)
         return Generation.model_validate(out)
 
     async def chat(self, messages: list[Message], tools: list[ToolSpec] | None, sampling: SamplingConfig) -> dict:
@@ -114,5 +126,8 @@ def make_policy_client(cfg: ModelConfig, app_name: str) -> PolicyClient:
         from gym_ray.models.scripted import LocalScriptedClient
 
         return LocalScriptedClient(cfg, tokenizer_path_for(cfg))
+    # Only the scripted server answers `call_batch`: a script answers at once, so a batch waits for no one,
+    # while a batch of vLLM generations would wait for its longest one.
     return HandlePolicyClient(app_name, policy_deployment_name(cfg), cfg.name, tokenizer_path_for(cfg),
-                              grpc=cfg.handle_transport == "grpc")
+                              grpc=cfg.handle_transport == "grpc", batch=cfg.kind == "scripted",
+                              sticky=cfg.autoscaling is not None or cfg.num_replicas > 1)

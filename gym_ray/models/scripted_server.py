@@ -22,6 +22,7 @@ from gym_ray.models.openai_format import (
     sampling_from_openai,
 )
 from gym_ray.models.scripted import ScriptedPolicy
+from gym_ray.resources.serve_batch import BatchedCalls
 
 app = FastAPI(title="gym_ray scripted policy")
 
@@ -31,7 +32,7 @@ def _error(status: int, message: str, kind: str = "BadRequestError") -> JSONResp
 
 
 @serve.ingress(app)
-class ScriptedServer:
+class ScriptedServer(BatchedCalls):
     def __init__(self, cfg: dict, tokenizer_path: str):
         self.cfg = ModelConfig.model_validate(cfg)
         self.policy = ScriptedPolicy(self.cfg, tokenizer_path)

@@ -40,6 +40,6 @@ def make_env_client(name: str, cfg: EnvConfig, app_name: str | None = None) -> E
         from gym_ray.resources.local import LocalEnvClient
 
         return LocalEnvClient(name, cfg)
-    from gym_ray.resources.serve import HandleEnvClient
+    from gym_ray.resources.serve import HandleEnvClient, is_sticky
 
-    return HandleEnvClient(app_name, sticky=cfg.num_replicas > 1)
+    return HandleEnvClient(app_name, sticky=is_sticky(cfg))

@@ -3,11 +3,13 @@
 One generic deployment wraps any `ResourceServer` in an `EnvRuntime`. HTTP is for the edges
 (NeMo Gym agents, non-Ray clients); agents inside Ray use `HandleEnvClient`, which calls the
 same runtime methods through a `DeploymentHandle` (gRPC transport by default, `_by_reference=False`:
-cheaper per call than Serve's default by-reference handle; see benchmarks/env_transport.py).
+cheaper per call than Serve's default by-reference handle; see benchmarks/env_transport.py), with the
+calls of one event-loop iteration coalesced into one handle call (`serve_batch`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -19,16 +21,13 @@ from ray import serve
 from gym_ray.config import HOT_PATH_LOGGING, EnvConfig
 from gym_ray.resources.http_compat import (
     SESSION_COOKIE,
-    aggregate_metrics,
     parse_messages,
     parse_task,
-    seed_request,
     session_id_from,
-    session_response,
-    verify_failure,
 )
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
+from gym_ray.resources.serve_batch import BatchedCalls, Coalescer
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 api = FastAPI(title="gym_ray resource server")
@@ -52,7 +51,7 @@ async def _json_body(request: Request) -> dict:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024, logging_config=HOT_PATH_LOGGING)
 @serve.ingress(api)
-class EnvDeployment:
+class EnvDeployment(BatchedCalls):
     """One replica: an environment instance with its sessions (stick sessions to replicas when >1)."""
 
     def __init__(self, name: str, cfg: dict) -> None:
@@ -93,15 +92,15 @@ class EnvDeployment:
     async def http_seed_session(self, request: Request):
         try:
             body = await _json_body(request)
-            assigned, task = seed_request(body, self.runtime.name)
+            task = parse_task(body, self.runtime.name)
         except (ValueError, KeyError) as e:
             return _error(400, f"seed_session: bad task row: {e}")
-        sid = assigned or session_id_from(body, request.headers, request.cookies) or uuid.uuid4().hex
+        sid = session_id_from(body, request.headers, request.cookies) or uuid.uuid4().hex
         try:
             await self.runtime.seed_session(sid, task)
         except EnvError as e:
             return _error(500, str(e))
-        response = JSONResponse(session_response(body, sid))
+        response = JSONResponse({"session_id": sid})
         response.set_cookie(SESSION_COOKIE, sid, httponly=True)
         return response
 
@@ -118,10 +117,8 @@ class EnvDeployment:
             result = await self.runtime.verify(sid, task, messages)
         except SessionLostError as e:
             return _error(404, str(e))
-        finally:  # /verify ends a NeMo Gym episode: its agents never call /close_session
-            await self.runtime.close_session(sid)
         if result.error:  # never a fabricated reward: the client sees the verifier's failure
-            return JSONResponse(verify_failure(result.error, result.error_kind), status_code=500)
+            return _error(500, f"verify failed: {result.error}")
         return {
             **body,
             "reward": result.reward,
@@ -136,32 +133,10 @@ class EnvDeployment:
             body = await _json_body(request)
         except ValueError as e:
             return _error(400, f"close_session: {e}")
-        sid = body.get("resources_session_id") or session_id_from(body, request.headers, request.cookies)
+        sid = session_id_from(body, request.headers, request.cookies)
         if sid:
             await self.runtime.close_session(sid)
-        return session_response(body, sid, closed=bool(sid))
-
-    @api.post("/aggregate_metrics")
-    async def http_aggregate_metrics(self, request: Request):
-        try:
-            rows = (await _json_body(request))["verify_responses"]
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise ValueError("must be a list of verify responses (JSON objects)")
-        except (ValueError, KeyError) as e:
-            return _error(400, f"aggregate_metrics: verify_responses: {e}")
-        return aggregate_metrics(rows)
-
-    @api.get("/")
-    @api.get("/health")
-    @api.get("/readyz")
-    async def http_health(self) -> dict:
-        """Liveness and readiness (NeMo Gym polls `/` while its servers start)."""
-        return {"status": "ok", "env": self.runtime.name}
-
-    @api.get("/reverify_mode")
-    async def http_reverify_mode(self) -> str:
-        """NeMo Gym 0.7's `ReverifyMode`: a stored response can be re-verified without its session."""
-        return "unsupported" if type(self.runtime.server).is_stateful() else "stateless"
+        return {"session_id": sid, "closed": bool(sid)}
 
     @api.post("/reset")
     async def http_reset(self, request: Request):
@@ -195,15 +170,8 @@ class EnvDeployment:
         except EnvError as e:
             return _error(404 if "no session" in str(e) else 500, str(e))
 
-    @api.get("/{path:path}")
-    async def http_unknown(self, path: str):
-        return _error(404, f"no route GET /{path}")
-
     @api.post("/{tool_name}")
     async def http_tool(self, tool_name: str, request: Request):
-        tools = type(self.runtime.server).tool_defs
-        if tool_name not in tools:  # a 404, so no client reads an error text as a tool's answer
-            return _error(404, f"no route or tool {tool_name!r} (tools: {', '.join(tools) or 'none'})")
         raw = (await request.body()).decode(errors="replace") or "{}"
         sid = session_id_from({}, request.headers, request.cookies) or ""
         try:
@@ -233,11 +201,29 @@ def failure_cause(app_name: str, error: BaseException) -> str:
     return type(error).__name__
 
 
+def is_sticky(cfg: EnvConfig) -> bool:
+    """More than one replica (or an autoscaler): a session's calls must all reach the one holding it."""
+    return cfg.autoscaling is not None or cfg.num_replicas > 1
+
+
+def env_serve_options(name: str, cfg: EnvConfig) -> dict[str, Any]:
+    """The Serve options of environment `name`'s deployment: replicas or autoscaling, session affinity."""
+    options: dict[str, Any] = {"name": name, "max_ongoing_requests": cfg.max_ongoing_requests}
+    if cfg.autoscaling is not None:
+        options["autoscaling_config"] = cfg.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = cfg.num_replicas
+    if is_sticky(cfg):
+        options["request_router_config"] = {"request_router_class": _STICKY_ROUTER}
+    return options
+
+
 def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) -> str:
     """Deploy environment `name` as its own Serve app (also named `name`) on the running Ray + Serve.
 
     HTTP routes live under `route_prefix` (default: `cfg.route_prefix` or `/<name>`). With more than one
-    replica, requests of one session stick to one replica (consistent hashing on the session id).
+    replica or autoscaling, requests of one session stick to one replica (consistent hashing on the
+    session id over HTTP, on its shard over handles).
     Raises `DeploymentError` naming the env and the cause when the server cannot be imported or its
     replicas fail to start.
     """
@@ -245,14 +231,7 @@ def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) ->
         import_server(cfg.server)  # fail here, with the path in the message, not inside a replica
     except ValueError as e:
         raise DeploymentError(f"envs.{name}.server: {e}") from None
-    options: dict[str, Any] = {
-        "name": name,
-        "num_replicas": cfg.num_replicas,
-        "max_ongoing_requests": cfg.max_ongoing_requests,
-    }
-    if cfg.num_replicas > 1:
-        options["request_router_config"] = {"request_router_class": _STICKY_ROUTER}
-    app = EnvDeployment.options(**options).bind(name, cfg.model_dump())
+    app = EnvDeployment.options(**env_serve_options(name, cfg)).bind(name, cfg.model_dump())
     app_name = name
     try:
         serve.run(app, name=app_name, route_prefix=route_prefix or cfg.route_prefix or f"/{name}", blocking=False)
@@ -262,54 +241,45 @@ def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) ->
 
 
 class HandleEnvClient:
-    """`EnvClient` over a Serve handle; picklable (the handle is made on first use in each process)."""
+    """`EnvClient` over a Serve handle; picklable (the handle is made on first use in each process).
+
+    Calls go through a `Coalescer`: those made in the same event-loop iteration share one handle call.
+    """
 
     def __init__(self, app_name: str, *, sticky: bool = False, by_reference: bool = False) -> None:
         self.app_name = app_name
         self.sticky = sticky
         self.by_reference = by_reference
-        self._handle = None
+        self._calls: Coalescer | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handle": None}
+        return {**self.__dict__, "_calls": None}
 
-    def _h(self, session_id: str | None = None):
-        if self._handle is None:
-            self._handle = serve.get_app_handle(self.app_name).options(_by_reference=self.by_reference)
-        if self.sticky and session_id:
-            return self._handle.options(session_id=session_id)
-        return self._handle
-
-    @staticmethod
-    async def _await(response):
-        try:
-            return await response
-        except EnvError as e:  # Ray re-raises the replica's exception as a subclass of its type
-            kind = SessionLostError if isinstance(e, SessionLostError) else EnvError
-            raise kind(str(e).splitlines()[-1]) from None
+    def _call(self, method: str, session_id: str | None, *args: Any) -> asyncio.Future:
+        if self._calls is None:
+            handle = serve.get_app_handle(self.app_name).options(_by_reference=self.by_reference)
+            self._calls = Coalescer(handle, sticky=self.sticky)
+        return self._calls.call(method, *args, session_id=session_id)
 
     async def tools(self) -> list[ToolSpec]:
-        return [ToolSpec.model_validate(s) for s in await self._h().tools.remote()]
+        return [ToolSpec.model_validate(s) for s in await self._call("tools", None)]
 
     async def seed_session(self, session_id: str, task: Task) -> None:
-        await self._await(self._h(session_id).seed_session.remote(session_id, task.model_dump(mode="json")))
+        await self._call("seed_session", session_id, session_id, task.model_dump(mode="json"))
 
     async def call_tool(self, session_id: str, call: ToolCall) -> str:
-        return await self._await(self._h(session_id).call_tool.remote(session_id, call.name, call.arguments))
+        return await self._call("call_tool", session_id, session_id, call.name, call.arguments)
 
     async def reset(self, session_id: str, task: Task) -> str:
-        return await self._await(self._h(session_id).reset.remote(session_id, task.model_dump(mode="json")))
+        return await self._call("reset", session_id, session_id, task.model_dump(mode="json"))
 
     async def step(self, session_id: str, action: str) -> StepResult:
-        return StepResult.model_validate(
-            await self._await(self._h(session_id).step.remote(session_id, action))
-        )
+        return StepResult.model_validate(await self._call("step", session_id, session_id, action))
 
     async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
-        out = await self._await(self._h(session_id).verify.remote(
-            session_id, task.model_dump(mode="json"), [m.model_dump(mode="json") for m in messages]
-        ))
+        out = await self._call("verify", session_id, session_id, task.model_dump(mode="json"),
+                               [m.model_dump(mode="json") for m in messages])
         return VerifyResult.model_validate(out)
 
     async def close_session(self, session_id: str) -> None:
-        await self._h(session_id).close_session.remote(session_id)
+        await self._call("close_session", session_id, session_id)
