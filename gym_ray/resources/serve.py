@@ -21,9 +21,13 @@ from ray import serve
 from gym_ray.config import HOT_PATH_LOGGING, EnvConfig
 from gym_ray.resources.http_compat import (
     SESSION_COOKIE,
+    aggregate_metrics,
     parse_messages,
     parse_task,
+    seed_request,
     session_id_from,
+    session_response,
+    verify_failure,
 )
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
@@ -92,15 +96,15 @@ class EnvDeployment(BatchedCalls):
     async def http_seed_session(self, request: Request):
         try:
             body = await _json_body(request)
-            task = parse_task(body, self.runtime.name)
+            assigned, task = seed_request(body, self.runtime.name)
         except (ValueError, KeyError) as e:
             return _error(400, f"seed_session: bad task row: {e}")
-        sid = session_id_from(body, request.headers, request.cookies) or uuid.uuid4().hex
+        sid = assigned or session_id_from(body, request.headers, request.cookies) or uuid.uuid4().hex
         try:
             await self.runtime.seed_session(sid, task)
         except EnvError as e:
             return _error(500, str(e))
-        response = JSONResponse({"session_id": sid})
+        response = JSONResponse(session_response(body, sid))
         response.set_cookie(SESSION_COOKIE, sid, httponly=True)
         return response
 
@@ -117,8 +121,10 @@ class EnvDeployment(BatchedCalls):
             result = await self.runtime.verify(sid, task, messages)
         except SessionLostError as e:
             return _error(404, str(e))
+        finally:  # /verify ends a NeMo Gym episode: its agents never call /close_session
+            await self.runtime.close_session(sid)
         if result.error:  # never a fabricated reward: the client sees the verifier's failure
-            return _error(500, f"verify failed: {result.error}")
+            return JSONResponse(verify_failure(result.error, result.error_kind), status_code=500)
         return {
             **body,
             "reward": result.reward,
@@ -133,10 +139,32 @@ class EnvDeployment(BatchedCalls):
             body = await _json_body(request)
         except ValueError as e:
             return _error(400, f"close_session: {e}")
-        sid = session_id_from(body, request.headers, request.cookies)
+        sid = body.get("resources_session_id") or session_id_from(body, request.headers, request.cookies)
         if sid:
             await self.runtime.close_session(sid)
-        return {"session_id": sid, "closed": bool(sid)}
+        return session_response(body, sid, closed=bool(sid))
+
+    @api.post("/aggregate_metrics")
+    async def http_aggregate_metrics(self, request: Request):
+        try:
+            rows = (await _json_body(request))["verify_responses"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise ValueError("must be a list of verify responses (JSON objects)")
+        except (ValueError, KeyError) as e:
+            return _error(400, f"aggregate_metrics: verify_responses: {e}")
+        return aggregate_metrics(rows)
+
+    @api.get("/")
+    @api.get("/health")
+    @api.get("/readyz")
+    async def http_health(self) -> dict:
+        """Liveness and readiness (NeMo Gym polls `/` while its servers start)."""
+        return {"status": "ok", "env": self.runtime.name}
+
+    @api.get("/reverify_mode")
+    async def http_reverify_mode(self) -> str:
+        """NeMo Gym 0.7's `ReverifyMode`: a stored response can be re-verified without its session."""
+        return "unsupported" if type(self.runtime.server).is_stateful() else "stateless"
 
     @api.post("/reset")
     async def http_reset(self, request: Request):
@@ -170,8 +198,15 @@ class EnvDeployment(BatchedCalls):
         except EnvError as e:
             return _error(404 if "no session" in str(e) else 500, str(e))
 
+    @api.get("/{path:path}")
+    async def http_unknown(self, path: str):
+        return _error(404, f"no route GET /{path}")
+
     @api.post("/{tool_name}")
     async def http_tool(self, tool_name: str, request: Request):
+        tools = type(self.runtime.server).tool_defs
+        if tool_name not in tools:  # a 404, so no client reads an error text as a tool's answer
+            return _error(404, f"no route or tool {tool_name!r} (tools: {', '.join(tools) or 'none'})")
         raw = (await request.body()).decode(errors="replace") or "{}"
         sid = session_id_from({}, request.headers, request.cookies) or ""
         try:
