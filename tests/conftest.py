@@ -24,7 +24,14 @@ def ray_cluster():
     """A private local Ray cluster for the whole session (ray.init costs ~10 s here)."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # on a loaded machine the raylet can miss Ray's fixed 30 s registration wait
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(e):
+                raise
     yield ray
     ray.shutdown()
 

@@ -22,7 +22,9 @@ import yaml
 
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 SERVER_DIR = Path("resources_servers") / "gym_ray"
+AGENT_DIR = Path("responses_api_agents") / "gym_ray"
 APP = "from gym_ray.integrations.nemo_gym.resources import main\n\nmain()\n"
+AGENT_APP = "from gym_ray.integrations.nemo_gym.agent_server import main\n\nmain()\n"
 
 
 def forwarding_app(upstream: str):
@@ -77,23 +79,35 @@ def nemo_gym_config(env_urls: dict[str, str], model_server: str = "policy_model"
     return blocks
 
 
-def write_nemo_gym_dir(env_urls: dict[str, str], out: str | Path, model_server: str = "policy_model") -> Path:
-    """Write `out/config.yaml` and the forwarder's server directory; returns the config path.
-
-    NeMo Gym runs each server in a venv of its own: with `skip_venv_if_present: true` and
-    `uv_venv_dir: <dir>`, the forwarder's is `<dir>/resources_servers/gym_ray/.venv`, which this links to
-    the interpreter gym_ray runs in (NeMo Gym then builds venvs only for its own servers)."""
-    out = Path(out)
-    server = out / SERVER_DIR
+def _server_dir(out: Path, rel: Path, app: str) -> None:
+    """A NeMo Gym server directory whose venv is the interpreter gym_ray runs in."""
+    server = out / rel
     server.mkdir(parents=True, exist_ok=True)
-    (server / "app.py").write_text(APP, encoding="utf-8")
+    (server / "app.py").write_text(app, encoding="utf-8")
     (server / "requirements.txt").write_text("gym-ray\n", encoding="utf-8")
-    venv = out / "venvs" / SERVER_DIR / ".venv"
+    venv = out / "venvs" / rel / ".venv"
     venv.parent.mkdir(parents=True, exist_ok=True)
     if not venv.exists():
         venv.symlink_to(Path(sys.prefix), target_is_directory=True)
+
+
+def write_nemo_gym_dir(env_urls: dict[str, str], out: str | Path, model_server: str = "policy_model",
+                       agent_servers: dict[str, str | Path] | None = None) -> Path:
+    """Write `out/config.yaml` and the server directories it names; returns the config path.
+
+    `agent_servers` (NeMo Gym agent name -> gym_ray run YAML) adds gym_ray `/run` agent servers
+    (`gym_ray.integrations.nemo_gym.agent_server`). NeMo Gym runs each server in a venv of its own: with
+    `skip_venv_if_present: true` and `uv_venv_dir: <dir>`, gym_ray's are `<dir>/<server dir>/.venv`, which
+    this links to the interpreter gym_ray runs in (NeMo Gym then builds venvs only for its own servers)."""
+    out = Path(out)
+    _server_dir(out, SERVER_DIR, APP)
+    agents = {name: {"responses_api_agents": {"gym_ray": {"entrypoint": "app.py",
+                                                          "gym_ray_config": str(Path(cfg).absolute())}}}
+              for name, cfg in (agent_servers or {}).items()}
+    if agents:
+        _server_dir(out, AGENT_DIR, AGENT_APP)
     config = {"skip_venv_if_present": True, "uv_venv_dir": str((out / "venvs").absolute()),
-              **nemo_gym_config(env_urls, model_server)}
+              **nemo_gym_config(env_urls, model_server), **agents}
     path = out / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from nemo_rl_contract import nemo_rl_message_log
 
 from gym_ray.agents.base import load_tokenizer
 from gym_ray.config import ModelConfig, RunConfig, load_config
@@ -26,28 +26,6 @@ from gym_ray.models.client import make_policy_client
 ROOT = Path(__file__).parents[3]
 FIXTURES = Path(__file__).with_name("fixtures")
 WEATHER = ROOT / "gym_ray" / "environments" / "weather"
-
-
-def nemo_rl_message_log(result: dict) -> list[dict]:
-    """NeMo-RL's reading of one /run result: alternating prompt-delta / generation entries, with its
-    contiguity assertion and its refusal of a result without generation data or with NaN logprobs."""
-    seen: list[int] = []
-    log: list[dict] = []
-    for item in result["response"]["output"]:
-        if not item.get("generation_token_ids"):
-            continue
-        prompt = item["prompt_token_ids"]
-        assert seen == prompt[: len(seen)], "Non-contiguous messages found!"
-        log.append({"role": "user", "token_ids": prompt[len(seen):]})
-        if any(math.isnan(x) for x in item["generation_log_probs"]):
-            raise RuntimeError("NaN logprobs")
-        assert len(item["generation_log_probs"]) == len(item["generation_token_ids"])
-        log.append({"role": "assistant", "token_ids": item["generation_token_ids"],
-                    "generation_logprobs": item["generation_log_probs"]})
-        seen = prompt + item["generation_token_ids"]
-    if not log:
-        raise ValueError("no generation data")
-    return log
 
 
 @pytest.fixture(scope="module")
