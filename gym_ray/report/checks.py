@@ -45,6 +45,7 @@ _COLUMNS = [
     "call_finish_reasons", "gen_policy_versions", "reward", "reward_component_names", "reward_component_values",
     "status", "mask_sample", "failure_stage", "failure_kind", "prompt_messages_json", "messages_json",
 ]
+_ROW_FIELDS = [c for c in _COLUMNS if c in Rollout.model_fields]
 _PARSE_ERROR = "could not be parsed ("  # parsers.parse_hermes's wording, sent back to the model
 
 
@@ -142,8 +143,8 @@ def _load_tokenizer(path: str) -> Any:
 
 def _row_findings(r: dict, tokenizer: Any, parser) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    try:
-        Rollout(**{k: v for k, v in r.items() if k in Rollout.model_fields}).check_invariants()
+    try:  # the schema already typed every column: construct without re-validating (100k rows)
+        Rollout.model_construct(**{k: r[k] for k in _ROW_FIELDS}).check_invariants()
     except (RolloutInvariantError, ValueError) as e:
         out.append(("row_contract", str(e).splitlines()[0]))
     failed = r["status"] not in ("ok", "prefix_break")

@@ -109,9 +109,9 @@ def _boot(a: np.ndarray, b: np.ndarray | None, rng, resamples: int) -> Estimate 
 
 
 def _rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
-    names = [Path(r).name or r for r in c.runs]
-    header = ["metric", "env", *[f"{n} (A)" if i == 0 else n for i, n in enumerate(names)],
-              *[f"{n} - A" for n in names[1:]]]
+    letters = [chr(65 + i) for i in range(len(c.runs))]
+    header = ["metric", "env", *[f"{x}: {Path(r).name or r}" for x, r in zip(letters, c.runs, strict=True)],
+              *[f"{x} - A" for x in letters[1:]]]
     rows = []
     for (metric, env), vals in c.values.items():
         rows.append([metric, env, *[v.fmt() if v else "-" for v in vals],
@@ -124,8 +124,9 @@ def format_compare(c: Comparison) -> str:
     header, rows = _rows(c)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [f"{'A' if i == 0 else chr(65 + i)} = {r}" for i, r in enumerate(c.runs)]
+    out = [f"{chr(65 + i)} = {r}" for i, r in enumerate(c.runs)]
     out += ["", line.format(*header), line.format(*("-" * w for w in widths)), *(line.format(*r) for r in rows), ""]
+    out = [x.rstrip() for x in out]
     pairing = ", ".join("paired by task" if p else "unpaired (different tasks)" for p in c.paired)
     out.append(f"mean [95% bootstrap interval over tasks]; differences {pairing}; * = the interval excludes 0")
     return "\n".join(out)

@@ -95,6 +95,7 @@ def test_report_loads_plots_filters_and_token_view_matches_parquet(run_dir, brow
     page.close()
 
 
+@pytest.mark.slow  # minutes on this 2-core machine, most of it building the report
 def test_report_of_100k_rows_stays_responsive(run_dir, browser, tmp_path):
     """100,000 rows: the page opens, filters and pages at once; only the sample carries tokens."""
     big = tmp_path / "big"
