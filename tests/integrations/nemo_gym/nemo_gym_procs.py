@@ -19,7 +19,9 @@ from conftest import free_port
 
 ROOT = Path(__file__).parents[3]
 VERSIONS = {"0.4": "0.4.0", "0.7": "0.7.0"}
-_NEMO_GYM_SERVERS = ("responses_api_models/openai_model", "responses_api_agents/simple_agent")
+# NeMo Gym's own servers a test runs; 0.7 fronts every agent with a generated `legacy_agent` environment server.
+_NEMO_GYM_SERVERS = ("responses_api_models/openai_model", "responses_api_agents/simple_agent",
+                     "environment_servers/legacy_agent")
 
 
 def nemo_venv(version: str) -> Path:

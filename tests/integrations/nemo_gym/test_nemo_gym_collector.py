@@ -97,6 +97,7 @@ def test_nemo_gym_collector_calls_gym_ray_run_agent_server(version, tmp_path):
     run_yaml.write_text(RUN_YAML.format(weather=WEATHER))
     nemo_dir = tmp_path / "nemo"
     config = write_nemo_gym_dir({}, nemo_dir, agent_servers={"weather_gym_ray_agent": run_yaml})
+    link_nemo_gym_venvs(nemo_dir, venv)
     head_port = free_port()
     head = nemo_dir / "head.yaml"
     head.write_text(f"head_server: {{host: 127.0.0.1, port: {head_port}}}\n")
