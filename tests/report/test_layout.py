@@ -17,7 +17,7 @@ import pytest
 import ray
 
 from gym_ray.cli import main
-from gym_ray.collect.layout import CONFIG, MANIFEST, METRICS, meta_path
+from gym_ray.collect.layout import CARD, CONFIG, MANIFEST, METRICS, REPORT, meta_path
 from gym_ray.collect.runlock import RunDirError, hold
 from gym_ray.collect.sink import part_files, read_rollout_table
 
@@ -56,7 +56,19 @@ def test_run_dir_loads_with_datasets_pandas_and_ray(tmp_path, serve_http_port, c
     assert json.loads(meta_path(out, CONFIG).read_text())["collect"]["num_repeats"] == 2
     assert json.loads(meta_path(out, MANIFEST).read_text())["num_repeats"] == 2
     _loads_everywhere(out, 6, tmp_path / "hf")
+    printed = capsys.readouterr().out
+    assert "contract holds" in printed and f"report: {meta_path(out, REPORT)}" in printed
     assert main(["metrics", str(out)]) == 0 and "weather" in capsys.readouterr().out
+
+    hub = tmp_path / "hub"  # what the card's push commands upload: the parts, and the card as README.md
+    hub.mkdir()
+    for part in part_files(out):
+        shutil.copy(part, hub / part.name)
+    shutil.copy(meta_path(out, CARD), hub / "README.md")
+    card = (hub / "README.md").read_text()
+    assert card.startswith("---\nconfigs:\n") and "| `response_loss_mask` | `list<item: int8>` |" in card
+    assert "## Metrics" in card and "## Run config" in card and "hf upload" in card
+    assert datasets.load_dataset(str(hub), split="train", cache_dir=str(tmp_path / "hf")).num_rows == 6
 
 
 def _make_legacy(out: Path) -> None:
