@@ -8,7 +8,6 @@ answers, tasks no rollout solves, groups with no GRPO signal): worth a look, exi
 
 from __future__ import annotations
 
-import functools
 import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -116,29 +115,25 @@ def run_checks(run_dir: str | Path, *, pass_threshold: float = 1.0, tokenizer: A
 
 
 def run_tokenizer(run_dir: str | Path) -> tuple[Any, str]:
-    """The run's tokenizer, or None and why not. Anything with `decode(ids, skip_special_tokens=)`: the
-    Rust `tokenizers` one when the checkpoint has a tokenizer.json (importing transformers costs seconds)."""
+    """The HF tokenizer the run's rows were made with, or None and why not: the one its config names, if
+    its fingerprint (vocabulary + chat template) is the rows' own (a trainer's policy may bring another)."""
     cfg_path = meta_path(run_dir, CONFIG)
     if not cfg_path.is_file():
         return None, f"{cfg_path} is missing (a run from before it was written)"
     try:
+        from gym_ray.agents.tokenizer import load_tokenizer  # cached per process
         from gym_ray.config import ModelConfig
         from gym_ray.models.names import tokenizer_path_for
 
-        return _load_tokenizer(tokenizer_path_for(ModelConfig(**json.loads(cfg_path.read_text())["model"]))), ""
+        model = ModelConfig(**json.loads(cfg_path.read_text())["model"])
+        chat = load_tokenizer(tokenizer_path_for(model), model.chat_template)
     except Exception as e:  # noqa: BLE001 - any failure to load only skips the token comparison
         return None, f"the run's tokenizer does not load: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-
-
-@functools.lru_cache(maxsize=4)
-def _load_tokenizer(path: str) -> Any:
-    if (Path(path) / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
+    rows = set(read_rollout_table(run_dir, ["tokenizer_fingerprint"])["tokenizer_fingerprint"].to_pylist())
+    if chat.fingerprint not in rows:
+        return None, (f"the rows were tokenized by another tokenizer (fingerprint {sorted(rows)[:3]}, the "
+                      f"config's is {chat.fingerprint})")
+    return chat.hf, ""
 
 
 def _row_findings(r: dict, tokenizer: Any, parser) -> list[tuple[str, str]]:

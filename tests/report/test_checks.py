@@ -91,3 +91,16 @@ def test_each_quality_warning_is_found_and_exits_0(check, tmp_path, capsys):
 def test_not_a_run_dir_exits_2(tmp_path, capsys):
     assert main(["check", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"gym-ray: error: {tmp_path}: no rollout files (part-*.parquet) found"
+
+
+def test_text_check_is_skipped_when_the_config_names_another_tokenizer(mixed_run, tmp_path):
+    """A trainer's own policy may tokenize with another template than the config's: no false mismatch."""
+    run = tmp_path / "run"
+    shutil.copytree(mixed_run, run)
+    config = json.loads((run / ".gym_ray" / "config.json").read_text())
+    config["model"]["chat_template"] = None  # SmolLM2's own template: another fingerprint than the rows'
+    (run / ".gym_ray" / "config.json").write_text(json.dumps(config))
+    report = run_checks(run)
+    assert report.findings == []
+    [skipped] = report.skipped
+    assert skipped.startswith("text_token_mismatch: the rows were tokenized by another tokenizer")
