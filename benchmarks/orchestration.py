@@ -2,15 +2,20 @@
 
 Workload (NeMo Gym's simple agent + single-tool-call environment, same shape): the scripted instant
 policy, the `weather` environment; per rollout 2 model calls, 1 tool call and a verify. 2,000 rollouts
-(500 tasks x 4) at each concurrency. Prints rollouts/s, p50/p99 episode latency and CPU ms per rollout
-(all processes of the private Ray cluster, driver included).
+(500 tasks x 4) at each concurrency. Prints, per environment hosting and concurrency, rollouts/s,
+p50/p99 episode latency, CPU ms per rollout (all processes of the private Ray cluster, driver
+included: less sensitive to a shared machine's load than rollouts/s) and the load average meanwhile.
 
     .venv/bin/python benchmarks/orchestration.py [--rollouts 2000] [--concurrency 16 64 256]
-        [--policy serve|local] [--transport grpc|default] [--env local|serve] [--agents 2]
+        [--env local serve replicas] [--env-replicas 2] [--policy serve|local]
+        [--transport grpc|default] [--agents 2]
 
-`--policy serve` (default) calls the scripted policy through its Serve deployment (the path a vLLM policy
-takes); `--policy local` answers inside the agent actor (the machinery alone). NeMo Gym 0.4.0, same
-machine kind: 53 / 59 / 48 rollouts/s at concurrency 16 / 64 / 256, 30-38 ms CPU per rollout.
+`--env local`: the env inside each agent actor; `serve`: one Serve replica; `replicas`: `--env-replicas`
+Serve replicas with session affinity. `--policy serve` (default) calls the scripted policy through its
+Serve deployment (the path a vLLM policy takes); `--policy local` answers inside the agent actor (the
+machinery alone). `--concurrency 10000 --rollouts 20000` is the 10,000-episodes-in-flight check; the
+table's last column is the cluster's peak memory (PSS). NeMo Gym 0.7.0 on this machine, c=64: 67
+rollouts/s, 26.8 CPU ms per rollout (0.4.0: 53 / 59 / 48 rollouts/s at c=16 / 64 / 256).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +34,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-NEMO_GYM = {16: 53, 64: 59, 256: 48}
+NEMO_GYM_07 = {"rps": 67, "cpu_ms": 26.8}  # c=64, same machine, quiet (issue 12)
 CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "Seoul", "Sydney",
           "Nairobi", "Madrid", "Boston", "Dublin", "Hanoi", "Berlin", "Austin", "Accra", "Kyiv", "Perth"]
 
@@ -45,10 +51,14 @@ def make_tasks(n: int):
             for i in range(n)]
 
 
-def cluster_cpu_seconds() -> float:
+def cluster_processes() -> list[psutil.Process]:
     me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
+def cluster_cpu_seconds() -> float:
     total = 0.0
-    for p in [me, *me.children(recursive=True)]:
+    for p in cluster_processes():
         try:
             t = p.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
@@ -57,14 +67,49 @@ def cluster_cpu_seconds() -> float:
     return total
 
 
-def build_config(args, concurrency: int):
+def cluster_memory_bytes() -> int:
+    """PSS of every cluster process: shared pages (the object store, libraries) counted once overall."""
+    total = 0
+    for p in cluster_processes():
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+class PeakMemory:
+    """Samples the cluster's memory every `interval_s` in a thread while a row runs."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, cluster_memory_bytes())
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def build_config(args, env_mode: str, concurrency: int):
     from gym_ray.config import validate_config
 
     return validate_config({
         "model": {"kind": "scripted", "name": "policy", "script": "benchmarks.weather_script:reply",
                   "chat_template": "chatml_tools", "hosting": "local" if args.policy == "local" else "serve",
                   "handle_transport": args.transport},
-        "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather", "hosting": args.env,
+        "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather",
+                             "hosting": "local" if env_mode == "local" else "serve",
+                             "num_replicas": args.env_replicas if env_mode == "replicas" else 1,
                              "agent": {"max_turns": 4}}},
         "collect": {"num_repeats": 4, "concurrency": concurrency, "num_agents": args.agents,
                     "episode_timeout_s": 120, "sampling": {"max_tokens": 64}},
@@ -74,6 +119,7 @@ def build_config(args, concurrency: int):
 async def measure(collector, tasks) -> dict:
     groups = collector.plan(tasks)
     latencies, statuses, rewards = [], {}, []
+    load0 = os.getloadavg()[0]
     cpu0, t0 = cluster_cpu_seconds(), time.perf_counter()
     async for table in collector.stream_tables(groups):
         for st, m, r in zip(table["status"].to_pylist(), table["metrics_json"].to_pylist(),
@@ -87,7 +133,8 @@ async def measure(collector, tasks) -> dict:
     n = sum(statuses.values())
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     return {"rollouts": n, "wall_s": wall, "rps": n / wall, "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3,
-            "cpu_ms": cpu / n * 1e3, "statuses": statuses, "mean_reward": sum(rewards) / max(n, 1)}
+            "cpu_ms": cpu / n * 1e3, "statuses": statuses, "mean_reward": sum(rewards) / max(n, 1),
+            "load": (load0 + os.getloadavg()[0]) / 2}
 
 
 def core_speed_s() -> float:
@@ -100,12 +147,39 @@ def core_speed_s() -> float:
     return time.perf_counter() - t0
 
 
+def run_rows(args, env_mode: str) -> list[tuple[int, dict]]:
+    """Deploy what `env_mode` puts on Serve, then measure each concurrency on the same deployment."""
+    from gym_ray.collect.api import Collector
+    from gym_ray.collect.deploy import deploy_all, teardown
+
+    rows = []
+    on_serve = args.policy == "serve" or env_mode != "local"
+    dep = deploy_all(build_config(args, env_mode, 16), http=False) if on_serve else None
+    try:
+        for c in args.concurrency:
+            cfg = build_config(args, env_mode, c)
+            with Collector(cfg, apps=dict(dep.apps) if dep else {}) as col:
+                asyncio.run(col.start())
+                asyncio.run(measure(col, make_tasks(max(args.warmup // 4, 1))))
+                with PeakMemory() as mem:
+                    r = asyncio.run(measure(col, make_tasks(args.rollouts // 4)))
+            r["peak_gb"] = mem.peak / 2**30
+            rows.append((c, r))
+            print(f"  env {env_mode}, c={c}: {r['rps']:.0f} rollouts/s, {r['cpu_ms']:.1f} CPU ms/rollout, "
+                  f"load {r['load']:.1f}, statuses {r['statuses']}, mean reward {r['mean_reward']:.2f}", flush=True)
+    finally:
+        if dep:
+            teardown(dep)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rollouts", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     ap.add_argument("--policy", choices=["serve", "local"], default="serve")
-    ap.add_argument("--env", choices=["local", "serve"], default="local")
+    ap.add_argument("--env", choices=["local", "serve", "replicas"], nargs="+", default=["local", "serve", "replicas"])
+    ap.add_argument("--env-replicas", type=int, default=2)
     ap.add_argument("--transport", choices=["default", "grpc"], default="grpc",
                     help="Serve handle transport of the policy calls (with --policy serve)")
     ap.add_argument("--agents", type=int, default=2)
@@ -115,38 +189,25 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from gym_ray.collect.api import Collector
-    from gym_ray.collect.deploy import deploy_all, teardown
-
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    print(f"workload: weather, scripted policy ({args.policy}), env {args.env}, {args.agents} agent actors, "
-          f"{args.rollouts} rollouts per row; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+    print(f"workload: weather, scripted policy ({args.policy}), {args.agents} agent actors, {args.rollouts} "
+          f"rollouts per row; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"core speed: 10M Python adds in {core_speed_s():.2f} s")
-    rows = []
-    base_cfg = build_config(args, 16)
-    dep = deploy_all(base_cfg, http=False) if args.policy == "serve" or args.env == "serve" else None
+    table = []
     try:
-        for c in args.concurrency:
-            cfg = build_config(args, c)
-            with Collector(cfg, apps=dict(dep.apps) if dep else {}) as col:
-                asyncio.run(col.start())
-                asyncio.run(measure(col, make_tasks(max(args.warmup // 4, 1))))
-                r = asyncio.run(measure(col, make_tasks(args.rollouts // 4)))
-            rows.append((c, r))
-            print(f"  c={c}: {r['rps']:.0f} rollouts/s, statuses {r['statuses']}, mean reward {r['mean_reward']:.2f}",
-                  flush=True)
+        for env_mode in args.env:
+            table += [(env_mode, c, r) for c, r in run_rows(args, env_mode)]
     finally:
-        if dep:
-            teardown(dep)
         ray.shutdown()
-    print(f"\n{'concurrency':>11}  {'rollouts/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}  {'CPU ms/rollout':>14}  "
-          f"{'NeMo Gym /s':>11}  {'ratio':>5}")
-    for c, r in rows:
-        ng = NEMO_GYM.get(c)
-        ratio = f"{r['rps'] / ng:.1f}x" if ng else "-"
-        print(f"{c:>11}  {r['rps']:>10.0f}  {r['p50_ms']:>8.1f}  {r['p99_ms']:>8.1f}  {r['cpu_ms']:>14.1f}  "
-              f"{ng or '-':>11}  {ratio:>5}")
+    print(f"\n{'env':>12}  {'conc.':>5}  {'rollouts/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}  {'CPU ms/rollout':>14}  "
+          f"{'load':>5}  {'peak GB':>7}  {'vs NeMo Gym 0.7 /s':>18}  {'status':>6}")
+    for env_mode, c, r in table:
+        label = f"serve x{args.env_replicas}" if env_mode == "replicas" else env_mode
+        ok = "ok" if set(r["statuses"]) == {"ok"} and r["mean_reward"] == 1.0 else "FAIL"
+        print(f"{label:>12}  {c:>5}  {r['rps']:>10.0f}  {r['p50_ms']:>8.1f}  {r['p99_ms']:>8.1f}  "
+              f"{r['cpu_ms']:>14.1f}  {r['load']:>5.1f}  {r['peak_gb']:>7.2f}  "
+              f"{r['rps'] / NEMO_GYM_07['rps']:>17.1f}x  {ok:>6}")
 
 
 if __name__ == "__main__":
