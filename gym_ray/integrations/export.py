@@ -68,6 +68,15 @@ OPENRLHF_SCHEMA = pa.schema([
 ])
 
 
+def write_rows(rows: list[dict], schema: pa.Schema, out: Path) -> None:
+    """`rows` as Parquet with `schema` (a `.parquet` path) or as JSON lines."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), out)
+    else:
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
 def shipped_env_configs() -> dict[str, Path]:
     """gym_ray's own environments (`gym_ray/environments/<name>/config.yaml`): what the OpenRLHF executor plays when
     no GYM_RAY_CONFIG names a run config."""
@@ -103,11 +112,7 @@ def export_openrlhf(task_files: list[str | Path], out: str | Path, *, config: st
     if not tasks:
         raise ExportError(f"no tasks in {', '.join(map(str, task_files))}")
     rows = openrlhf_rows(tasks)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        pq.write_table(pa.Table.from_pylist(rows, schema=OPENRLHF_SCHEMA), out)
-    else:
-        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_rows(rows, OPENRLHF_SCHEMA, out)
     return len(rows)
 
 
@@ -139,9 +144,5 @@ def export_trl(task_files: list[str | Path], out: str | Path) -> int:
     if not tasks:
         raise ExportError(f"no tasks in {', '.join(map(str, task_files))}")
     rows = trl_rows(tasks)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        pq.write_table(pa.Table.from_pylist(rows, schema=TRL_SCHEMA), out)
-    else:
-        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_rows(rows, TRL_SCHEMA, out)
     return len(rows)

@@ -182,3 +182,22 @@ def test_a_multi_segment_episode_is_one_sample_its_last_segment():
     last = _row(task).model_copy(update={"segment_index": 1, "num_segments": 2})
     other = _row(task).model_copy(update={"rollout_index": 1, "rollout_id": "other"})
     assert episodes([first, last, other]) == [(last, 2), (other, 1)]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_exported_dataset_loads_with_datasets_and_carries_each_task(tmp_path, suffix, capsys):
+    from datasets import load_dataset
+
+    from gym_ray.cli import main as cli_main
+    from gym_ray.integrations.trl import task_of
+
+    files = [os.path.join(ROOT, "gym_ray", "environments", e, "data", "example.jsonl") for e in ("weather", "one_word")]
+    out = tmp_path / f"train{suffix}"
+    assert cli_main(["export", "trl", *files, str(out)]) == 0
+    ds = load_dataset(suffix.lstrip(".").replace("jsonl", "json"), data_files=str(out))["train"]
+    tasks = load_tasks(files)
+    assert len(ds) == len(tasks)
+    assert [task_of(row["prompt"]) for row in ds] == tasks
+    assert [m["content"] for m in ds[0]["prompt"]] == [m.content for m in tasks[0].prompt]
+    assert cli_main(["export", "trl", *files, str(tmp_path / "x.csv")]) == 2
+    assert "x.csv: the output must be a .parquet or .jsonl file" in capsys.readouterr().err
