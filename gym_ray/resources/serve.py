@@ -99,7 +99,9 @@ class EnvDeployment(BatchedCalls):
             assigned, task = seed_request(body, self.runtime.name)
         except (ValueError, KeyError) as e:
             return _error(400, f"seed_session: bad task row: {e}")
-        sid = assigned or session_id_from(body, request.headers, request.cookies) or uuid.uuid4().hex
+        # A seed starts an episode: never the session of a cookie a client carried over from an earlier one
+        # (NeMo Gym 0.7's collector does, and two episodes then shared one session).
+        sid = assigned or session_id_from(body, request.headers, {}) or uuid.uuid4().hex
         try:
             await self.runtime.seed_session(sid, task)
         except EnvError as e:
