@@ -212,7 +212,11 @@ class EnvDeployment(BatchedCalls):
         raw = (await request.body()).decode(errors="replace") or "{}"
         sid = session_id_from({}, request.headers, request.cookies) or ""
         try:
-            return PlainTextResponse(await self.runtime.call_tool_raw(sid, tool_name, raw))
+            response = PlainTextResponse(await self.runtime.call_tool_raw(sid, tool_name, raw))
+            # NeMo Gym's simple_agent keeps only the cookies of the last tool response for /verify (as its
+            # own servers' session middleware re-sends them on every response), so send it again
+            response.set_cookie(SESSION_COOKIE, sid, httponly=True)
+            return response
         except SessionLostError as e:
             return _error(404, str(e))
         except (EnvError, EnvHungError) as e:
