@@ -54,6 +54,8 @@ def test_nemo_gym_collector_against_gym_ray_weather(version, weather_url, policy
     link_nemo_gym_venvs(nemo_dir, venv)
     head_port = free_port()
     model = write_model_config(nemo_dir, head_port, policy_port)
+    sessions = serve.get_app_handle("weather-ng").num_sessions
+    before = sessions.remote().result()
     ng = NgRun(venv, nemo_dir, [config.name, model.name])
     try:
         out = tmp_path / "rollouts.jsonl"
@@ -75,7 +77,7 @@ def test_nemo_gym_collector_against_gym_ray_weather(version, weather_url, policy
     agent = metrics[0]["agent_metrics"]
     assert agent["mean/reward"] == 1.0 and agent["num_rollouts"] == 6 * REPEATS
     # NeMo Gym never calls /close_session: /verify ended every session
-    assert serve.get_app_handle("weather-ng").num_sessions.remote().result() == 0
+    assert sessions.remote().result() == before
 
 
 RUN_YAML = """
