@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
+from ports import free_port
 
 # Local test clusters run without token auth; vLLM on CPU needs an explicit KV-cache size.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

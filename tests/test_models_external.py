@@ -8,9 +8,9 @@ import time
 
 import pytest
 import uvicorn
-from conftest import free_port
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from ports import free_port
 
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.client import make_policy_client

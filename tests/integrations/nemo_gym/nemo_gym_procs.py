@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import free_port
+from ports import free_port
 
 ROOT = Path(__file__).parents[3]
 VERSIONS = {"0.4": "0.4.0", "0.7": "0.7.0"}

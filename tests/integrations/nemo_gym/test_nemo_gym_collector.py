@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from nemo_gym_procs import NgRun, collect, link_nemo_gym_venvs, nemo_venv, start_policy, write_model_config
 from nemo_rl_contract import nemo_rl_message_log
+from ports import free_port
 from ray import serve
 
 from gym_ray.cli import main as gym_ray_main
