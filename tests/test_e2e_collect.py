@@ -20,7 +20,7 @@ from gym_ray.models.client import make_policy_client
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
 
 ray.cloudpickle.register_pickle_by_value(collect_fakes)
-ENVS = os.path.join(os.path.dirname(__file__), "..", "environments")
+ENVS = os.path.join(os.path.dirname(__file__), "..", "gym_ray", "environments")
 
 
 @pytest.mark.slow
