@@ -111,6 +111,7 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
     import signal
     import subprocess
     import sys
+    import threading
 
     import ray
     from ray import serve
@@ -140,8 +141,10 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
         assert "weather" in done.stdout and "pass@4" in done.stdout
         assert server.poll() is None  # collect left the apps serving
     finally:
+        # keep reading what it prints, so a full pipe cannot hold it at exit on a loaded machine
+        threading.Thread(target=server.stdout.read, daemon=True).start()
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)
+        server.wait(timeout=120)
         for app in ("cli_policy", "weather"):
             serve.delete(app, _blocking=True)
     assert server.returncode == 0
