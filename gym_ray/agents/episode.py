@@ -132,14 +132,19 @@ class Episode:
             self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {e}",
                       Failure(stage=FailureStage.GENERATE, kind=FailureKind.BAD_OUTPUT))
             return None
-        self._models.append(gen.model)
-        self._versions.append(gen.policy_version)
+        self.note(gen)
         if gen.finish_reason == "abort":
             self.fail(Status.ABORTED, f"policy aborted generation (call {tr.num_calls - 1})",
                       Failure(stage=FailureStage.GENERATE, kind=FailureKind.ABORTED))
         elif gen.finish_reason == "length":
             self.stop(self._limit_name if max_tokens == room else "max_tokens", truncated=True)
         return gen
+
+    def note(self, gen: Generation) -> None:
+        """Count a recorded generation's model and policy version into the rows' provenance (agents that
+        call the policy themselves, e.g. the gateway, record through this too)."""
+        self._models.append(gen.model)
+        self._versions.append(gen.policy_version)
 
     def capped(self, text: str) -> str:
         """A tool result or observation cut to the agent's `max_tool_output_chars`, saying so to the model;

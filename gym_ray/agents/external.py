@@ -1,0 +1,182 @@
+"""An agent kind for programs gym_ray did not write: they talk to the episode's OpenAI gateway.
+
+```yaml
+agent:
+  cls: gym_ray.agents.external:ExternalAgent
+  kwargs:
+    program: mypkg.agents:run        # async def run(base_url, model, task) -> str | None
+    # or: command: "python my_agent.py"   (a list or a string; OPENAI_BASE_URL / OPENAI_API_KEY point
+    #     at the gateway, GYM_RAY_TASK holds the task as JSON, also on stdin)
+    # sandbox: true                  # the command runs in gym_ray's bubblewrap sandbox; only the
+    #                                  gateway is reachable (through a Unix socket and a forwarder)
+    timeout_s: 120                   # the program's time; past it the row says `timeout`
+```
+
+The episode: seed the env session, open a gateway session, run the program, close the gateway session
+(later calls answer 410), then the env's `verify` scores the conversation the gateway recorded (the last
+call's messages and the reply). The env's tools are offered over HTTP at `<base_url minus /v1>/tools`
+(`GYM_RAY_TOOLS_URL` for commands; a callable with a `tools_url` parameter gets it): plain HTTP because
+any program can call it, and it is the resource servers' own surface (`POST /<tool>`). The tools run in the
+episode's env session, so stateful environments verify what the program did.
+
+Failures are rows, never a reward of 0: a program that raises or exits non-zero → `aborted`
+(stage `agent`, kind `exception`); one that runs past `timeout_s` → `timeout`; one that never calls the
+model → `aborted` (kind `bad_output`); a failing policy call → `model_error`, as for gym_ray's agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import shlex
+import signal
+import traceback
+from typing import Any
+
+from gym_ray.agents.base import EpisodeContext
+from gym_ray.agents.episode import Episode, failed
+from gym_ray.config import AgentConfig
+from gym_ray.gateway.server import get_gateway
+from gym_ray.gateway.session import GatewaySession
+from gym_ray.types import Failure, FailureKind, FailureStage, Rollout, Status, Task
+
+_TAIL = 2000  # characters of a program's output / traceback kept in the row
+
+
+class ProgramTimeout(Exception):
+    pass
+
+
+class ProgramFailed(Exception):
+    pass
+
+
+def tools_url(base_url: str) -> str:
+    """Where the episode's environment tools are served, given the gateway base URL."""
+    return base_url.removesuffix("/v1") + "/tools"
+
+
+class ExternalAgent:
+    def __init__(self, config: AgentConfig):
+        kw = config.kwargs
+        self.config = config
+        program, command = kw.get("program"), kw.get("command")
+        if bool(program) == bool(command):
+            raise ValueError("ExternalAgent: set exactly one of agent.kwargs.program (module:function) "
+                             "or agent.kwargs.command")
+        self.program: Any = None
+        if program:
+            from gym_ray.collect.wiring import import_object
+
+            self.program = import_object(program) if isinstance(program, str) else program
+            if not callable(self.program):
+                raise ValueError(f"ExternalAgent: program {program!r} is not callable")
+        self.command: list[str] | None = shlex.split(command) if isinstance(command, str) else (
+            list(command) if command else None)
+        self.sandbox = bool(kw.get("sandbox", False))
+        if self.sandbox and self.command is None:
+            raise ValueError("ExternalAgent: sandbox: true needs a command (a callable runs in-process)")
+        self.timeout_s = float(kw.get("timeout_s", 120.0))
+        self.model_name = kw.get("model_name")
+        self.api_key = str(kw.get("api_key", "gym-ray"))
+        self.extra_env = {str(k): str(v) for k, v in (kw.get("env") or {}).items()}
+        self.sandbox_limits = kw.get("sandbox_limits") or {}
+        self._sandbox = None
+
+    async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
+        ep = Episode(task, ctx)
+        seeded = await ep.env_call("seed_session", ctx.env.seed_session(ctx.session_id, task), FailureStage.SEED)
+        if not failed(seeded):
+            session = await self._play(ep, task, ctx)
+            if session.infra_error is not None:
+                raise session.infra_error  # the collector retries with a fresh session
+        if ep.transcript is None:  # nothing was generated: the row keeps no tokens but says why
+            ep.start([])
+        if ep.status == Status.OK:
+            await ep.verify()
+        await ep.close()
+        return ep.rows()
+
+    async def _play(self, ep: Episode, task: Task, ctx: EpisodeContext) -> GatewaySession:
+        gw = await get_gateway(self._uds_dir() if self.sandbox else None)
+        model = self.model_name or ctx.policy.model_name or "policy"
+        session = gw.open(ep, model)
+        base_url = gw.base_url(session)
+        ep.at(FailureStage.AGENT)
+        try:
+            output = await self._run_program(base_url, model, task, session, gw)
+        except ProgramTimeout as e:
+            ep.fail(Status.TIMEOUT, str(e), Failure(stage=FailureStage.AGENT, kind=FailureKind.TIMEOUT))
+            return session
+        except ProgramFailed as e:
+            ep.fail(Status.ABORTED, str(e), Failure(stage=FailureStage.AGENT, kind=FailureKind.EXCEPTION))
+            return session
+        finally:
+            gw.close(session, "the agent program finished")
+            ep.info["gateway"] = {"requests": session.requests, "calls": session.calls,
+                                  "context_refusals": session.context_refusals,
+                                  "tool_calls_served": session.tool_calls_served}
+        if output is not None:
+            ep.info["program_output"] = str(output)[-_TAIL:]
+        if ep.status == Status.OK and session.calls == 0:
+            ep.fail(Status.ABORTED, "the agent program finished without calling the model",
+                    Failure(stage=FailureStage.AGENT, kind=FailureKind.BAD_OUTPUT))
+        elif ep.info.get("last_finish_reason") == "length" or (session.context_refusals and ep.status == Status.OK):
+            ep.stop("max_tokens" if ep.info.get("last_finish_reason") == "length" else ep._limit_name,
+                    truncated=True)
+        return session
+
+    async def _run_program(self, base_url: str, model: str, task: Task, session: GatewaySession, gw) -> Any:
+        if self.program is not None:
+            kwargs = {}
+            with contextlib.suppress(TypeError, ValueError):
+                if "tools_url" in inspect.signature(self.program).parameters:
+                    kwargs["tools_url"] = tools_url(base_url)
+            try:
+                async with asyncio.timeout(self.timeout_s) as cm:
+                    return await self.program(base_url, model, task, **kwargs)
+            except TimeoutError:
+                if cm.expired():
+                    raise ProgramTimeout(f"agent program ran past timeout_s={self.timeout_s:g}") from None
+                raise ProgramFailed(_exc_text()) from None
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                raise ProgramFailed(_exc_text()) from None
+        env = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": self.api_key, "OPENAI_MODEL": model,
+               "GYM_RAY_TOOLS_URL": tools_url(base_url), "GYM_RAY_TASK": task.model_dump_json(),
+               **self.extra_env}
+        if self.sandbox:
+            return await self._run_sandboxed(env, task, gw)
+        return await self._run_subprocess(env, task)
+
+    async def _run_subprocess(self, env: dict[str, str], task: Task) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, **env}, start_new_session=True)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(task.model_dump_json().encode()), self.timeout_s)
+        except TimeoutError:
+            raise ProgramTimeout(f"agent command ran past timeout_s={self.timeout_s:g}") from None
+        finally:
+            if proc.returncode is None:  # timed out or cancelled: the whole process group goes
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    await proc.wait()
+        if proc.returncode != 0:
+            raise ProgramFailed(f"agent command exited with {proc.returncode}: "
+                                f"{err.decode(errors='replace')[-_TAIL:]}")
+        return out.decode(errors="replace")
+
+    def _uds_dir(self) -> str:
+        raise NotImplementedError
+
+    async def _run_sandboxed(self, env: dict[str, str], task: Task, gw) -> str:
+        raise NotImplementedError
+
+
+def _exc_text() -> str:
+    return "agent program raised: " + "".join(traceback.format_exc(limit=-3))[-_TAIL:]
