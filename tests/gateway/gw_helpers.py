@@ -3,6 +3,7 @@ token-exact check against what the engine was given and returned."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import zlib
@@ -157,3 +158,67 @@ async def openai_agents_sdk(base_url: str, model: str, task, tools_url: str, str
 
 async def openai_agents_sdk_streamed(base_url: str, model: str, task, tools_url: str) -> str:
     return await openai_agents_sdk(base_url, model, task, tools_url, stream=True)
+
+
+def episode_for(task, policy, chat, *, env=None, config: AgentConfig | None = None, max_tokens: int = 128,
+                session_id: str = "s0"):
+    """An Episode (the gateway records into it) over `policy`, outside any runner."""
+    from gym_ray.agents.base import EpisodeContext
+    from gym_ray.agents.episode import Episode
+
+    if env is None:
+        from gym_ray.resources import make_env_client
+
+        env = make_env_client("weather", load_config(WEATHER / "config.yaml").envs["weather"])
+    ctx = EpisodeContext(policy=policy, env=env, tokenizer=chat, sampling=SamplingConfig(max_tokens=max_tokens),
+                         config=config or AgentConfig(), rollout_id="r0", group_id="g0", rollout_index=0,
+                         group_size=1, session_id=session_id)
+    return Episode(task, ctx)
+
+
+async def sleeps_forever(base_url: str, model: str, task) -> None:
+    """Calls the model once, then hangs (the timeout row must keep that call's tokens)."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    await client.chat.completions.create(model=model, messages=[m.to_openai() for m in task.prompt])
+    await asyncio.sleep(3600)
+
+
+async def crashes(base_url: str, model: str, task) -> None:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    await client.chat.completions.create(model=model, messages=[m.to_openai() for m in task.prompt])
+    raise KeyError("the agent program's own bug")
+
+
+async def never_calls(base_url: str, model: str, task) -> str:
+    return "I answered without asking the model."
+
+
+async def calls_after_return(base_url: str, model: str, task) -> str:
+    """Leaves a call running in the background past its return: it must get 410 and not be recorded."""
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    msgs = [m.to_openai() for m in task.prompt]
+    await client.chat.completions.create(model=model, messages=msgs)
+
+    async def late():
+        await asyncio.sleep(0.2)
+        try:
+            await client.chat.completions.create(model=model, messages=msgs)
+        except Exception as e:
+            LATE.append(e)
+
+    LATE_TASKS.append(asyncio.get_running_loop().create_task(late()))
+    return "done"
+
+
+LATE: list = []
+LATE_TASKS: list = []
+
+
+def failing_script(prompt_text: str, turn: int):
+    raise RuntimeError("engine exploded")

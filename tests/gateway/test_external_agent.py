@@ -1,0 +1,69 @@
+"""ExternalAgent's outcomes: a command-line agent scored by the env, and every way a program can fail
+ending as a row with a status and a failure record (never a reward of 0 passed off as a score)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import gw_helpers
+import pytest
+from gw_helpers import assert_token_exact, group, weather_setup
+
+CLI = str(Path(__file__).with_name("openai_cli_agent.py"))
+
+
+def _run(runner, task):
+    return asyncio.run(runner.run(group(task), 0))
+
+
+def test_command_line_agent_is_scored(default_model_path):
+    runner, tasks, policy = weather_setup(default_model_path, {"command": [sys.executable, CLI]})
+    [row] = _run(runner, tasks[2])
+    assert row.status == "ok", row.error
+    assert (row.reward, row.num_turns, row.num_tool_calls) == (1.0, 2, 1)
+    assert_token_exact([row], policy.calls)
+    assert "Oslo" in row.metrics_json  # the program's stdout is kept
+
+
+@pytest.mark.parametrize("case", ["timeout", "crash", "exit", "never_calls", "model_error"])
+def test_program_failures_are_status_rows(default_model_path, case):
+    kwargs = {
+        "timeout": {"program": "gw_helpers:sleeps_forever", "timeout_s": 6},
+        "crash": {"program": "gw_helpers:crashes"},
+        "exit": {"command": [sys.executable, CLI], "env": {"AGENT_CRASH": "1"}},
+        "never_calls": {"program": "gw_helpers:never_calls"},
+        "model_error": {"program": "gw_helpers:openai_loop"},
+    }[case]
+    script = "gw_helpers:failing_script" if case == "model_error" else "gw_helpers:weather_script"
+    runner, tasks, policy = weather_setup(default_model_path, kwargs, script=script)
+    [row] = _run(runner, tasks[0])
+    expected = {"timeout": ("timeout", "agent", "timeout"), "crash": ("aborted", "agent", "exception"),
+                "exit": ("aborted", "agent", "exception"), "never_calls": ("aborted", "agent", "bad_output"),
+                "model_error": ("model_error", "generate", "exception")}[case]
+    assert (row.status, row.failure_stage, row.failure_kind) == expected, row.error
+    assert row.mask_sample and row.reward == 0.0 and "verify_s" in row.metrics_json
+    assert '"verify_info"' not in row.metrics_json  # never scored
+    assert_token_exact([row], policy.calls)  # the calls made before the failure are kept exactly
+    if case in ("timeout", "crash"):
+        assert row.num_turns == 1 and len(row.response_token_ids) > 0
+    if case == "crash":
+        assert "KeyError" in row.error
+    if case == "exit":
+        assert "crashing on purpose" in row.error
+
+
+def test_call_after_the_program_returned_is_refused(default_model_path):
+    runner, tasks, policy = weather_setup(default_model_path, {"program": "gw_helpers:calls_after_return"})
+    gw_helpers.LATE.clear()
+
+    async def main():
+        rows = await runner.run(group(tasks[0]), 0)
+        await asyncio.gather(*gw_helpers.LATE_TASKS)
+        return rows
+
+    [row] = asyncio.run(main())
+    assert row.num_turns == 1 and len(policy.calls) == 1
+    [late] = gw_helpers.LATE
+    assert getattr(late, "status_code", None) == 410
