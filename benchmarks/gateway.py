@@ -32,13 +32,19 @@ def build(policy_kind: str):
     cfg = ModelConfig(kind="scripted", name="scripted", replies=["Sure, here is a short answer."],
                       hosting="local" if policy_kind == "local" else "serve", tokenizer=path)
     if policy_kind == "serve":
+        import socket
+
         import ray
         from ray import serve
 
         from gym_ray.models import deploy_policy
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        serve.start(http_options={"host": "127.0.0.1", "port": 0})
+        with socket.socket() as sk:  # a free port for Serve's (unused) HTTP proxy
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        # a private cluster: never attach to someone else's on a shared machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy_policy(cfg, "scripted")
     return make_policy_client(cfg, "scripted"), load_tokenizer(path, "chatml_tools")
 
@@ -160,8 +166,9 @@ def main() -> None:
     try:
         asyncio.run(main_async(args))
     finally:
-        if args.policy == "serve":
-            import ray
+        import ray
+
+        if args.policy == "serve" and ray.is_initialized():
             from ray import serve
 
             serve.shutdown()

@@ -33,16 +33,22 @@ import os
 import shlex
 import signal
 import traceback
+from pathlib import Path
 from typing import Any
 
 from gym_ray.agents.base import EpisodeContext
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.config import AgentConfig
-from gym_ray.gateway.server import get_gateway
+from gym_ray.gateway.server import UDS_NAME, get_gateway
 from gym_ray.gateway.session import GatewaySession
+from gym_ray.resources.sandbox import Sandbox
 from gym_ray.types import Failure, FailureKind, FailureStage, Rollout, Status, Task
 
 _TAIL = 2000  # characters of a program's output / traceback kept in the row
+SANDBOX_PORT = 8000  # the forwarder's port on the sandbox's private loopback
+SANDBOX_MOUNT = "/run/gym_ray"  # where the gateway's socket directory appears in the sandbox
+_FORWARDER = ".gym_ray_forward.py"
+_FORWARD_CODE = (Path(__file__).parents[1] / "gateway" / "forward.py").read_bytes()
 
 
 class ProgramTimeout(Exception):
@@ -82,8 +88,9 @@ class ExternalAgent:
         self.model_name = kw.get("model_name")
         self.api_key = str(kw.get("api_key", "gym-ray"))
         self.extra_env = {str(k): str(v) for k, v in (kw.get("env") or {}).items()}
-        self.sandbox_limits = kw.get("sandbox_limits") or {}
-        self._sandbox = None
+        # files copied into the sandbox's /work: {relative path: host path}
+        self.files = {str(k): Path(v).read_bytes() for k, v in (kw.get("files") or {}).items()}
+        self._sandbox = self._make_sandbox(kw) if self.sandbox else None  # fails here if bwrap cannot run
 
     async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
         ep = Episode(task, ctx)
@@ -100,7 +107,7 @@ class ExternalAgent:
         return ep.rows()
 
     async def _play(self, ep: Episode, task: Task, ctx: EpisodeContext) -> GatewaySession:
-        gw = await get_gateway(self._uds_dir() if self.sandbox else None)
+        gw = await get_gateway()
         model = self.model_name or ctx.policy.model_name or "policy"
         session = gw.open(ep, model)
         base_url = gw.base_url(session)
@@ -171,12 +178,66 @@ class ExternalAgent:
                                 f"{err.decode(errors='replace')[-_TAIL:]}")
         return out.decode(errors="replace")
 
-    def _uds_dir(self) -> str:
-        raise NotImplementedError
+    def _make_sandbox(self, kw: dict) -> Any:
+        from gym_ray.resources.sandbox import SandboxLimits
+
+        limits = {"wall_time_s": self.timeout_s, "cpu_time_s": int(self.timeout_s) + 1, "memory_mb": 2048,
+                  "total_memory_mb": 2048, "max_processes": 64, **(kw.get("sandbox_limits") or {})}
+        return _GatewaySandbox(SandboxLimits(**limits), max_concurrency=int(kw.get("sandbox_concurrency", 4)),
+                               python=str(kw.get("sandbox_python", "/usr/bin/python3")))
 
     async def _run_sandboxed(self, env: dict[str, str], task: Task, gw) -> str:
-        raise NotImplementedError
+        """The command in bubblewrap (no network but a private loopback), with the gateway's socket
+        directory bound in and a forwarder on the sandbox's loopback: the gateway is all it can reach."""
+        from gym_ray.resources.sandbox import SandboxStatus
+
+        local = f"http://127.0.0.1:{SANDBOX_PORT}"
+        env = {k: v.replace(f"http://{gw.host}:{gw.port}", local) for k, v in env.items()}
+        sb = self._sandbox
+        sb.bind_dir = gw.uds_dir
+        command = [sb.python, f"/work/{_FORWARDER}", str(SANDBOX_PORT), f"{SANDBOX_MOUNT}/{UDS_NAME}", "--",
+                   *self.command]
+        result = await sb.run(command, stdin=task.model_dump_json(), env=env,
+                              files={**self.files, _FORWARDER: _FORWARD_CODE})
+        if result.status == SandboxStatus.TIMEOUT:
+            raise ProgramTimeout(f"agent command ran past timeout_s={self.timeout_s:g} (sandbox)")
+        if result.status != SandboxStatus.OK:
+            raise ProgramFailed(f"agent command in the sandbox: {result.status.value}"
+                                f"{f' ({result.limit})' if result.limit else ''}, exit {result.exit_code}"
+                                f"{f', {result.signal}' if result.signal else ''}: {result.stderr[-_TAIL:]}")
+        return result.stdout
 
 
 def _exc_text() -> str:
     return "agent program raised: " + "".join(traceback.format_exc(limit=-3))[-_TAIL:]
+
+
+class _GatewaySandbox(Sandbox):
+    """gym_ray's sandbox plus one read-only bind: the gateway's socket directory at /run/gym_ray.
+
+    The sandbox reads bwrap's options from a memfd; this adds the bind to that list (before the root is
+    made read-only) and leaves every other option, limit and namespace as the sandbox sets them.
+    """
+
+    bind_dir: str | None = None
+
+    def _argv(self, command, files, limits, uid, env, cgroup):
+        argv, fds = super()._argv(command, files, limits, uid, env, cgroup)
+        if self.bind_dir is None:
+            return argv, fds
+        from gym_ray.resources.sandbox import _memfd
+
+        old = fds[-1]
+        args = os.pread(old, os.fstat(old).st_size, 0).split(b"\0")[:-1]
+        at = args.index(b"--remount-ro")
+        args[at:at] = [b"--ro-bind", self.bind_dir.encode(), SANDBOX_MOUNT.encode()]
+        try:
+            new = _memfd(b"".join(a + b"\0" for a in args))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        os.close(old)
+        fds[-1] = new
+        argv[argv.index("--args") + 1] = str(new)
+        return argv, fds

@@ -4,7 +4,7 @@ Why in the agent actor: the episode's policy client, tokenizer and transcript al
 call costs one loopback HTTP hop and nothing else (no second Ray hop, no state shared between replicas,
 no serialization of transcripts); the server starts with the first external episode and lives as long
 as the actor. The agent program runs on the same node (a coroutine, a subprocess or a sandbox), so a
-loopback port (or a Unix socket for the sandbox) is all it needs.
+loopback port (or, for the sandbox, a Unix socket bound into it) is all it needs.
 
 Routes, under `/sessions/<id>`:
 - `POST /v1/chat/completions` (`stream` true or false; tools; `logprobs`; `return_token_ids`)
@@ -22,7 +22,9 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
+import tempfile
 import time
 import weakref
 from collections import OrderedDict
@@ -32,6 +34,7 @@ from gym_ray.agents.episode import Episode
 from gym_ray.gateway.session import GatewayError, GatewaySession
 from gym_ray.types import Failure, FailureKind, FailureStage, Status
 
+UDS_NAME = "gateway.sock"
 _ENDED_KEPT = 65536  # ended session ids remembered (410 instead of 404)
 
 
@@ -47,6 +50,7 @@ class Gateway:
     def __init__(self, host: str = "127.0.0.1"):
         self.host = host
         self.port: int | None = None
+        self.uds_dir: str | None = None
         self.uds_path: str | None = None
         self.sessions: dict[str, GatewaySession] = {}
         self._ended: OrderedDict[str, str] = OrderedDict()
@@ -154,8 +158,9 @@ class Gateway:
             Route("/health", health, methods=["GET"]),
         ])
 
-    async def start(self, uds_dir: str | None = None) -> None:
-        """Serve on a free loopback port (and, with `uds_dir`, on a Unix socket there, for sandboxes)."""
+    async def start(self) -> None:
+        """Serve on a free loopback port and on a Unix socket in a fresh directory (`uds_dir`), which a
+        sandbox can bind in: the only way out of its network namespace."""
         import uvicorn
 
         class _Server(uvicorn.Server):
@@ -170,16 +175,14 @@ class Gateway:
         tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tcp.bind((self.host, 0))
         self.port = tcp.getsockname()[1]
-        socks = [tcp]
-        if uds_dir is not None:
-            path = os.path.join(uds_dir, "gateway.sock")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            uds = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            uds.bind(path)
-            os.chmod(path, 0o777)  # sandboxed programs run under another uid
-            socks.append(uds)
-            self.uds_path = path
+        self.uds_dir = tempfile.mkdtemp(prefix="gym_ray_gateway_")
+        os.chmod(self.uds_dir, 0o755)  # sandboxed programs may run under another uid
+        weakref.finalize(self, shutil.rmtree, self.uds_dir, True)  # also when a test's loop just ends
+        self.uds_path = os.path.join(self.uds_dir, UDS_NAME)
+        uds = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        uds.bind(self.uds_path)
+        os.chmod(self.uds_path, 0o777)
+        socks = [tcp, uds]
         config = uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
                                 timeout_keep_alive=30, backlog=4096)
         self._server = _Server(config)
@@ -198,9 +201,8 @@ class Gateway:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await self._task
-        if self.uds_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.uds_path)
+        if self.uds_dir:
+            shutil.rmtree(self.uds_dir, ignore_errors=True)
 
 
 async def _sse(response: dict, body: dict) -> AsyncIterator[bytes]:
@@ -230,7 +232,7 @@ _GATEWAYS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakr
 _STARTING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
-async def get_gateway(uds_dir: str | None = None) -> Gateway:
+async def get_gateway() -> Gateway:
     """This event loop's gateway, started on first use (one per agent actor)."""
     loop = asyncio.get_running_loop()
     gw = _GATEWAYS.get(loop)
@@ -241,6 +243,6 @@ async def get_gateway(uds_dir: str | None = None) -> Gateway:
         gw = _GATEWAYS.get(loop)
         if gw is None:
             gw = Gateway()
-            await gw.start(uds_dir)
+            await gw.start()
             _GATEWAYS[loop] = gw
     return gw

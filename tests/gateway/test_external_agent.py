@@ -67,3 +67,31 @@ def test_call_after_the_program_returned_is_refused(default_model_path):
     assert row.num_turns == 1 and len(policy.calls) == 1
     [late] = gw_helpers.LATE
     assert getattr(late, "status_code", None) == 410
+
+
+def test_command_line_agent_in_the_sandbox_reaches_only_the_gateway(default_model_path):
+    """bubblewrap with a private network namespace: the program's only way out is the gateway's socket."""
+    pytest.importorskip("gym_ray.resources.sandbox")
+    from gym_ray.gateway import get_gateway
+    from gym_ray.resources.sandbox import SandboxUnavailable
+
+    async def main():
+        gw = await get_gateway()
+        try:
+            runner, tasks, policy = weather_setup(default_model_path, {
+                "command": ["/usr/bin/python3", "agent.py"], "sandbox": True, "timeout_s": 30,
+                "files": {"agent.py": str(Path(__file__).with_name("stdlib_agent.py"))},
+                "env": {"HOST_GATEWAY_PORT": str(gw.port)}})
+        except SandboxUnavailable as e:
+            pytest.skip(f"no sandbox here: {e}")
+        return await runner.run(group(tasks[1]), 0), policy
+
+    [row], policy = asyncio.run(main())
+    assert row.status == "ok", row.error
+    assert (row.reward, row.num_turns, row.num_tool_calls) == (1.0, 2, 1)
+    assert_token_exact([row], policy.calls)
+    import json
+
+    output = json.loads(row.metrics_json)["program_output"]
+    probes = json.loads(output.splitlines()[0])
+    assert probes == {"host_gateway_port": False, "outside": False}
