@@ -222,3 +222,46 @@ LATE_TASKS: list = []
 
 def failing_script(prompt_text: str, turn: int):
     raise RuntimeError("engine exploded")
+
+
+class ActorRecordingPolicy:
+    """Wraps a PolicyClient inside agent actors; sends (session, prompt ids, generated ids, logprobs) of every
+    call to a recorder actor, so the driver can check the Parquet rows against the engine."""
+
+    def __init__(self, inner, recorder):
+        self.inner, self.recorder = inner, recorder
+        self.model_name = inner.model_name
+
+    async def generate(self, prompt_token_ids, sampling, session_id=None):
+        gen = await self.inner.generate(prompt_token_ids, sampling, session_id)
+        engine_prompt = gen.extra.get("prompt_token_ids", list(prompt_token_ids))
+        await self.recorder.add.remote(session_id, list(engine_prompt), list(gen.token_ids), list(gen.logprobs))
+        return gen
+
+    async def chat(self, messages, tools, sampling):
+        return await self.inner.chat(messages, tools, sampling)
+
+    def tokenizer_path(self) -> str:
+        return self.inner.tokenizer_path()
+
+    def __getattr__(self, name):  # max_model_len etc.; not while unpickling (no `inner` yet)
+        if name.startswith("__") or name in ("inner", "recorder"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def recorder_actor():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Recorder:
+        def __init__(self):
+            self.calls: dict = {}
+
+        def add(self, session_id, prompt, generated, logprobs):
+            self.calls.setdefault(session_id, []).append((prompt, generated, logprobs))
+
+        def dump(self):
+            return self.calls
+
+    return Recorder.remote()
