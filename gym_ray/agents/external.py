@@ -4,7 +4,8 @@
 agent:
   cls: gym_ray.agents.external:ExternalAgent
   kwargs:
-    program: mypkg.agents:run        # async def run(base_url, model, task) -> str | None
+    program: mypkg.agents:run        # async def run(base_url, model, task) -> str | None (a plain
+    #                                  def runs in a worker thread)
     # or: command: "python my_agent.py"   (a list or a string; OPENAI_BASE_URL / OPENAI_API_KEY point
     #     at the gateway, GYM_RAY_TASK holds the task as JSON, also on stdin)
     # sandbox: true                  # the command runs in gym_ray's bubblewrap sandbox; only the
@@ -141,9 +142,14 @@ class ExternalAgent:
             with contextlib.suppress(TypeError, ValueError):
                 if "tools_url" in inspect.signature(self.program).parameters:
                     kwargs["tools_url"] = tools_url(base_url)
+            if inspect.iscoroutinefunction(self.program):
+                run = self.program(base_url, model, task, **kwargs)
+            else:  # a synchronous agent (e.g. smolagents) must not block the actor's event loop; past the
+                # timeout its thread runs on, but the session is closed: its calls get 410
+                run = asyncio.to_thread(self.program, base_url, model, task, **kwargs)
             try:
                 async with asyncio.timeout(self.timeout_s) as cm:
-                    return await self.program(base_url, model, task, **kwargs)
+                    return await run
             except TimeoutError:
                 if cm.expired():
                     raise ProgramTimeout(f"agent program ran past timeout_s={self.timeout_s:g}") from None

@@ -265,3 +265,12 @@ def recorder_actor():
             return self.calls
 
     return Recorder.remote()
+
+
+def sync_openai_loop(base_url: str, model: str, task) -> str:
+    """A synchronous program (the `openai` sync client, no tools): run in a worker thread by ExternalAgent."""
+    from openai import OpenAI
+
+    r = OpenAI(base_url=base_url, api_key="unused", max_retries=0).chat.completions.create(
+        model=model, messages=[m.to_openai() for m in task.prompt])
+    return r.choices[0].message.content or ""

@@ -4,6 +4,7 @@ ending as a row with a status and a failure record (never a reward of 0 passed o
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -25,6 +26,16 @@ def test_command_line_agent_is_scored(default_model_path):
     assert (row.reward, row.num_turns, row.num_tool_calls) == (1.0, 2, 1)
     assert_token_exact([row], policy.calls)
     assert "Oslo" in row.metrics_json  # the program's stdout is kept
+
+
+def test_synchronous_program_runs_off_the_event_loop(default_model_path):
+    runner, tasks, policy = weather_setup(default_model_path, {"program": "gw_helpers:sync_openai_loop"})
+    [row] = _run(runner, tasks[0])
+    # one call, and the model's reply is a tool call the program never ran: scored by the verifier as such
+    assert row.status == "ok", row.error
+    assert row.num_turns == 1 and row.num_tool_calls == 1 and row.reward == 0.0
+    assert json.loads(row.metrics_json)["verify_info"] == {"reason": "no final answer"}
+    assert_token_exact([row], policy.calls)
 
 
 @pytest.mark.parametrize("case", ["timeout", "crash", "exit", "never_calls", "model_error"])
@@ -90,8 +101,6 @@ def test_command_line_agent_in_the_sandbox_reaches_only_the_gateway(default_mode
     assert row.status == "ok", row.error
     assert (row.reward, row.num_turns, row.num_tool_calls) == (1.0, 2, 1)
     assert_token_exact([row], policy.calls)
-    import json
-
     output = json.loads(row.metrics_json)["program_output"]
     probes = json.loads(output.splitlines()[0])
     assert probes == {"host_gateway_port": False, "outside": False}
