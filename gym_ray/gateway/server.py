@@ -8,6 +8,7 @@ loopback port (or, for the sandbox, a Unix socket bound into it) is all it needs
 
 Routes, under `/sessions/<id>`:
 - `POST /v1/chat/completions` (`stream` true or false; tools; `logprobs`; `return_token_ids`)
+- `POST /v1/responses` (non-streaming, stateless: see `responses.py`)
 - `GET /v1/models`
 - `GET /tools`, `POST /tools/<name>` (body: the arguments object; answer `{"output": ...}`): the
   environment's tools, run in the episode's env session.
@@ -119,6 +120,17 @@ class Gateway:
                 s.end("the gateway failed")
             return _error(GatewayError(500, f"gateway error: {type(e).__name__}: {e}", "server_error"))
 
+        async def responses(request: Request):
+            from gym_ray.gateway.responses import create_response
+
+            try:
+                s = self._session(request.path_params["sid"])
+                return JSONResponse(await create_response(s, await body_of(request)))
+            except GatewayError as e:
+                return _error(e)
+            except Exception as e:
+                return _internal(request, e)
+
         async def models(request: Request):
             try:
                 s = self._session(request.path_params["sid"])
@@ -152,6 +164,7 @@ class Gateway:
 
         return Starlette(routes=[
             Route("/sessions/{sid}/v1/chat/completions", chat, methods=["POST"]),
+            Route("/sessions/{sid}/v1/responses", responses, methods=["POST"]),
             Route("/sessions/{sid}/v1/models", models, methods=["GET"]),
             Route("/sessions/{sid}/tools", tools, methods=["GET"]),
             Route("/sessions/{sid}/tools/{name}", call_tool, methods=["POST"]),

@@ -274,3 +274,30 @@ def sync_openai_loop(base_url: str, model: str, task) -> str:
     r = OpenAI(base_url=base_url, api_key="unused", max_retries=0).chat.completions.create(
         model=model, messages=[m.to_openai() for m in task.prompt])
     return r.choices[0].message.content or ""
+
+
+async def openai_agents_sdk_responses(base_url: str, model: str, task, tools_url: str) -> str:
+    """The Agents SDK with its default model class, `OpenAIResponsesModel` (the Responses API)."""
+    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+
+    @function_tool
+    async def get_weather(city: str) -> str:
+        """Get the current weather in a city.
+
+        Args:
+            city: The city name, e.g. "Paris".
+        """
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.post(f"{tools_url}/get_weather", json={"city": city})
+            return r.raise_for_status().json()["output"]
+
+    system = next(m.content for m in task.prompt if m.role == "system")
+    user = next(m.content for m in task.prompt if m.role == "user")
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    agent = Agent(name="weather", instructions=system, tools=[get_weather],
+                  model=OpenAIResponsesModel(model=model, openai_client=client))
+    result = await Runner.run(agent, user, max_turns=6)
+    return result.final_output
