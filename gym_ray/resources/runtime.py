@@ -25,7 +25,7 @@ from gym_ray.resources.isolation import EnvHungError, HookThreads
 from gym_ray.resources.messages import final_answer
 from gym_ray.resources.server import ResourceServer, Session, _current
 from gym_ray.resources.sessions import SessionStore
-from gym_ray.resources.tools import ToolArgumentError
+from gym_ray.resources.tools import ToolArgumentError, json_arguments
 from gym_ray.types import FailureKind, Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class EnvRuntime:
         self._tool_defs = cls.tool_defs
         self._specs = [td.spec for td in self._tool_defs.values()]
         self._step_driven = cls.reset is not ResourceServer.reset
+        self._forwards_tools = cls.forwards_tools()
         self._default_verify = cls.verify is ResourceServer.verify
         self._scores_answer = self._default_verify and cls.score is not ResourceServer.score
         self.threads = HookThreads(self.name)
@@ -153,20 +154,22 @@ class EnvRuntime:
     async def call_tool_raw(self, session_id: str, name: str, arguments: dict[str, Any] | str | None) -> str:
         """Like `call_tool`, with arguments as the model wrote them (a JSON string is accepted)."""
         td = self._tool_defs.get(name)
-        if td is None:
+        if td is None and not self._forwards_tools:
             available = ", ".join(self._tool_defs) or "none"
             return f"Error: unknown tool {name!r}. Available tools: {available}."
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionLostError(self._missing(session_id))
         try:
-            kwargs = td.parse_arguments(arguments)
+            if td is None:
+                fn = functools.partial(self.server.forward_tool, name, json_arguments(arguments))
+            else:
+                fn = functools.partial(td.fn, self.server, **td.parse_arguments(arguments))
         except ToolArgumentError as e:
             return f"Error: invalid arguments for {name}: {e}"
-        fn = functools.partial(td.fn, self.server, **kwargs)
         try:
-            return _tool_output(await self._call(session, fn, thread=td.blocking))
-        except EnvHungError:
+            return _tool_output(await self._call(session, fn, thread=td is not None and td.blocking))
+        except (EnvHungError, EnvError):
             raise  # the environment, not the model, is broken: an env_error, never text for the model
         except Exception as e:
             log.debug("%s: tool %s raised", self.name, name, exc_info=True)

@@ -102,6 +102,12 @@ class ResourceServer:
         """Step-driven environments: apply the model's action text, return what follows."""
         raise NotImplementedError(f"{type(self).__name__} is not step-driven (no step())")
 
+    def forward_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        """Environments whose tools live in another server (a NeMo Gym resources server, an MCP server):
+        a call to a tool not declared with `@tool` comes here (the agent offers the task's `tools`).
+        Sync or async; raise `EnvError` when the other server, not the model, failed."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release what this episode holds (called on close_session and on expiry)."""
 
@@ -109,3 +115,7 @@ class ResourceServer:
     def is_stateful(cls) -> bool:
         """A server whose episodes carry state cannot verify an unknown (expired) session."""
         return cls.seed is not ResourceServer.seed or cls.reset is not ResourceServer.reset
+
+    @classmethod
+    def forwards_tools(cls) -> bool:
+        return cls.forward_tool is not ResourceServer.forward_tool

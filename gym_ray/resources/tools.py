@@ -26,6 +26,20 @@ class ToolArgumentError(ValueError):
     """The model called a tool with arguments that do not fit its signature."""
 
 
+def json_arguments(arguments: dict[str, Any] | str | None) -> dict[str, Any]:
+    """Raw arguments as the model wrote them (a dict or a JSON string) -> a dict, or `ToolArgumentError`."""
+    if arguments is None or arguments == "":
+        arguments = {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as e:
+            raise ToolArgumentError(f"arguments are not valid JSON ({e.msg} at position {e.pos})") from None
+    if not isinstance(arguments, dict):
+        raise ToolArgumentError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+    return arguments
+
+
 @dataclass(frozen=True)
 class _Options:
     name: str | None
@@ -59,17 +73,7 @@ class ToolDef:
 
     def parse_arguments(self, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
         """Validate raw arguments (a dict or a JSON string) into keyword arguments for the method."""
-        if arguments is None or arguments == "":
-            arguments = {}
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError as e:
-                raise ToolArgumentError(
-                    f"arguments are not valid JSON ({e.msg} at position {e.pos})"
-                ) from None
-        if not isinstance(arguments, dict):
-            raise ToolArgumentError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+        arguments = json_arguments(arguments)
         try:
             parsed = self.args_model.model_validate(arguments)
         except ValidationError as e:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +27,7 @@ from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.wiring import EnvSpec
 from gym_ray.config import RunConfig, SamplingConfig
+from gym_ray.integrations.nemo_gym.responses import output_items, response_object
 from gym_ray.resources.http_compat import aggregate_metrics
 from gym_ray.tasks import parse_row
 from gym_ray.types import Rollout
@@ -50,39 +49,12 @@ def sampling_for(row: dict, base: SamplingConfig) -> SamplingConfig:
     return base.model_copy(update=update)
 
 
-def _item_id(kind: str) -> str:
-    return f"{kind}_{uuid.uuid4().hex[:16]}"
-
-
-def output_items(row: Rollout) -> list[dict]:
-    """The episode's transcript after the prompt as Responses-API items, token ids on each call's last item."""
-    prompt_len = len(json.loads(row.prompt_messages_json))
-    messages = json.loads(row.messages_json)[prompt_len:]
-    spans = list(zip(row.gen_span_starts, row.gen_span_ends, strict=True))
-    items: list[dict] = []
-    for message in messages:
-        role, content = message["role"], message.get("content") or ""
-        if role == "tool":
-            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id"), "output": content})
-            continue
-        if role != "assistant":  # an env-step observation: the next user turn
-            items.append({"type": "message", "role": role, "content": content})
-            continue
-        turn = []
-        if content or not message.get("tool_calls"):
-            turn.append({"type": "message", "id": _item_id("msg"), "role": "assistant", "status": "completed",
-                         "content": [{"type": "output_text", "text": content, "annotations": []}]})
-        for call in message.get("tool_calls") or []:  # OpenAI chat shape: {id, function: {name, arguments}}
-            turn.append({"type": "function_call", "id": _item_id("fc"), "call_id": call["id"],
-                         "name": call["function"]["name"], "arguments": call["function"]["arguments"],
-                         "status": "completed"})
-        if spans:
-            start, end = spans.pop(0)
-            turn[-1] |= {"prompt_token_ids": row.prompt_token_ids + row.response_token_ids[:start],
-                         "generation_token_ids": row.response_token_ids[start:end],
-                         "generation_log_probs": row.response_logprobs[start:end]}
-        items.extend(turn)
-    return items
+def token_fields(row: Rollout) -> list[dict]:
+    """Per model call of the segment: the ids NeMo-RL reads (`seen == prompt_token_ids[:len(seen)]`)."""
+    return [{"prompt_token_ids": row.prompt_token_ids + row.response_token_ids[:start],
+             "generation_token_ids": row.response_token_ids[start:end],
+             "generation_log_probs": row.response_logprobs[start:end]}
+            for start, end in zip(row.gen_span_starts, row.gen_span_ends, strict=True)]
 
 
 def run_response(body: dict, rows: list[Rollout], attempt: int) -> dict:
@@ -96,10 +68,9 @@ def run_response(body: dict, rows: list[Rollout], attempt: int) -> dict:
     params = body["responses_create_params"]
     return {
         **body,
-        "response": {"id": f"resp_{row.rollout_id}", "object": "response", "created_at": int(time.time()),
-                     "model": row.model, "output": output_items(row), "parallel_tool_calls": True,
-                     "tool_choice": "auto", "tools": params.get("tools") or [],
-                     "status": "incomplete" if row.truncated else "completed"},
+        "response": response_object(f"resp_{row.rollout_id}", row.model, output_items(
+            json.loads(row.messages_json)[len(json.loads(row.prompt_messages_json)):], token_fields(row)),
+            params.get("tools") or [], incomplete=row.truncated),
         "reward": row.reward,
         "reward_components": dict(zip(row.reward_component_names, row.reward_component_values, strict=True)),
         "mask_sample": row.mask_sample,

@@ -12,17 +12,9 @@ import json
 from pathlib import Path
 
 from gym_ray.integrations.export import ExportError, shipped_env_configs
+from gym_ray.integrations.nemo_gym.responses import RowShapeError, create_params
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Task, ToolSpec
-
-# Roles NeMo Gym's strict `NeMoGymEasyInputMessage` accepts in `input`.
-_INPUT_ROLES = {"system", "developer", "user", "assistant"}
-
-
-def responses_tool(spec: ToolSpec) -> dict:
-    """A tool in the Responses API's flat function shape (what `responses_create_params.tools` holds)."""
-    return {"type": "function", "name": spec.name, "description": spec.description,
-            "parameters": spec.parameters, "strict": False}
 
 
 def env_tools(envs: dict) -> dict[str, list[ToolSpec]]:
@@ -39,14 +31,10 @@ def env_tools(envs: dict) -> dict[str, list[ToolSpec]]:
 
 
 def nemo_gym_row(task: Task, tools: list[ToolSpec], agent_name: str) -> dict:
-    bad = [m.role for m in task.prompt if m.role not in _INPUT_ROLES or m.tool_calls]
-    if bad:
-        raise ExportError(f"task {task.task_id!r}: prompt: a {bad[0]!r} message with tool calls or results "
-                          f"has no NeMo Gym input form (roles {', '.join(sorted(_INPUT_ROLES))})")
-    params: dict = {"input": [{"role": m.role, "content": m.content} for m in task.prompt]}
-    offered = task.tools if task.tools is not None else tools
-    if offered:
-        params["tools"] = [responses_tool(t) for t in offered]
+    try:
+        params = create_params(task, tools)
+    except RowShapeError as e:
+        raise ExportError(str(e)) from None
     return {"responses_create_params": params,
             "agent_ref": {"type": "responses_api_agents", "name": agent_name},
             "task_id": task.task_id, "env": task.env, "verifier_metadata": task.verifier_metadata}

@@ -1,29 +1,71 @@
-"""NeMo Gym's real collector + simple_agent + openai_model against gym_ray's resources servers (issue 11).
+"""NeMo Gym's real processes with gym_ray, both ways, for NeMo Gym 0.4.0 and 0.7.0 (issue 11).
 
-`gym-ray export nemo-gym` writes the rows, `write_nemo_gym_dir` the NeMo Gym config (the env served on
-Ray Serve, reached through the forwarder NeMo Gym starts on a port of its own), and NeMo Gym 0.4.0 and
-0.7.0 run the episodes; the policy is a scripted Responses-API endpoint that solves every task.
+One `ng_run` per version (module-scoped: its Ray start is the slow part) serves everything:
+- gym_ray's weather env (on Ray Serve, behind the forwarder NeMo Gym starts) with NeMo Gym's own
+  simple_agent and openai_model, played by NeMo Gym's collector;
+- gym_ray's `/run` agent server, called by NeMo Gym's collector;
+- three of NeMo Gym's own resources servers, driven by gym_ray's agents through the bridge env into
+  gym_ray Parquet.
+The policies are scripted: a Responses-API endpoint for NeMo Gym's agent, gym_ray's scripted policy else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import fault_helpers
+import nemo_gym_scripts
 import pytest
-from nemo_gym_procs import NgRun, collect, link_nemo_gym_venvs, nemo_venv, start_policy, write_model_config
+import ray
+from fault_helpers import ScriptClient
+from nemo_gym_procs import (
+    NEMO_GYM_SERVERS,
+    TESTS_ON_PATH,
+    collect,
+    model_blocks,
+    nemo_venv,
+    start_policy,
+    write_yaml,
+)
 from nemo_rl_contract import nemo_rl_message_log
 from ports import free_port
 from ray import serve
 
 from gym_ray.cli import main as gym_ray_main
-from gym_ray.config import load_config
+from gym_ray.collect.api import Collector, load_run_tasks
+from gym_ray.collect.sink import read_rollout_table
+from gym_ray.config import RunConfig, load_config
+from gym_ray.integrations.nemo_gym.launch import NgRun, link_venvs, nemo_gym_root, serve_resources_servers
 from gym_ray.integrations.nemo_gym.resources import write_nemo_gym_dir
+from gym_ray.models.names import tokenizer_path_for
+from gym_ray.report.checks import run_checks
 from gym_ray.resources import deploy_env
+from gym_ray.types import rollouts_from_arrow
+
+ray.cloudpickle.register_pickle_by_value(fault_helpers)  # the scripts reach the agent actors by value
+ray.cloudpickle.register_pickle_by_value(nemo_gym_scripts)
 
 ROOT = Path(__file__).parents[3]
 WEATHER = ROOT / "gym_ray" / "environments" / "weather"
 REPEATS = 9  # 6 tasks x 9 = 54 episodes
+# NeMo Gym's own resources servers gym_ray drives (all three ship with 0.4.0 and 0.7.0)
+BRIDGED = ["example_single_tool_call", "example_session_state_mgmt", "example_multi_step"]
+RUN_YAML = """
+includes: [{weather}/config.yaml]
+model: {{kind: scripted, hosting: local, script: "fault_helpers:weather_reply", chat_template: chatml_tools}}
+envs: {{weather: {{hosting: local}}}}
+"""
+
+
+@dataclass
+class Nemo:
+    version: str
+    venv: Path
+    dir: Path
+    ng: NgRun
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +85,33 @@ def policy_port(tmp_path_factory):
     proc.wait()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("version", ["0.4", "0.7"])
-def test_nemo_gym_collector_against_gym_ray_weather(version, weather_url, policy_port, tmp_path, capsys):
-    venv = nemo_venv(version)
+@pytest.fixture(scope="module", params=["0.4", "0.7"])
+def nemo(request, weather_url, policy_port, tmp_path_factory):
+    venv = nemo_venv(request.param)
+    nemo_dir = tmp_path_factory.mktemp(f"nemo-{request.param}")
+    run_yaml = nemo_dir / "run.yaml"
+    run_yaml.write_text(RUN_YAML.format(weather=WEATHER))
+    config = write_nemo_gym_dir({"weather": weather_url}, nemo_dir,
+                                agent_servers={"weather_gym_ray_agent": run_yaml})
+    link_venvs(nemo_dir, venv, NEMO_GYM_SERVERS)
+    model = write_yaml(nemo_dir / "model.yaml", model_blocks(policy_port))
+    ng = serve_resources_servers(venv, BRIDGED, nemo_dir, [config.name, model], env=TESTS_ON_PATH)
+    yield Nemo(request.param, venv, nemo_dir, ng)
+    ng.stop()
+
+
+def export_weather(tmp_path: Path, *args: str) -> Path:
     rows = tmp_path / "weather.jsonl"
-    assert gym_ray_main(["export", "nemo-gym", str(WEATHER / "data" / "example.jsonl"), str(rows)]) == 0
-    nemo_dir = tmp_path / "nemo"
-    config = write_nemo_gym_dir({"weather": weather_url}, nemo_dir)
-    link_nemo_gym_venvs(nemo_dir, venv)
-    head_port = free_port()
-    model = write_model_config(nemo_dir, head_port, policy_port)
+    assert gym_ray_main(["export", "nemo-gym", str(WEATHER / "data" / "example.jsonl"), str(rows), *args]) == 0
+    return rows
+
+
+@pytest.mark.slow
+def test_nemo_gym_collector_against_gym_ray_weather(nemo, tmp_path):
     sessions = serve.get_app_handle("weather-ng").num_sessions
     before = sessions.remote().result()
-    ng = NgRun(venv, nemo_dir, [config.name, model.name])
-    try:
-        out = tmp_path / "rollouts.jsonl"
-        done = collect(venv, nemo_dir, head_port, rows, out, REPEATS)
-    finally:
-        ng.stop()
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = [json.loads(line) for line in out.read_text().splitlines()]
+    out = tmp_path / "rollouts.jsonl"
+    results = collect(nemo.venv, nemo.dir, nemo.ng.head_port, export_weather(tmp_path), out, REPEATS)
     assert len(results) == 6 * REPEATS
     # every row was scored by gym_ray's weather verifier (its components), and the policy solves them all
     assert {r["reward"] for r in results} == {1.0}
@@ -80,40 +128,49 @@ def test_nemo_gym_collector_against_gym_ray_weather(version, weather_url, policy
     assert sessions.remote().result() == before
 
 
-RUN_YAML = """
-includes: [{weather}/config.yaml]
-model: {{kind: scripted, hosting: local, script: "fault_helpers:weather_reply", chat_template: chatml_tools}}
-envs: {{weather: {{hosting: local}}}}
-"""
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("version", ["0.4", "0.7"])
-def test_nemo_gym_collector_calls_gym_ray_run_agent_server(version, tmp_path):
+def test_nemo_gym_collector_calls_gym_ray_run_agent_server(nemo, tmp_path):
     """NeMo Gym's collector POSTs each row to gym_ray's /run; every result passes NeMo-RL's contiguity check."""
-    venv = nemo_venv(version)
-    rows = tmp_path / "weather.jsonl"
-    assert gym_ray_main(["export", "nemo-gym", str(WEATHER / "data" / "example.jsonl"), str(rows),
-                         "--agent-name", "weather_gym_ray_agent"]) == 0
-    run_yaml = tmp_path / "run.yaml"
-    run_yaml.write_text(RUN_YAML.format(weather=WEATHER))
-    nemo_dir = tmp_path / "nemo"
-    config = write_nemo_gym_dir({}, nemo_dir, agent_servers={"weather_gym_ray_agent": run_yaml})
-    link_nemo_gym_venvs(nemo_dir, venv)
-    head_port = free_port()
-    head = nemo_dir / "head.yaml"
-    head.write_text(f"head_server: {{host: 127.0.0.1, port: {head_port}}}\n")
-    ng = NgRun(venv, nemo_dir, [config.name, head.name])
-    try:
-        out = tmp_path / "rollouts.jsonl"
-        done = collect(venv, nemo_dir, head_port, rows, out, REPEATS)
-    finally:
-        ng.stop()
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = export_weather(tmp_path, "--agent-name", "weather_gym_ray_agent")
+    results = collect(nemo.venv, nemo.dir, nemo.ng.head_port, rows, tmp_path / "rollouts.jsonl", REPEATS)
     assert len(results) == 6 * REPEATS and {r["reward"] for r in results} == {1.0}
     logs = {(r["_ng_task_index"], r["_ng_rollout_index"]): nemo_rl_message_log(r) for r in results}
     assert sorted(logs) == [(t, i) for t in range(6) for i in range(REPEATS)]
     for t in range(6):  # GRPO's grouping key: one first prompt per task
         assert len({tuple(logs[t, i][0]["token_ids"]) for i in range(REPEATS)}) == 1
     assert len({r["episode_id"]["rollout_id"] for r in results}) == 6 * REPEATS
+
+
+@pytest.mark.slow
+def test_gym_ray_agents_drive_nemo_gym_resources_servers(nemo, ray_cluster, tmp_path):
+    """NeMo Gym's example_single_tool_call, example_session_state_mgmt and example_multi_step as gym_ray envs:
+    their own data, tools, session cookies and verifiers, into Parquet that passes gym_ray's checks."""
+    data = nemo_gym_root(nemo.venv) / "resources_servers"
+    cfg = RunConfig.model_validate({
+        "model": {"kind": "scripted", "hosting": "local", "chat_template": "chatml_tools", "replies": ["unused"]},
+        "envs": {name: {"server": "gym_ray.integrations.nemo_gym.bridge:NemoGymResources", "hosting": "local",
+                        "config": {"head_server": nemo.ng.head_url, "server": nemo.ng.instances[name]},
+                        "data": [str(data / name / "data" / "example.jsonl")],
+                        # example_multi_step's prompt is 3.4k tokens (the scripted policy has no context limit)
+                        "agent": {"max_turns": 5, "max_total_tokens": 8192, "kwargs": {"max_context_len": 8192}}}
+                 for name in BRIDGED},
+        "collect": {"num_repeats": 4, "concurrency": 16},
+    })
+    out = tmp_path / "run"
+    policy = ScriptClient(cfg.model, tokenizer_path_for(cfg.model), nemo_gym_scripts.reply)
+    with Collector(cfg, policy) as col:
+        summary = asyncio.run(col.collect_to_dir(load_run_tasks(cfg), out, progress=False))
+    rows = rollouts_from_arrow(read_rollout_table(out))
+    assert summary["overall"]["rollouts"] == 3 * 5 * 4 == len(rows)
+    for r in rows:
+        r.check_invariants()
+    assert {r.status.value for r in rows} == {"ok"}
+    # 1.0 from NeMo Gym's own verifiers: the counter saw every increment in its cookie session, the
+    # synonym values came back from its tools, get_weather was called
+    assert {(r.env, r.reward) for r in rows} == {(name, 1.0) for name in BRIDGED}
+    counts = {r.env: r.num_tool_calls for r in rows}
+    assert counts["example_single_tool_call"] == 1 and counts["example_multi_step"] == 3
+    multi = next(r for r in rows if r.env == "example_multi_step")
+    assert json.loads(multi.metrics_json)["verify_info"]["accuracy"] is True  # NeMo Gym's own response fields
+    report = run_checks(out)
+    assert not report.contract_broken, report.to_json()["counts"]
