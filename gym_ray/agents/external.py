@@ -119,7 +119,13 @@ class ExternalAgent:
             ep.fail(Status.TIMEOUT, str(e), Failure(stage=FailureStage.AGENT, kind=FailureKind.TIMEOUT))
             return session
         except ProgramFailed as e:
-            ep.fail(Status.ABORTED, str(e), Failure(stage=FailureStage.AGENT, kind=FailureKind.EXCEPTION))
+            if session.last_refused and ep.status == Status.OK:
+                # it failed on our context-limit refusal: the episode hit its token budget, as a gym_ray
+                # agent does (truncated, scored), not an agent bug
+                ep.info["program_error"] = str(e)[-_TAIL:]
+                ep.stop(ep._limit_name, truncated=True)
+            else:
+                ep.fail(Status.ABORTED, str(e), Failure(stage=FailureStage.AGENT, kind=FailureKind.EXCEPTION))
             return session
         finally:
             gw.close(session, "the agent program finished")
@@ -131,9 +137,10 @@ class ExternalAgent:
         if ep.status == Status.OK and session.calls == 0:
             ep.fail(Status.ABORTED, "the agent program finished without calling the model",
                     Failure(stage=FailureStage.AGENT, kind=FailureKind.BAD_OUTPUT))
-        elif ep.info.get("last_finish_reason") == "length" or (session.context_refusals and ep.status == Status.OK):
-            ep.stop("max_tokens" if ep.info.get("last_finish_reason") == "length" else ep._limit_name,
-                    truncated=True)
+        elif session.last_refused:  # the program gave up when its prompt no longer fit
+            ep.stop(ep._limit_name, truncated=True)
+        elif ep.info.get("last_finish_reason") == "length":
+            ep.stop("max_tokens", truncated=True)
         return session
 
     async def _run_program(self, base_url: str, model: str, task: Task, session: GatewaySession, gw) -> Any:

@@ -126,6 +126,7 @@ class GatewaySession:
         self.requests = 0
         self.in_flight = 0
         self.context_refusals = 0
+        self.last_refused = False  # the latest request was refused for its length (none recorded since)
         self.tool_calls_served = 0
         self._keys: list[tuple] = []  # message keys the current sequence stands for
         self._messages: list[Message] = []
@@ -147,6 +148,7 @@ class GatewaySession:
         room = self.ep.limit - len(prompt)
         if room <= 0:
             self.context_refusals += 1
+            self.last_refused = True
             raise GatewayError(400, f"this request's prompt is {len(prompt)} tokens; the episode's limit is "
                                     f"{self.ep.limit}", "invalid_request_error", "context_length_exceeded")
         if sampling.max_tokens > room:
@@ -244,6 +246,7 @@ class GatewaySession:
                 raise GatewayError(502, str(e), "upstream_error") from e
             ep.note(gen)
             self.calls += 1
+            self.last_refused = False
             text = self.chat.decode(gen.token_ids)
             parsed = self.parser(text, index)
             if parsed.errors:  # show the agent what the model wrote, as an OpenAI server without a parser would

@@ -104,3 +104,20 @@ def test_command_line_agent_in_the_sandbox_reaches_only_the_gateway(default_mode
     output = json.loads(row.metrics_json)["program_output"]
     probes = json.loads(output.splitlines()[0])
     assert probes == {"host_gateway_port": False, "outside": False}
+
+
+def test_token_budget_refusal_ends_truncated_and_scored(default_model_path):
+    """A prompt at the episode's token limit answers 400 context_length_exceeded; the program fails on it,
+    and the row is what gym_ray's own agent writes at its budget: ok, truncated, scored."""
+    runner, tasks, _ = weather_setup(default_model_path, {"program": "gw_helpers:openai_loop"})
+    [full] = _run(runner, tasks[0])
+    second_prompt = len(full.prompt_token_ids) + full.gen_span_starts[1]
+    runner, tasks, policy = weather_setup(default_model_path, {"program": "gw_helpers:openai_loop"},
+                                          max_total_tokens=second_prompt)
+    [row] = _run(runner, tasks[0])
+    metrics = json.loads(row.metrics_json)
+    assert (row.status, row.truncated, metrics["stop_reason"]) == ("ok", True, "token_budget")
+    assert "Error code: 400" in metrics["program_error"] and "limit is" in metrics["program_error"]
+    assert metrics["gateway"]["context_refusals"] == 1 and row.num_turns == 1 == len(policy.calls)
+    assert metrics["verify_info"] == {"reason": "no final answer"} and row.reward == 0.0
+    assert_token_exact([row], policy.calls)
