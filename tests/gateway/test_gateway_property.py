@@ -102,6 +102,8 @@ def test_random_histories_give_exact_segments(plan):
     calls = policy.calls
     assert_token_exact(rows, calls)
     assert sum(sum(r.response_loss_mask) for r in rows) == sum(len(g) for _, g, _ in calls)
+    # each span carries the policy version its call was sampled under (the fake bumps it per call)
+    assert [v for r in rows for v in r.gen_policy_versions] == [3 + k for k in range(len(calls))]
     # which segment each call landed in, and whether its prompt extends the previous call's sequence
     seg_of = [r.segment_index for r in rows for _ in r.gen_span_starts]
     for k in range(1, len(calls)):
