@@ -41,6 +41,8 @@ def connect_ray(cfg: RunConfig, address: str | None) -> bool:
         return False
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
     env_vars = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.model.kv_cache_gib), **cfg.ray.env_vars}
+    for key in _job_env_vars():  # inside `ray job submit`: Ray refuses a driver env var the job already sets
+        env_vars.pop(key, None)
     if address:
         ray.init(address=address, namespace=cfg.ray.namespace, runtime_env={"env_vars": env_vars},
                  log_to_driver=False)
@@ -49,6 +51,18 @@ def connect_ray(cfg: RunConfig, address: str | None) -> bool:
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, namespace=cfg.ray.namespace,
              runtime_env={"env_vars": env_vars}, log_to_driver=False, include_dashboard=True)
     return True
+
+
+def _job_env_vars() -> dict:
+    """The env vars of the `ray job submit --runtime-env-json` this driver runs in (none outside a job);
+    they win over the run config's, as the job's submitter chose them for this cluster."""
+    import json
+
+    try:
+        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        return dict((job.get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, TypeError, AttributeError):
+        return {}
 
 
 def start_serve(cfg: RunConfig) -> str:

@@ -38,7 +38,9 @@ class Scheduler:
         self.max_retries = max_retries
         self.infra = infra_error_types()
         self.name_prefix = namespace_prefix
-        self.actors = [AgentActor.remote(setup, f"{namespace_prefix}-{i}") for i in range(num_agents)]
+        places = _round_the_nodes(num_agents)
+        self.actors = [AgentActor.options(scheduling_strategy=places[i]).remote(setup, f"{namespace_prefix}-{i}")
+                       for i in range(num_agents)]
         self._started = False
         self.regrouped = 0  # groups re-dispatched after their agent actor died
 
@@ -62,11 +64,12 @@ class Scheduler:
             try:
                 await asyncio.wait_for(self.actors[i].ready.remote(), self.RECOVERY_TIMEOUT_S)
                 return True
-            except ray.exceptions.ActorDiedError:
+            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnschedulableError):
                 if replaced >= self.max_retries:
                     return False
                 replaced += 1
-                self.actors[i] = AgentActor.remote(self.setup, f"{self.name_prefix}-{i}-r{replaced}")
+                self.actors[i] = AgentActor.options(scheduling_strategy="SPREAD").remote(
+                    self.setup, f"{self.name_prefix}-{i}-r{replaced}")
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, TimeoutError):
                 await asyncio.sleep(0.5)
         return False
@@ -164,6 +167,21 @@ class Scheduler:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.actors = []
+
+
+def _round_the_nodes(n: int) -> list:
+    """Where the `n` agent actors go: round the alive nodes that have CPUs (a `num-cpus: 0` head is left to
+    Ray's own work), so `num_agents >= nodes` uses every node. Ray's SPREAD and soft affinity are best
+    effort (two zero-CPU actors often shared a node here), so the affinity is hard; an actor whose node is
+    lost cannot restart there and `_recover` replaces it, placed by SPREAD on the nodes left."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    nodes = [node["NodeID"] for node in alive if node.get("Resources", {}).get("CPU", 0) > 0]
+    nodes = nodes or [node["NodeID"] for node in alive]
+    if len(nodes) < 2:
+        return ["DEFAULT"] * n
+    return [NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) for i in range(n)]
 
 
 def _root_cause(e: BaseException) -> str:

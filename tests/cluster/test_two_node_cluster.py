@@ -1,0 +1,113 @@
+"""gym_ray on a real two-node Ray cluster (issue 13): agent actors on both nodes, `ray job submit` with
+token auth, `ray job stop` + `--resume`, and a node lost mid-run. One cluster for the whole module
+(`two_node_ray.py`); every process it starts is stopped by PID at the end.
+
+Placement: `collect.num_agents: 2` and the scheduler's SPREAD strategy put one agent actor on each node;
+policy and env are `hosting: local`, so each episode runs where its agent actor runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from cluster_scripts import write_run_config
+from two_node_ray import GYM_RAY, RAY, ROOT, start_cluster
+
+from gym_ray.collect.sink import part_files, read_rollout_table
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = start_cluster(tmp_path_factory.mktemp("twonode"))
+    yield c
+    c.stop()
+
+
+def rows_by_key(out: Path) -> Counter:
+    """(task_id, rollout_index) -> number of episodes (segment 0 rows) in the run's Parquet."""
+    t = read_rollout_table(out, ["task_id", "rollout_index", "segment_index"])
+    return Counter((r["task_id"], r["rollout_index"]) for r in t.to_pylist() if r["segment_index"] == 0)
+
+
+def assert_complete(out: Path, num_tasks: int, repeats: int = 4) -> None:
+    """Exactly one row per (task, rollout_index), every one `ok` and scored 1.0 by the env's verifier."""
+    keys = rows_by_key(out)
+    expected = {(f"w{i}", k) for i in range(num_tasks) for k in range(repeats)}
+    assert set(keys) == expected, f"missing {sorted(expected - set(keys))[:5]}, extra {sorted(set(keys) - expected)[:5]}"
+    assert max(keys.values()) == 1, f"duplicated: {[k for k, n in keys.items() if n > 1][:5]}"
+    t = read_rollout_table(out, ["status", "reward"]).to_pylist()
+    assert Counter(r["status"] for r in t) == {"ok": num_tasks * repeats}
+    assert all(r["reward"] == 1.0 for r in t)
+
+
+def new_agent_actors(cluster, before: set[str]) -> list[dict]:
+    return [a for a in cluster.actors() if a["actor_id"] not in before]
+
+
+def test_agent_actors_run_on_both_nodes(cluster, tmp_path):
+    cfg = write_run_config(tmp_path, "spread", 10)
+    before = {a["actor_id"] for a in cluster.actors()}
+    r = cluster.run([GYM_RAY, "run", str(cfg), "--address", cluster.address])
+    assert r.returncode == 0, r.stderr[-4000:]
+    actors = new_agent_actors(cluster, before)
+    nodes = cluster.node_ids()
+    assert len(actors) == 2
+    assert {a["node_id"] for a in actors} == {nodes["node_a"], nodes["node_b"]}
+    assert_complete(tmp_path / "spread", 10)
+
+
+def job(cluster, command: str, *args: str, timeout: float = 300):
+    """`ray job COMMAND --address ...` against the head's dashboard, with token auth on (the cluster's env
+    has RAY_AUTH_MODE=token and the token)."""
+    return cluster.run([RAY, "job", command, "--address", cluster.dashboard_url, *args], timeout=timeout)
+
+
+def job_status(cluster, sid: str) -> str:
+    return cluster.api(f"/api/jobs/{sid}")["status"]
+
+
+def submit(cluster, sid: str, cfg: Path, out: Path, *extra: str, wait: bool = True):
+    """The submit command of deploy/README.md, word for word but for the config and the output_dir."""
+    return job(cluster, "submit", "--submission-id", sid, *([] if wait else ["--no-wait"]),
+               "--working-dir", ".", "--entrypoint-num-cpus", "0",
+               "--runtime-env-json", json.dumps({"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2"}}),
+               "--", f"{ROOT}/.venv/bin/gym-ray", "run", str(cfg), f"collect.output_dir={out}", *extra)
+
+
+def test_ray_job_submit_succeeds(cluster, tmp_path):
+    cfg = write_run_config(tmp_path, "job", 6)
+    out = tmp_path / "job-out"
+    r = submit(cluster, "gym-ray-job-1", cfg, out)
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert job_status(cluster, "gym-ray-job-1") == "SUCCEEDED"
+    logs = job(cluster, "logs", "gym-ray-job-1")
+    assert "24 rollouts in" in logs.stdout, logs.stdout[-3000:]
+    assert_complete(out, 6)
+
+
+def test_ray_job_stop_then_resume(cluster, tmp_path):
+    cfg = write_run_config(tmp_path, "stop", 24, script="cluster_scripts:slow_reply", concurrency=4)
+    out = tmp_path / "stop-out"
+    r = submit(cluster, "gym-ray-job-stop", cfg, out, wait=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    deadline = time.monotonic() + 240
+    while not part_files(out) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert part_files(out), job(cluster, "logs", "gym-ray-job-stop").stdout[-3000:]
+    r = job(cluster, "stop", "gym-ray-job-stop")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert job_status(cluster, "gym-ray-job-stop") == "STOPPED"
+    written = rows_by_key(out)
+    assert 0 < len(written) < 96 and max(written.values()) == 1  # what was collected stays readable
+
+    r = submit(cluster, "gym-ray-job-resume", cfg, out, "--resume")
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert job_status(cluster, "gym-ray-job-resume") == "SUCCEEDED"
+    assert "already written" in job(cluster, "logs", "gym-ray-job-resume").stdout
+    assert_complete(out, 24)
