@@ -2,19 +2,22 @@
 
 A black-box agent sends its whole history on every call. Re-rendering that history would re-tokenize the
 model's own earlier output (its text round-trips through the agent, its tool calls through OpenAI JSON),
-so the gateway never does that when it can avoid it: it remembers the messages the current sequence
-stands for (the last request plus the reply it gave). A request that repeats them and appends messages
-(tool results, a user turn) gets the previous sequence verbatim plus the template's token delta of the new
-messages: the same ids the engine already saw and sampled. Any other request (an edited or truncated
-history, a changed system prompt or tool list) is rendered whole and handed to `Transcript.set_prompt`,
-which keeps the segment when the new prompt still extends it and starts a new segment otherwise. The
-rows are the episode's `Episode.rows()`, as for gym_ray's own agents.
+so the gateway never does that when it can avoid it: it remembers every recorded sequence (the last 64)
+with the messages it stands for (the request plus the reply it gave). A request that repeats such
+messages and appends more (tool results, a user turn) gets that sequence verbatim plus the template's
+token delta of the new messages: the same ids the engine already saw and sampled. When it is the latest
+sequence, the segment simply grows; when it is an earlier one (a retry with another message, a fork, a
+parallel conversation in the same session), `Transcript.set_prompt` starts a new segment whose prompt
+still holds the exact earlier ids. Any other request (an edited or truncated history, a changed system
+prompt or tool list) is rendered whole and handed to `set_prompt` the same way: the segment continues
+only if the new prompt extends it. Nothing is silently patched. The rows are the episode's
+`Episode.rows()`, as for gym_ray's own agents.
 
 Concurrency: calls of one session generate concurrently. Building a call's prompt and recording its
 result are serialized per session (a lock held for microseconds, not over the generation). Each call's
-prompt is built from the state when it arrives and recorded when it finishes; a call that finishes after a
-parallel call moved the sequence on no longer extends it and is recorded as a new segment. Nothing is
-merged or dropped; parallel branches cost rows, not exactness.
+prompt is built from the recorded state when it arrives and recorded when it finishes; a call that
+finishes after a parallel call moved the sequence on no longer extends it and is recorded as a new
+segment. Nothing is merged or dropped; parallel branches cost rows, not exactness.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from gym_ray.agents.base import InfraError, infra_failure, is_infra_error
@@ -37,6 +41,7 @@ from gym_ray.types import Failure, FailureKind, FailureStage, Message, Status, T
 # Requests whose messages hold more text than this are tokenized in a worker thread (other episodes
 # of the actor share the event loop).
 _OFF_LOOP_CHARS = 8192
+_BRANCHES_KEPT = 64  # recorded sequences a later request may extend (most recent)
 
 
 class GatewayError(Exception):
@@ -109,6 +114,17 @@ def _key(m: Message) -> tuple:
     return (m.role, m.content.strip(), calls, m.tool_call_id if m.role == "tool" else None)
 
 
+@dataclass
+class _Branch:
+    """A recorded sequence: `segment`'s ids up to `length` stand for the messages with these keys."""
+
+    keys: list[tuple]
+    tools_key: str
+    segment: int
+    length: int
+    last_generated: int | None
+
+
 class GatewaySession:
     """The gateway state of one episode: its Episode (transcript, messages, outcome) and call bookkeeping."""
 
@@ -128,9 +144,7 @@ class GatewaySession:
         self.context_refusals = 0
         self.last_refused = False  # the latest request was refused for its length (none recorded since)
         self.tool_calls_served = 0
-        self._keys: list[tuple] = []  # message keys the current sequence stands for
-        self._messages: list[Message] = []
-        self._tools_key: str | None = None
+        self._branches: list[_Branch] = []  # recorded sequences and the messages they stand for
         self._env_tool_specs: list | None = None
 
     # -- the chat call ---------------------------------------------------------------------------
@@ -180,18 +194,29 @@ class GatewaySession:
         return msgs, tools, sampling.model_copy(update=update) if update else sampling
 
     async def _prompt(self, msgs: list[Message], tools: list[dict] | None) -> list[int]:
-        """The exact ids for this call: the current sequence + the delta of the appended messages when the
-        request extends what the sequence stands for, else the whole history rendered."""
+        """The exact ids for this call: a recorded sequence + the delta of the appended messages when the
+        request extends what that sequence stands for (the longest such branch), else the whole history
+        rendered."""
         tools_key = json.dumps(tools, sort_keys=True) if tools else ""
         keys = [_key(m) for m in msgs]
         big = sum(len(m.content) for m in msgs) > _OFF_LOOP_CHARS
         async with self.lock:
-            tr, n = self.ep.transcript, len(self._keys)
-            if tr is not None and n and tools_key == self._tools_key and len(keys) > n and keys[:n] == self._keys:
-                new = msgs[n:]
+            best: _Branch | None = None
+            for b in self._branches:
+                n = len(b.keys)
+                if (b.tools_key == tools_key and len(keys) > n and (best is None or n > len(best.keys))
+                        and keys[:n] == b.keys):
+                    best = b
+            if best is not None:
+                seg = self.ep.transcript.segments[best.segment]
+                base = (seg.prompt_token_ids + seg.response_token_ids)[: best.length]
+                new = msgs[len(best.keys):]
                 try:
-                    delta = await asyncio.to_thread(tr.delta_for, new) if big else tr.delta_for(new)
-                    return tr.context() + delta
+                    if big:
+                        delta = await asyncio.to_thread(self.chat.delta_ids, new, best.last_generated)
+                    else:
+                        delta = self.chat.delta_ids(new, best.last_generated)
+                    return base + delta
                 except TemplateError:
                     pass  # a template that is not append-only: render the whole history below
         try:
@@ -254,10 +279,13 @@ class GatewaySession:
             content = text.strip() if parsed.errors else parsed.content
             reply = Message(role="assistant", content=content, tool_calls=parsed.calls or None)
             ep.num_tool_calls += len(parsed.calls)
-            self._messages = [*msgs, reply]
-            self._keys = [_key(m) for m in self._messages]
-            self._tools_key = json.dumps(tools, sort_keys=True) if tools else ""
-            ep.messages = list(self._messages)
+            ep.messages = [*msgs, reply]
+            tr = ep.transcript
+            self._branches.append(_Branch(
+                keys=[_key(m) for m in ep.messages], tools_key=json.dumps(tools, sort_keys=True) if tools else "",
+                segment=len(tr.segments) - 1, length=len(tr),
+                last_generated=gen.token_ids[-1] if gen.token_ids else None))
+            del self._branches[:-_BRANCHES_KEPT]
             ep.info["last_finish_reason"] = gen.finish_reason
         return self._response(body, gen, prompt, reply)
 

@@ -161,3 +161,34 @@ def test_concurrent_calls_in_one_session(parts):
     spans = [order[tuple(r.response_token_ids[s:e])] for r in rows for s, e in
              zip(r.gen_span_starts, r.gen_span_ends, strict=True)]
     assert_token_exact(rows, spans)
+
+
+def test_interleaved_conversations_keep_the_exact_ids(parts):
+    """Two conversations alternating in one session (an orchestrator's sub-agents): each call that
+    continues a conversation gets that conversation's recorded ids, never a re-rendering, even where the
+    model's ids are not what tokenizing its text gives (one token per character here)."""
+    from agent_fakes import FakeEnv, FakePolicy, Reply
+
+    chat, _, _, task = parts
+    policy = FakePolicy(chat, [Reply(f"Answer {k}: ok.", char_tokens=True) for k in range(4)])
+
+    async def main():
+        gw = await get_gateway()
+        ep = episode_for(task, policy, chat, env=FakeEnv())
+        s = gw.open(ep, "fake")
+        client = AsyncOpenAI(base_url=gw.base_url(s), api_key="x", max_retries=0)
+        convs = {c: [{"role": "user", "content": f"Tell me about {c}."}] for c in ("A", "B")}
+        for turn in range(2):
+            for c in ("A", "B"):
+                r = await client.chat.completions.create(model="fake", messages=convs[c])
+                convs[c] += [{"role": "assistant", "content": r.choices[0].message.content},
+                             {"role": "user", "content": f"And more ({turn})?"}]
+        gw.close(s)
+        return ep.rows()
+
+    rows = asyncio.run(main())
+    (a1p, a1g, _), (b1p, b1g, _), (a2p, _, _), (b2p, _, _) = policy.calls
+    assert a2p[: len(a1p) + len(a1g)] == a1p + a1g and b2p[: len(b1p) + len(b1g)] == b1p + b1g
+    assert a1g != chat.encode(chat.decode(a1g)) + [chat.eos_token_id]  # non-canonical: re-rendering differs
+    assert [len(r.gen_span_starts) for r in rows] == [1, 1, 1, 1]
+    assert_token_exact(rows, policy.calls)
