@@ -101,6 +101,22 @@ def seed_request(body: dict, env_name: str) -> tuple[str | None, Task]:
     return body.get("session_id"), parse_task(body, env_name)
 
 
+def verify_request(body: dict, env_name: str) -> tuple[dict, Task, list[Message]]:
+    """(fields the answer echoes, task, transcript) of a `/verify` body. Legacy: the task row plus the
+    agent's `response`. 0.7.0's typed body `{episode_id, task_id, verification_input}`: the input holds the
+    row (as `resolved_row`, or its own fields) and the episode (`response` or `messages`)."""
+    if not {"episode_id", "task_id", "verification_input"} <= body.keys():
+        task = parse_task(body, env_name)
+        return body, task, parse_messages(body, task)
+    inner = body["verification_input"]
+    if not isinstance(inner, dict):
+        raise ValueError("verification_input: must be an object holding the task row and the episode's response")
+    row = inner["resolved_row"] if isinstance(inner.get("resolved_row"), dict) else {
+        k: v for k, v in inner.items() if k not in ("response", "messages")}
+    task = parse_task(row, env_name)
+    return {"episode_id": body["episode_id"], "task_id": body["task_id"]}, task, parse_messages(inner, task)
+
+
 def session_response(body: dict, session_id: str, **legacy: Any) -> dict:
     """The answer to a seed or close: 0.7.0's exact shape, else gym_ray's `{session_id, ...}`."""
     if is_session_body_07(body):

@@ -22,12 +22,12 @@ from gym_ray.config import HOT_PATH_LOGGING, EnvConfig
 from gym_ray.resources.http_compat import (
     SESSION_COOKIE,
     aggregate_metrics,
-    parse_messages,
     parse_task,
     seed_request,
     session_id_from,
     session_response,
     verify_failure,
+    verify_request,
 )
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
@@ -114,8 +114,7 @@ class EnvDeployment(BatchedCalls):
     async def http_verify(self, request: Request):
         try:
             body = await _json_body(request)
-            task = parse_task(body, self.runtime.name)
-            messages = parse_messages(body, task)
+            echo, task, messages = verify_request(body, self.runtime.name)
         except (ValueError, KeyError) as e:
             return _error(400, f"verify: bad request body: {e}")
         sid = session_id_from(body, request.headers, request.cookies) or ""
@@ -128,7 +127,7 @@ class EnvDeployment(BatchedCalls):
         if result.error:  # never a fabricated reward: the client sees the verifier's failure
             return JSONResponse(verify_failure(result.error, result.error_kind), status_code=500)
         return {
-            **body,
+            **echo,
             "reward": result.reward,
             "reward_components": result.components,
             "verify_info": result.info,

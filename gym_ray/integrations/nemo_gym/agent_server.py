@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.wiring import EnvSpec
-from gym_ray.config import RunConfig, SamplingConfig
+from gym_ray.config import ModelConfig, RunConfig, SamplingConfig
 from gym_ray.integrations.nemo_gym.responses import output_items, response_object
 from gym_ray.resources.http_compat import aggregate_metrics
 from gym_ray.tasks import parse_row
@@ -35,6 +35,10 @@ from gym_ray.types import Rollout
 _FAILURE_KIND = {"verification": "verifier_error", "tool": "agent_run_error", "generate": "agent_run_error",
                  "agent": "agent_run_error", "seed": "agent_run_error", "admission": "agent_run_error",
                  "cleanup": "agent_run_error"}
+
+
+_SEGMENT_FIELDS = ("prompt_token_ids", "response_token_ids", "response_logprobs", "response_loss_mask",
+                   "gen_span_starts", "gen_span_ends")
 
 
 class RunRequestError(ValueError):
@@ -58,8 +62,10 @@ def token_fields(row: Rollout) -> list[dict]:
 
 
 def run_response(body: dict, rows: list[Rollout], attempt: int) -> dict:
-    """The verify response for the episode's last segment (the one with the reward; an earlier segment is a
-    `prefix_break` row whose tokens a contiguous message log cannot hold)."""
+    """The verify response of an episode: every message in `output`, token ids on the calls of its last
+    segment (the one with the reward). An earlier segment is a `prefix_break` row, a sequence the next one
+    does not extend, which NeMo-RL's contiguous message log cannot hold: its tokens travel under
+    `gym_ray.earlier_segments`, untrained by NeMo-RL but not lost."""
     row = rows[-1]
     failure = None if not row.mask_sample else {
         "failure_kind": _FAILURE_KIND.get(row.failure_stage.value if row.failure_stage else "agent"),
@@ -81,7 +87,8 @@ def run_response(body: dict, rows: list[Rollout], attempt: int) -> dict:
                     "failure_stage": row.failure_stage and row.failure_stage.value,
                     "failure_kind": row.failure_kind and row.failure_kind.value,
                     "failure_delivery": row.failure_delivery and row.failure_delivery.value,
-                    "num_segments": len(rows), "num_turns": row.num_turns, "truncated": row.truncated},
+                    "num_segments": len(rows), "num_turns": row.num_turns, "truncated": row.truncated,
+                    "earlier_segments": [{k: getattr(r, k) for k in _SEGMENT_FIELDS} for r in rows[:-1]]},
     }
 
 
@@ -140,6 +147,15 @@ class AgentServer:
         return {"status": "ok", "envs": sorted(self.cfg.envs)}
 
 
+def policy_model(model: ModelConfig, block: dict) -> ModelConfig:
+    """The run config's model, or the OpenAI endpoint NeMo-RL hands its agents (`policy_base_url`,
+    `policy_model_name`), reached token-in/token-out like any external gym_ray policy."""
+    if not block.get("policy_base_url"):
+        return model
+    return model.model_copy(update={"kind": "openai", "base_url": block["policy_base_url"],
+                                    "model": block.get("policy_model_name") or model.model})
+
+
 def main() -> None:
     """The entrypoint NeMo Gym runs (`responses_api_agents/gym_ray/app.py`), see the module docstring."""
     import uvicorn
@@ -152,9 +168,7 @@ def main() -> None:
     name = os.environ["NEMO_GYM_CONFIG_PATH"]
     block = yaml.safe_load(os.environ["NEMO_GYM_CONFIG_DICT"])[name]["responses_api_agents"]["gym_ray"]
     cfg = load_config(block["gym_ray_config"], list(block.get("overrides") or []))
-    if block.get("policy_base_url"):
-        cfg.model = cfg.model.model_copy(update={"kind": "openai", "base_url": block["policy_base_url"],
-                                                 "model": block.get("policy_model_name") or cfg.model.model})
+    cfg.model = policy_model(cfg.model, block)
     policy = make_policy_client(cfg.model, app_name="policy")
     tokenizer = load_tokenizer(cfg.model.tokenizer or policy.tokenizer_path(), cfg.model.chat_template)
     uvicorn.run(AgentServer(cfg, policy, tokenizer).app, host=block["host"], port=int(block["port"]),

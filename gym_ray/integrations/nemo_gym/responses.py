@@ -26,8 +26,10 @@ def _item_id(kind: str) -> str:
 
 def output_items(messages: list[dict], calls: list[dict] | None = None) -> list[dict]:
     """Chat messages after the prompt (OpenAI shape) as Responses-API items. `calls`, one dict per model
-    call in order, is merged into that call's last item (the token ids NeMo-RL reads)."""
+    call of the *last* calls in order, is merged into that call's last item (the token ids NeMo-RL reads):
+    an episode whose history was rewritten keeps every message, with ids only on its last segment's calls."""
     calls = list(calls or [])
+    untracked = sum(m["role"] == "assistant" for m in messages) - len(calls)
     items: list[dict] = []
     for message in messages:
         role, content = message["role"], message.get("content") or ""
@@ -45,7 +47,9 @@ def output_items(messages: list[dict], calls: list[dict] | None = None) -> list[
             turn.append({"type": "function_call", "id": _item_id("fc"), "call_id": call["id"],
                          "name": call["function"]["name"], "arguments": call["function"]["arguments"],
                          "status": "completed"})
-        if calls:
+        if untracked > 0:
+            untracked -= 1
+        elif calls:
             turn[-1] |= calls.pop(0)
         items.extend(turn)
     return items

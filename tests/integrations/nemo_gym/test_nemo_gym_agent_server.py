@@ -9,6 +9,7 @@ drives the same server with NeMo Gym's own collector.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -18,10 +19,11 @@ from fastapi.testclient import TestClient
 from nemo_rl_contract import nemo_rl_message_log
 
 from gym_ray.agents.base import load_tokenizer
-from gym_ray.config import ModelConfig, RunConfig, load_config
+from gym_ray.config import ModelConfig, RunConfig, SamplingConfig, load_config
 from gym_ray.integrations.nemo_gym.agent_server import AgentServer
 from gym_ray.integrations.nemo_gym.tasks import export_nemo_gym
 from gym_ray.models.client import make_policy_client
+from gym_ray.models.scripted import ScriptedPolicy
 
 ROOT = Path(__file__).parents[3]
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -114,3 +116,60 @@ def test_env_step_agent_episode_is_contiguous(tmp_path):
         result = client.post("/run", json=task | {"_ng_task_index": 0, "_ng_rollout_index": 0}).json()
     log = nemo_rl_message_log(result)
     assert result["gym_ray"]["status"] == "ok" and len(log) >= 2
+
+
+def test_rewritten_history_keeps_every_message_and_trains_on_the_last_segment():
+    """SmolLM2's own template drops tool_calls when re-rendering (`rerender`), so the answer's prompt does
+    not extend the first call's sequence: two segments. NeMo-RL gets the whole transcript, token ids on
+    the last segment's call only (its log stays contiguous), and the first segment's tokens alongside."""
+    cfg = load_config(WEATHER / "config.yaml", ["envs.weather.hosting=local", "envs.weather.agent.kwargs.rerender=true"])
+    cfg.model = ModelConfig(kind="scripted", hosting="local", script="fault_helpers:weather_reply")
+    policy = make_policy_client(cfg.model, app_name="policy")
+    agent = AgentServer(cfg, policy, load_tokenizer(policy.tokenizer_path(), None))
+    request = json.loads((FIXTURES / "nemo_rl_run_request.json").read_text())
+    with TestClient(agent.app) as client:
+        result = client.post("/run", json=request).json()
+    assert result["gym_ray"]["num_segments"] == 2 and result["reward"] == 1.0
+    output = result["response"]["output"]
+    assert [i["type"] for i in output] == ["function_call", "function_call_output", "message"]
+    assert [i["type"] for i in output if "generation_token_ids" in i] == ["message"]
+    [first] = result["gym_ray"]["earlier_segments"]
+    assert first["response_token_ids"] and sum(first["response_loss_mask"]) == len(first["response_token_ids"])
+    log = nemo_rl_message_log(result)
+    answer = output[-1]
+    assert [m["role"] for m in log] == ["user", "assistant"] and log[1]["token_ids"] == answer["generation_token_ids"]
+    # the answer's prompt is not the first sequence extended: that is why it is a segment of its own
+    assert answer["prompt_token_ids"][:len(first["prompt_token_ids"]) + len(first["response_token_ids"])] != (
+        first["prompt_token_ids"] + first["response_token_ids"])
+
+
+def test_policy_base_url_plays_the_episode_over_http_token_in_token_out(serve_http_port):
+    """NeMo-RL gives its agents `policy_base_url`: the agent server then calls that OpenAI endpoint (here
+    gym_ray's scripted policy on Serve HTTP) with token ids, and NeMo-RL gets the endpoint's own ids."""
+    from gym_ray.integrations.nemo_gym.agent_server import policy_model
+    from gym_ray.models.deploy import delete_policy, deploy_policy
+
+    replies = [{"name": "get_weather", "arguments": {"city": "Paris"}}, "It is sunny."]
+    hosted = ModelConfig(kind="scripted", name="ng-policy", replies=replies, chat_template="chatml_tools")
+    endpoint = deploy_policy(hosted, "ng_policy", route_prefix="/ng_policy")
+    try:
+        cfg = load_config(WEATHER / "config.yaml", ["envs.weather.hosting=local"])
+        cfg.model = policy_model(ModelConfig(kind="scripted", chat_template="chatml_tools", replies=["unused"]),
+                                 {"policy_base_url": endpoint.base_url, "policy_model_name": "ng-policy"})
+        assert (cfg.model.kind, cfg.model.base_url) == ("openai", endpoint.base_url)
+        policy = make_policy_client(cfg.model, app_name="unused")
+        agent = AgentServer(cfg, policy, load_tokenizer(policy.tokenizer_path(), cfg.model.chat_template))
+        request = json.loads((FIXTURES / "nemo_rl_run_request.json").read_text())
+        with TestClient(agent.app) as client:
+            result = client.post("/run", json=request).json()
+    finally:
+        delete_policy("ng_policy")
+    assert result["gym_ray"]["status"] == "ok", result["gym_ray"]
+    assert len(nemo_rl_message_log(result)) == 4 and result["response"]["model"] == "ng-policy"
+    # every call's ids and logprobs are what the endpoint's engine generates for exactly that prompt
+    engine = ScriptedPolicy(hosted, policy.tokenizer_path())
+    calls = [i for i in result["response"]["output"] if "generation_token_ids" in i]
+    for item in calls:
+        gen = asyncio.run(engine.generate(item["prompt_token_ids"], SamplingConfig()))
+        assert item["generation_token_ids"] == gen.token_ids and item["generation_log_probs"] == gen.logprobs
+    assert engine.tokenizer.decode(calls[1]["generation_token_ids"], skip_special_tokens=True) == "It is sunny."

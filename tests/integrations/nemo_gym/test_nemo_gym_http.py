@@ -127,3 +127,27 @@ def test_aggregate_metrics(apps, serve_http_port):
     assert out["agent_metrics"]["pass@1/reward"] == 0.75 and out["agent_metrics"]["pass@2/reward"] == 1.0
     assert out["key_metrics"] == {"mean/reward": 0.75, "pass@1/reward": 0.75}
     assert [g["mean/reward"] for g in out["group_level_metrics"]] == [1.0, 0.5]
+
+
+def test_nemo_gym_07_typed_verify_body(apps, serve_http_port):
+    """0.7.0's `ResourcesVerifyRequest`: `{episode_id, task_id, verification_input}`, the row and the
+    episode's response inside the input; the answer names the episode, not the whole row."""
+    episode = {"rollout_id": "r-2", "attempt": 0}
+    task_id = {"taskset": "weather", "task_id": "t-2"}
+    seed = {"resources_session_id": "rs-2", "episode_id": episode, "task_id": task_id, "task_data": row("Paris")}
+    condition, temp = forecast("Paris")
+    text = f"It is {condition}, {temp} °C."
+    with client(serve_http_port, "weather") as c:
+        assert c.post("/seed_session", json=seed).status_code == 200
+        body = {"episode_id": episode, "task_id": task_id,
+                "verification_input": {"resolved_row": row("Paris"), "response": answer("Paris", text)}}
+        verified = c.post("/verify", json=body, headers={"X-Session-Id": "rs-2"})
+        assert verified.status_code == 200, verified.text
+        out = verified.json()
+        assert out["episode_id"] == episode and out["task_id"] == task_id and "verification_input" not in out
+        assert out["reward"] == 1.0
+        # the row's own fields inside the input work too; an input that is not an object is a 400
+        flat = {**body, "verification_input": {**row("Paris"), "response": answer("Paris", "no idea")}}
+        assert c.post("/verify", json=flat).json()["reward"] < 1.0
+        bad = c.post("/verify", json={**body, "verification_input": "x"})
+        assert bad.status_code == 400 and "verification_input" in bad.json()["error"]
