@@ -4,12 +4,14 @@ A Responses request is turned into the equivalent chat request (instructions -> 
 `function_call` and `function_call_output` items -> messages; flat function tools -> chat tools) and
 recorded by the same session logic, so the transcript, segments and matching rules are those of chat
 completions. The answer's output items are the chat reply's content and tool calls. Server-side state
-(`previous_response_id`, `conversation`) and streaming are refused with a 400: the agent must send its
-whole input, which is what keeps the transcript checkable.
+(`previous_response_id`, `conversation`) is refused with a 400: the agent must send its
+whole input, which is what keeps the transcript checkable. `stream: true` sends the finished answer as the
+Responses event sequence (created, output items with their text / argument deltas, completed).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -68,9 +70,6 @@ def chat_messages(body: dict) -> list[dict]:
 async def create_response(session: GatewaySession, body: dict) -> dict:
     if not isinstance(body, dict):
         raise GatewayError(400, "the body must be a JSON object")
-    if body.get("stream"):
-        raise GatewayError(400, "stream=true is not supported on /v1/responses; use /v1/chat/completions "
-                                "with stream=true, or a non-streaming call")
     for key in ("previous_response_id", "conversation"):
         if body.get(key):
             raise GatewayError(400, f"{key}: the gateway keeps no server-side history; send the whole input")
@@ -104,3 +103,40 @@ async def create_response(session: GatewaySession, body: dict) -> dict:
                   "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
         "policy_version": gen.policy_version,
     }
+
+
+async def response_events(resp: dict):
+    """The Responses streaming events for a finished response (as `text/event-stream` bytes)."""
+    seq = 0
+
+    def event(kind: str, **fields) -> bytes:
+        nonlocal seq
+        seq += 1
+        data = {"type": kind, "sequence_number": seq - 1, **fields}
+        return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+    pending = {**resp, "status": "in_progress", "output": [], "usage": None}
+    yield event("response.created", response=pending)
+    yield event("response.in_progress", response=pending)
+    for i, item in enumerate(resp["output"]):
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            yield event("response.output_item.added", output_index=i,
+                        item={**item, "status": "in_progress", "content": []})
+            part = {"type": "output_text", "text": "", "annotations": []}
+            yield event("response.content_part.added", item_id=item["id"], output_index=i, content_index=0, part=part)
+            yield event("response.output_text.delta", item_id=item["id"], output_index=i, content_index=0,
+                        delta=text, logprobs=[])
+            yield event("response.output_text.done", item_id=item["id"], output_index=i, content_index=0,
+                        text=text, logprobs=[])
+            yield event("response.content_part.done", item_id=item["id"], output_index=i, content_index=0,
+                        part={**part, "text": text})
+        else:
+            yield event("response.output_item.added", output_index=i,
+                        item={**item, "status": "in_progress", "arguments": ""})
+            yield event("response.function_call_arguments.delta", item_id=item["id"], output_index=i,
+                        delta=item["arguments"])
+            yield event("response.function_call_arguments.done", item_id=item["id"], output_index=i,
+                        arguments=item["arguments"], name=item["name"])
+        yield event("response.output_item.done", output_index=i, item=item)
+    yield event("response.incomplete" if resp["status"] == "incomplete" else "response.completed", response=resp)

@@ -8,7 +8,7 @@ loopback port (or, for the sandbox, a Unix socket bound into it) is all it needs
 
 Routes, under `/sessions/<id>`:
 - `POST /v1/chat/completions` (`stream` true or false; tools; `logprobs`; `return_token_ids`)
-- `POST /v1/responses` (non-streaming, stateless: see `responses.py`)
+- `POST /v1/responses` (streaming and not; stateless: see `responses.py`)
 - `GET /v1/models`
 - `GET /tools`, `POST /tools/<name>` (body: the arguments object; answer `{"output": ...}`): the
   environment's tools, run in the episode's env session.
@@ -121,15 +121,19 @@ class Gateway:
             return _error(GatewayError(500, f"gateway error: {type(e).__name__}: {e}", "server_error"))
 
         async def responses(request: Request):
-            from gym_ray.gateway.responses import create_response
+            from gym_ray.gateway.responses import create_response, response_events
 
             try:
                 s = self._session(request.path_params["sid"])
-                return JSONResponse(await create_response(s, await body_of(request)))
+                body = await body_of(request)
+                response = await create_response(s, body)
             except GatewayError as e:
                 return _error(e)
             except Exception as e:
                 return _internal(request, e)
+            if isinstance(body, dict) and body.get("stream"):
+                return StreamingResponse(response_events(response), media_type="text/event-stream")
+            return JSONResponse(response)
 
         async def models(request: Request):
             try:

@@ -276,7 +276,7 @@ def sync_openai_loop(base_url: str, model: str, task) -> str:
     return r.choices[0].message.content or ""
 
 
-async def openai_agents_sdk_responses(base_url: str, model: str, task, tools_url: str) -> str:
+async def openai_agents_sdk_responses(base_url: str, model: str, task, tools_url: str, stream: bool = False) -> str:
     """The Agents SDK with its default model class, `OpenAIResponsesModel` (the Responses API)."""
     from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
     from openai import AsyncOpenAI
@@ -299,5 +299,14 @@ async def openai_agents_sdk_responses(base_url: str, model: str, task, tools_url
     client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
     agent = Agent(name="weather", instructions=system, tools=[get_weather],
                   model=OpenAIResponsesModel(model=model, openai_client=client))
+    if stream:
+        result = Runner.run_streamed(agent, user, max_turns=6)
+        async for _ in result.stream_events():
+            pass
+        return result.final_output
     result = await Runner.run(agent, user, max_turns=6)
     return result.final_output
+
+
+async def openai_agents_sdk_responses_streamed(base_url: str, model: str, task, tools_url: str) -> str:
+    return await openai_agents_sdk_responses(base_url, model, task, tools_url, stream=True)

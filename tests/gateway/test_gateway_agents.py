@@ -10,7 +10,7 @@ from gw_helpers import assert_token_exact, group, weather_setup
 
 
 @pytest.mark.parametrize("program", ["openai_loop", "openai_agents_sdk", "openai_agents_sdk_streamed",
-                                     "openai_agents_sdk_responses"])
+                                     "openai_agents_sdk_responses", "openai_agents_sdk_responses_streamed"])
 def test_agent_library_rows_are_token_exact_and_scored(default_model_path, program):
     runner, tasks, policy = weather_setup(default_model_path, {"program": f"gw_helpers:{program}"})
 
