@@ -38,7 +38,14 @@ from gym_ray.cli import main as gym_ray_main
 from gym_ray.collect.api import Collector, load_run_tasks
 from gym_ray.collect.sink import read_rollout_table
 from gym_ray.config import RunConfig, load_config
-from gym_ray.integrations.nemo_gym.launch import NgRun, link_venvs, nemo_gym_root, serve_resources_servers
+from gym_ray.integrations.nemo_gym.launch import (
+    LaunchError,
+    NgRun,
+    link_venvs,
+    nemo_gym_root,
+    resources_server_blocks,
+    serve_resources_servers,
+)
 from gym_ray.integrations.nemo_gym.resources import write_nemo_gym_dir
 from gym_ray.models.names import tokenizer_path_for
 from gym_ray.report.checks import run_checks
@@ -174,3 +181,8 @@ def test_gym_ray_agents_drive_nemo_gym_resources_servers(nemo, ray_cluster, tmp_
     assert json.loads(multi.metrics_json)["verify_info"]["accuracy"] is True  # NeMo Gym's own response fields
     report = run_checks(out)
     assert not report.contract_broken, report.to_json()["counts"]
+
+
+def test_an_unknown_nemo_gym_server_is_named_with_what_nemo_gym_ships():
+    with pytest.raises(LaunchError, match=r"'no_such_env': not a resources server of .* \(it ships \d+: "):
+        resources_server_blocks(nemo_venv("0.7"), "no_such_env")
