@@ -202,11 +202,11 @@ class GatewaySession:
         big = sum(len(m.content) for m in msgs) > _OFF_LOOP_CHARS
         async with self.lock:
             best: _Branch | None = None
-            for b in self._branches:
+            for b in sorted(self._branches, key=lambda b: -len(b.keys)):  # the longest match wins
                 n = len(b.keys)
-                if (b.tools_key == tools_key and len(keys) > n and (best is None or n > len(best.keys))
-                        and keys[:n] == b.keys):
+                if b.tools_key == tools_key and len(keys) > n and keys[:n] == b.keys:
                     best = b
+                    break
             if best is not None:
                 seg = self.ep.transcript.segments[best.segment]
                 base = (seg.prompt_token_ids + seg.response_token_ids)[: best.length]
