@@ -60,14 +60,14 @@ class RecordingPolicy:
 
 
 def weather_setup(model_path: str, agent_kwargs: dict, *, template: str = "chatml_tools", max_tokens: int = 128,
-                  script: str = "gw_helpers:weather_script", **agent_fields):
+                  script: str = "gw_helpers:weather_script", policy_cls=None, **agent_fields):
     """An EpisodeRunner over the real weather env with an ExternalAgent, its tasks and the recording policy."""
     env_cfg: EnvConfig = load_config(WEATHER / "config.yaml").envs["weather"]
     agent = AgentConfig(cls="gym_ray.agents.external:ExternalAgent", kwargs=agent_kwargs, **agent_fields)
     env_cfg = env_cfg.model_copy(update={"agent": agent})
     tasks = load_tasks(env_cfg.data, default_env="weather")
-    policy = RecordingPolicy(ScriptedPolicy(ModelConfig(kind="scripted", name="scripted", script=script),
-                                            model_path), model_path)
+    policy = (policy_cls or RecordingPolicy)(
+        ScriptedPolicy(ModelConfig(kind="scripted", name="scripted", script=script), model_path), model_path)
     chat = load_tokenizer(model_path, template)
     runner = EpisodeRunner.from_specs({"weather": EnvSpec(config=env_cfg)}, chat, policy,
                                       SamplingConfig(max_tokens=max_tokens), episode_timeout_s=120)
@@ -310,3 +310,21 @@ async def openai_agents_sdk_responses(base_url: str, model: str, task, tools_url
 
 async def openai_agents_sdk_responses_streamed(base_url: str, model: str, task, tools_url: str) -> str:
     return await openai_agents_sdk_responses(base_url, model, task, tools_url, stream=True)
+
+
+class FlakyPolicy(RecordingPolicy):
+    """Its first call dies like a lost replica (a Ray infrastructure error); later calls answer."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failed_sessions: list[str] = []
+        self.sessions: list[str] = []
+
+    async def generate(self, prompt_token_ids, sampling, session_id=None):
+        import ray.exceptions
+
+        self.sessions.append(session_id)
+        if not self.failed_sessions:
+            self.failed_sessions.append(session_id)
+            raise ray.exceptions.RayActorError(error_msg="replica died")
+        return await super().generate(prompt_token_ids, sampling, session_id)

@@ -121,3 +121,14 @@ def test_token_budget_refusal_ends_truncated_and_scored(default_model_path):
     assert metrics["gateway"]["context_refusals"] == 1 and row.num_turns == 1 == len(policy.calls)
     assert metrics["verify_info"] == {"reason": "no final answer"} and row.reward == 0.0
     assert_token_exact([row], policy.calls)
+
+
+def test_infrastructure_error_is_retried_with_a_fresh_session(default_model_path):
+    """A lost policy replica answers the program 503 and makes the agent raise InfraError after it ends;
+    the runner retries the episode with a fresh session, which succeeds and is the only row."""
+    runner, tasks, flaky = weather_setup(default_model_path, {"program": "gw_helpers:openai_loop"},
+                                         policy_cls=gw_helpers.FlakyPolicy)
+    [row] = _run(runner, tasks[0])
+    assert row.status == "ok" and row.reward == 1.0 and row.attempt == 1, row.error
+    assert flaky.failed_sessions == [f"{row.rollout_id}.a0"] and flaky.sessions[-1] == f"{row.rollout_id}.a1"
+    assert_token_exact([row], flaky.calls)
