@@ -150,13 +150,15 @@ class Collector:
                 sink.maybe_roll()
 
         timer = asyncio.create_task(roll_timer())
-        episodes = 0
+        episodes = retried = 0
+        regrouped_before = self.scheduler.regrouped
         try:
             async for table in self.stream_tables(todo):
                 sink.write(table)
                 acc.add(table)
                 n = _episodes_in(table)
                 episodes += n
+                retried += _retried_in(table)
                 bar.update(n)
         finally:
             timer.cancel()
@@ -166,10 +168,15 @@ class Collector:
             bar.close()
         elapsed = time.monotonic() - started
         summary = acc.summary()
+        regrouped = self.scheduler.regrouped - regrouped_before
         summary["run"] = {"run_id": run_id, "output_dir": str(output_dir), "files": len(part_files(output_dir)),
-                          "episodes_this_session": episodes, "seconds_this_session": round(elapsed, 3)}
+                          "episodes_this_session": episodes, "seconds_this_session": round(elapsed, 3),
+                          "retried_rollouts": retried, "regrouped_groups": regrouped}
         write_metrics(summary, meta_path(output_dir, METRICS))
         print(format_table(summary), file=out)
+        if retried or regrouped:
+            print(f"\nretried: {retried} rollouts ran again after an infrastructure failure (attempt >= 1); "
+                  f"{regrouped} groups re-dispatched after their agent actor was lost", file=out)
         print(f"\n{episodes} rollouts in {elapsed:.1f} s -> {output_dir}/", file=out)
         return summary
 
@@ -211,6 +218,14 @@ def _episodes_in(table: pa.Table) -> int:
     import pyarrow.compute as pc
 
     return int(pc.sum(pc.equal(table["segment_index"], 0)).as_py() or 0)
+
+
+def _retried_in(table: pa.Table) -> int:
+    """Episodes of `table` that ran more than once (a lost session, replica, actor or node)."""
+    import pyarrow.compute as pc
+
+    first = pc.equal(table["segment_index"], 0)
+    return int(pc.sum(pc.and_(first, pc.greater(table["attempt"], 0))).as_py() or 0)
 
 
 def check_output_dir(output_dir: str | Path, resume: bool, num_repeats: int) -> str | None:

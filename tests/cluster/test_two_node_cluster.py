@@ -9,6 +9,9 @@ policy and env are `hosting: local`, so each episode runs where its agent actor 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -111,3 +114,46 @@ def test_ray_job_stop_then_resume(cluster, tmp_path):
     assert job_status(cluster, "gym-ray-job-resume") == "SUCCEEDED"
     assert "already written" in job(cluster, "logs", "gym-ray-job-resume").stdout
     assert_complete(out, 24)
+
+
+def test_node_lost_mid_run_then_back(cluster, tmp_path):
+    """Last in the module: it kills the worker node, then starts a new one."""
+    cfg = write_run_config(tmp_path, "lost", 24, script="cluster_scripts:slow_reply", concurrency=8)
+    out = tmp_path / "lost"
+    before = {a["actor_id"] for a in cluster.actors()}
+    log = (tmp_path / "lost.log").open("w")
+    run = subprocess.Popen([GYM_RAY, "run", str(cfg), "--address", cluster.address], env=cluster.env, cwd=ROOT,
+                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not part_files(out) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        node_b = cluster.node_ids()["node_b"]
+        on_b = [a for a in new_agent_actors(cluster, before) if a["node_id"] == node_b and a["state"] == "ALIVE"]
+        assert run.poll() is None and part_files(out) and on_b, (tmp_path / "lost.log").read_text()[-3000:]
+        cluster.workers[0].kill()  # SIGKILL the node's process group and every process it started
+        run.wait(300)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(30)
+        log.close()
+    text = (tmp_path / "lost.log").read_text()
+    assert run.returncode == 0, text[-4000:]
+    assert_complete(out, 24)
+    summary = json.loads((out / ".gym_ray" / "metrics.json").read_text())["run"]
+    assert summary["regrouped_groups"] >= 1 and summary["retried_rollouts"] >= 1, summary
+    assert f"retried: {summary['retried_rollouts']} rollouts" in text
+    attempts = read_rollout_table(out, ["attempt"])["attempt"].to_pylist()
+    assert sum(a >= 1 for a in attempts) == summary["retried_rollouts"]
+    assert node_b not in cluster.node_ids().values()
+
+    cluster.start_worker("node_b")  # the node comes back (a new node id) and new agent actors use it
+    new_b = cluster.node_ids()["node_b"]
+    assert new_b != node_b
+    cfg = write_run_config(tmp_path, "back", 4)
+    before = {a["actor_id"] for a in cluster.actors()}
+    r = cluster.run([GYM_RAY, "run", str(cfg), "--address", cluster.address])
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert new_b in {a["node_id"] for a in new_agent_actors(cluster, before)}
+    assert_complete(tmp_path / "back", 4)

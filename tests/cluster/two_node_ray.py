@@ -147,17 +147,14 @@ class TwoNodeCluster:
             return json.loads(r.read())
 
     def alive_nodes(self) -> list[dict]:
-        nodes = self.api("/nodes?view=summary")["data"]["summary"]
-        return [n for n in nodes if n["raylet"].get("state") == "ALIVE"]
+        """ALIVE nodes as the GCS sees them (state API; the dashboard's /nodes view lags behind a lost node)."""
+        nodes = self.api("/api/v0/nodes?limit=1000&detail=1")["data"]["result"]["result"]
+        return [n for n in nodes if n["state"] == "ALIVE"]
 
     def node_ids(self) -> dict[str, str]:
         """Custom resource name (node_a / node_b) -> node id of the alive node holding it."""
-        out = {}
-        for n in self.alive_nodes():
-            for res in n["raylet"].get("resourcesTotal", {}):  # the dashboard camel-cases names: nodeB
-                if res.lower().startswith("node") and not res.startswith("node:"):
-                    out["node_" + res[4:].lower()] = n["raylet"]["nodeId"]
-        return out
+        return {res: n["node_id"] for n in self.alive_nodes() for res in n.get("resources_total", {})
+                if res.startswith("node_")}
 
     def wait_nodes(self, n: int, timeout: float, node: RayNode) -> None:
         deadline = time.monotonic() + timeout
