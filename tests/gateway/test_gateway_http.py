@@ -45,6 +45,7 @@ def test_errors_unknown_and_ended_sessions(parts):
     async def main():
         gw = await get_gateway()
         ep = episode_for(task, RecordingPolicy(scripted, path), chat)
+        await ep.ctx.env.seed_session(ep.ctx.session_id, task)
         s = gw.open(ep, "scripted")
         base = gw.base_url(s)
         async with httpx.AsyncClient(timeout=30) as http:
@@ -54,14 +55,18 @@ def test_errors_unknown_and_ended_sessions(parts):
             empty = await http.post(base + "/chat/completions", json={"model": "scripted", "messages": []})
             ok = await http.post(base + "/chat/completions", json={"model": "scripted", "messages": _msgs(task)})
             models = await http.get(base + "/models")
+            tools_url = base.removesuffix("/v1") + "/tools"
+            tools = await http.get(tools_url)
+            no_tool = await http.post(tools_url + "/nope", json={})
+            tool = await http.post(tools_url + "/get_weather", json={"city": "Oslo"})
             gw.close(s)
             ended = await http.post(base + "/chat/completions", json={"model": "scripted", "messages": _msgs(task)})
         client = AsyncOpenAI(base_url=base, api_key="x", max_retries=0)
         with pytest.raises(openai.APIStatusError) as exc:  # the official client surfaces it, unretried
             await client.chat.completions.create(model="scripted", messages=_msgs(task))
-        return unknown, bad, empty, ok, models, ended, exc.value, ep
+        return unknown, bad, empty, ok, models, ended, exc.value, ep, (tools, no_tool, tool)
 
-    unknown, bad, empty, ok, models, ended, exc, ep = asyncio.run(main())
+    unknown, bad, empty, ok, models, ended, exc, ep, (tools, no_tool, tool) = asyncio.run(main())
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "session_not_found"
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]["message"]
     assert empty.status_code == 400
@@ -70,6 +75,9 @@ def test_errors_unknown_and_ended_sessions(parts):
     assert ended.status_code == 410 and ended.json()["error"]["code"] == "session_ended"
     assert exc.status_code == 410
     assert ep.transcript.num_calls == 1  # only the accepted call was recorded
+    assert [t["function"]["name"] for t in tools.json()] == ["get_weather"]
+    assert no_tool.status_code == 404 and "get_weather" in no_tool.json()["error"]["message"]
+    assert tool.json()["output"].startswith("The weather in Oslo is "), tool.json()
 
 
 def test_streaming_matches_non_streaming(parts):
