@@ -114,15 +114,20 @@ class NgRun:
 
     def __init__(self, venv: Path, nemo_dir: Path, configs: list[str], head_port: int,
                  env: dict[str, str] | None = None, timeout_s: float = 420) -> None:
+        venv = Path(venv).absolute()  # ng_run runs in nemo_dir
         self.venv, self.head_port = venv, head_port
         self.instances: dict[str, str] = {}  # set by serve_resources_servers
         self.log = nemo_dir / "ng_run.log"
         env = clean_env(env)
         self.ray = NemoRay(venv, nemo_dir / "ray.log", env)
-        self.proc = subprocess.Popen([str(venv / "bin" / "ng_run"), f"+config_paths=[{','.join(configs)}]",
-                                      f"+ray_head_node_address={self.ray.address}"],
-                                     cwd=nemo_dir, env=env, stdout=self.log.open("w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen([str(venv / "bin" / "ng_run"), f"+config_paths=[{','.join(configs)}]",
+                                          f"+ray_head_node_address={self.ray.address}"],
+                                         cwd=nemo_dir, env=env, stdout=self.log.open("w"),
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError:
+            self.ray.stop()
+            raise
         if not self._wait_ready(timeout_s):
             self.stop()
             raise LaunchError(f"ng_run did not come up: {self.log.read_text()[-3000:]}")
@@ -148,7 +153,7 @@ def serve_resources_servers(venv: Path, names: list[str], nemo_dir: Path, extra_
                             env: dict[str, str] | None = None) -> NgRun:
     """`ng_run` serving NeMo Gym's shipped resources servers `names` (plus the config files
     `extra_configs`, relative to `nemo_dir`; `env` added to its environment); the caller stops it."""
-    venv, nemo_dir = Path(venv), Path(nemo_dir)
+    venv, nemo_dir = Path(venv).absolute(), Path(nemo_dir)
     nemo_dir.mkdir(parents=True, exist_ok=True)
     blocks: dict = {}
     instances: dict[str, str] = {}  # server folder -> its instance's name in NeMo Gym's config
