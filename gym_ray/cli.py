@@ -80,11 +80,15 @@ def _claimed(cfg: RunConfig) -> Iterator[None]:
 
 def _collect(cfg: RunConfig, apps: dict[str, str], tasks: list[Task]) -> dict:
     from gym_ray.collect.api import Collector
+    from gym_ray.collect.storage import is_uri
     from gym_ray.report.finish import finish_run
 
     with Collector(cfg, apps=apps) as collector:
         summary = asyncio.run(collector.collect_to_dir(tasks, cfg.collect.output_dir, resume=cfg.collect.resume))
-    finish_run(cfg.collect.output_dir)  # check summary, dataset card, report.html
+    if is_uri(cfg.collect.output_dir):  # s3://...: the rows and metrics are there; the report needs a local dir
+        print(f"report: gym-ray report <a local copy of {cfg.collect.output_dir}>", file=sys.stderr)
+    else:
+        finish_run(cfg.collect.output_dir)  # check summary, dataset card, report.html
     return summary
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from gym_ray.collect import storage
 from gym_ray.collect.layout import CONFIG, MANIFEST, METRICS, manifest_path, meta_path
 from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metrics
 from gym_ray.collect.plan import GroupSpec, plan_groups
@@ -126,7 +127,8 @@ class Collector:
         run into it (any process) fails at once with `RunDirError`.
         """
         with hold(output_dir):
-            return await self._collect_into(tasks, Path(output_dir), resume, progress, out or sys.stdout)
+            _warn_if_node_local(output_dir)
+            return await self._collect_into(tasks, storage.run_dir(output_dir), resume, progress, out or sys.stdout)
 
     async def _collect_into(self, tasks: list[Task], output_dir: Path, resume: bool, progress: bool, out) -> dict:
         c = self.config.collect
@@ -231,9 +233,9 @@ def _retried_in(table: pa.Table) -> int:
 def check_output_dir(output_dir: str | Path, resume: bool, num_repeats: int) -> str | None:
     """The run id to resume, or None for a new run; refuses a directory this run cannot complete (the CLI
     calls it before deploying, `_open_run` again under the lock)."""
-    output_dir = Path(output_dir)
+    output_dir = storage.run_dir(output_dir)
     manifest = manifest_path(output_dir)
-    if resume and manifest.is_file():
+    if resume and storage.is_file(manifest):
         data = _read_manifest(manifest)
         if data["num_repeats"] != num_repeats:
             raise ResumeError(f"{output_dir}: written with num_repeats={data['num_repeats']}, "
@@ -256,7 +258,7 @@ def _open_run(output_dir: Path, resume: bool, num_repeats: int, num_tasks: int) 
 
 def _read_manifest(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(storage.read_bytes(path).decode("utf-8"))
         if not (isinstance(data["run_id"], str) and isinstance(data["num_repeats"], int)):
             raise TypeError("run_id or num_repeats has the wrong type")
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -268,7 +270,11 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _write_atomic(path: Path, data: dict) -> None:
-    """Temp file, fsync, rename: a crash leaves the old manifest or the new one, never a torn one."""
+    """Temp file, fsync, rename: a crash leaves the old manifest or the new one, never a torn one (on an
+    object store: one upload, which replaces the object whole)."""
+    if storage.is_uri(path):
+        storage.write_bytes(path, (json.dumps(data) + "\n").encode())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -285,6 +291,22 @@ def _write_atomic(path: Path, data: dict) -> None:
         os.fsync(dir_fd)  # the rename itself survives a power loss
     finally:
         os.close(dir_fd)
+
+
+def _warn_if_node_local(output_dir) -> None:
+    """A local output_dir on a multi-node cluster holds the rows on the driver's machine only: say so."""
+    import ray
+
+    if storage.is_uri(output_dir):
+        return
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # noqa: BLE001 - no cluster to ask: nothing to warn about
+        return
+    if len(nodes) > 1:
+        print(f"gym-ray: warning: collect.output_dir {output_dir} is a local path on a {len(nodes)}-node cluster: "
+              "the rows land on the driver's machine only; use shared storage (s3://bucket/prefix, NFS) to "
+              "read them from other nodes or resume from another driver", file=sys.stderr, flush=True)
 
 
 def _progress(total: int, initial: int, enabled: bool):

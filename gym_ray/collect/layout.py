@@ -14,13 +14,16 @@ every file of a directory as data, except names starting with "." (pyarrow and R
 not). Any other file at the top, even a README.md, breaks one of them.
 
 Run directories written before this layout keep `_run.json`, `_lock` and `metrics.json` at the top;
-they are read where they are and moved in here when a run resumes into the directory.
+they are read where they are and moved in here when a run resumes into the directory. On an object store
+(`s3://...`, storage.py) the same names are object keys under the prefix.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from gym_ray.collect import storage
 
 META_DIR = ".gym_ray"
 MANIFEST = "run.json"
@@ -37,16 +40,18 @@ LEGACY_METRICS = "metrics.json"
 
 
 def meta_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / META_DIR
+    return storage.join(run_dir, META_DIR)
 
 
 def meta_path(run_dir: str | Path, name: str) -> Path:
-    return meta_dir(run_dir) / name
+    return storage.join(run_dir, META_DIR, name)
 
 
 def manifest_path(run_dir: str | Path) -> Path:
     """The manifest to read: `.gym_ray/run.json`, else an old directory's `_run.json`."""
     new = meta_path(run_dir, MANIFEST)
+    if storage.is_uri(run_dir):  # object stores hold no directories of the old layout
+        return new
     old = Path(run_dir) / LEGACY_MANIFEST
     return old if not new.exists() and old.exists() else new
 

@@ -133,6 +133,11 @@ def format_table(summary: dict) -> str:
 
 
 def write_metrics(summary: dict, path: str | Path) -> None:
+    from gym_ray.collect import storage
+
+    if storage.is_uri(path):
+        storage.write_bytes(path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

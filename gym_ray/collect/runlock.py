@@ -6,6 +6,9 @@ into the file). The kernel drops an flock when its process dies, however it dies
 no stale lock and `--resume` can start at once. The hidden folder keeps dataset readers off the file
 (layout.py). An old directory's top-level `_lock` is taken too, then removed, and its manifest and metrics
 move into `.gym_ray/`: a run of an older gym_ray still writing there is refused the same way.
+
+An object store (`s3://...`) has no flock: there the run only checks that the prefix takes writes and
+records itself in `.gym_ray/lock`; keeping two runs off one prefix is the user's (one job per output_dir).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from gym_ray.collect import storage
 from gym_ray.collect.layout import LEGACY_LOCK, LOCK, META_DIR, migrate_legacy
 
 LOCK_FILE = f"{META_DIR}/{LOCK}"
@@ -39,6 +43,9 @@ class RunDirError(ValueError):
 @contextlib.contextmanager
 def hold(output_dir: str | Path) -> Iterator[Path]:
     """Create `output_dir` if needed, check that it takes writes, and lock it for the `with` block."""
+    if storage.is_uri(output_dir):
+        yield _claim_remote(str(output_dir))
+        return
     d = Path(output_dir)
     key = d.resolve()
     entry = _held.get(key)
@@ -123,6 +130,19 @@ def _probe(d: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
+
+
+def _claim_remote(uri: str) -> str:
+    """Write this run's details to `<uri>/.gym_ray/lock`: a prefix that takes no writes (no bucket, no
+    credentials) fails here, before any deploy."""
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+          "command": " ".join(sys.argv)}
+    try:
+        storage.write_bytes(storage.join(uri, META_DIR, LOCK), (json.dumps(me) + "\n").encode())
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"collect.output_dir {uri}: cannot write there: {' '.join(str(e).split())}; check the "
+                          "bucket, the credentials (AWS_* variables) and AWS_ENDPOINT_URL") from None
+    return uri.rstrip("/")
 
 
 def _unwritable(d: Path, e: OSError) -> RunDirError:

@@ -1,7 +1,8 @@
 """Parquet sink: complete groups in, rolled files out, each appearing atomically (temp name, then rename).
 
 Readers (`ray.data.read_parquet`, pyarrow datasets) skip names starting with "." so a file being written is
-never seen half-done. Every file holds whole groups only, which is what makes resume exact: a group is
+never seen half-done; on an object store (`s3://...`, storage.py) a file is one upload, which appears whole
+or not at all. Every file holds whole groups only, which is what makes resume exact: a group is
 either in a finished file or it is not done.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gym_ray.collect import storage
 from gym_ray.collect.runlock import RunDirError
 from gym_ray.types import ROLLOUT_SCHEMA
 
@@ -28,7 +30,10 @@ class ResumeError(ValueError):
 
 
 def part_files(output_dir: str | Path) -> list[Path]:
-    """Finished part files, in write order."""
+    """Finished part files, in write order (URI strings for a run directory on an object store)."""
+    if storage.is_uri(output_dir):
+        found = [(int(m.group(1)), n) for n in storage.list_names(output_dir) if (m := _PART.match(n))]
+        return [storage.join(output_dir, n) for _, n in sorted(found)]
     d = Path(output_dir)
     if not d.is_dir():
         return []
@@ -40,12 +45,13 @@ class ParquetSink:
     """Buffers Arrow tables of complete groups; rolls a file every `rows_per_file` rows or `roll_seconds`."""
 
     def __init__(self, output_dir: str | Path, rows_per_file: int = 512, roll_seconds: float = 30.0):
-        self.output_dir = Path(output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.output_dir = storage.run_dir(output_dir)
+        if not storage.is_uri(self.output_dir):
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         self.rows_per_file = rows_per_file
         self.roll_seconds = roll_seconds
         existing = part_files(self.output_dir)
-        self._next_index = int(_PART.match(existing[-1].name).group(1)) + 1 if existing else 0
+        self._next_index = int(_PART.match(storage.name_of(existing[-1])).group(1)) + 1 if existing else 0
         self._buffer: list[pa.Table] = []
         self._buffered_rows = 0
         self._first_buffered_at: float | None = None
@@ -76,25 +82,43 @@ class ParquetSink:
             return None
         table = pa.concat_tables(self._buffer)
         name = f"part-{self._next_index:06d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.output_dir / f".{name}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.output_dir / name)
-        except OSError as e:  # a full or vanished disk: the finished files stand, these groups rerun on resume
-            tmp.unlink(missing_ok=True)
-            cause = e.strerror or " ".join(str(e).split())
-            raise RunDirError(f"{self.output_dir / name}: cannot write rollouts: {cause}; the files already "
-                              "there are complete: fix the disk, then --resume runs the missing groups") from None
+        final = storage.join(self.output_dir, name)
+        if storage.is_uri(self.output_dir):
+            self._put(table, final)
+        else:
+            tmp = self.output_dir / f".{name}.tmp"
+            try:
+                pq.write_table(table, tmp)
+                os.replace(tmp, final)
+            except OSError as e:  # a full or vanished disk: the finished files stand, these groups rerun on resume
+                tmp.unlink(missing_ok=True)
+                raise _unwritten(final, e, "disk") from None
         self._next_index += 1
         self._buffer.clear()
         self._buffered_rows = 0
         self._first_buffered_at = None
-        self.files_written.append(self.output_dir / name)
+        self.files_written.append(final)
         self.rows_written += table.num_rows
-        return self.output_dir / name
+        return final
+
+    @staticmethod
+    def _put(table: pa.Table, final: str) -> None:
+        """The whole file built in memory, then one upload: a crash mid-way leaves no object at all."""
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        try:
+            storage.write_bytes(final, buf.getvalue().to_pybytes())
+        except OSError as e:
+            raise _unwritten(final, e, "storage") from None
 
     def close(self) -> None:
         self.flush()
+
+
+def _unwritten(final, e: OSError, what: str) -> RunDirError:
+    cause = e.strerror or " ".join(str(e).split())
+    return RunDirError(f"{final}: cannot write rollouts: {cause}; the files already there are complete: fix the "
+                       f"{what}, then --resume runs the missing groups")
 
 
 def read_rollout_table(output_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
@@ -103,7 +127,11 @@ def read_rollout_table(output_dir: str | Path, columns: list[str] | None = None)
     schema = ROLLOUT_SCHEMA if columns is None else pa.schema([ROLLOUT_SCHEMA.field(c) for c in columns])
     if not files:
         return schema.empty_table()
-    return pa.concat_tables([pq.read_table(f, columns=columns, schema=ROLLOUT_SCHEMA) for f in files])
+    tables = []
+    for f in files:
+        source, fs = storage.parquet_source(f)
+        tables.append(pq.read_table(source, columns=columns, schema=ROLLOUT_SCHEMA, filesystem=fs))
+    return pa.concat_tables(tables)
 
 
 def done_groups(output_dir: str | Path) -> dict[tuple[str, str], str]:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 from cluster_scripts import write_run_config
+from ports import free_port
 from two_node_ray import GYM_RAY, RAY, ROOT, start_cluster
 
+from gym_ray.collect import storage
 from gym_ray.collect.sink import part_files, read_rollout_table
 
 pytestmark = pytest.mark.slow
@@ -63,6 +65,7 @@ def test_agent_actors_run_on_both_nodes(cluster, tmp_path):
     assert len(actors) == 2
     assert {a["node_id"] for a in actors} == {nodes["node_a"], nodes["node_b"]}
     assert_complete(tmp_path / "spread", 10)
+    assert "is a local path on a 2-node cluster" in r.stderr  # the rows are on the driver's machine only
 
 
 def job(cluster, command: str, *args: str, timeout: float = 300):
@@ -114,6 +117,62 @@ def test_ray_job_stop_then_resume(cluster, tmp_path):
     assert job_status(cluster, "gym-ray-job-resume") == "SUCCEEDED"
     assert "already written" in job(cluster, "logs", "gym-ray-job-resume").stdout
     assert_complete(out, 24)
+
+
+BUCKET = "gym-ray-runs"
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A local S3 server (moto) with one bucket; the AWS variables that point pyarrow (and boto3) at it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    yield env
+    server.stop()
+
+
+def test_s3_output_dir_atomic_parts_resume_and_metrics(cluster, s3_env, tmp_path, monkeypatch):
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)  # this process reads the bucket through pyarrow too
+    uri = f"s3://{BUCKET}/runs/s3-run"
+    cfg = write_run_config(tmp_path, "s3", 16, script="cluster_scripts:slow_reply", concurrency=4, output_dir=uri)
+    env = {**cluster.env, **s3_env}
+    argv = [GYM_RAY, "run", str(cfg), "--address", cluster.address]
+    log = (tmp_path / "s3.log").open("w")
+    run = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not part_files(uri) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert run.poll() is None and part_files(uri), (tmp_path / "s3.log").read_text()[-3000:]
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # the driver dies mid-run, mid-upload perhaps
+        run.wait(30)
+        log.close()
+    partial = rows_by_key(uri)
+    assert 0 < len(partial) < 64 and max(partial.values()) == 1
+    names = storage.list_names(uri)  # a part is one upload: nothing half-written or temporary is left
+    assert names and all(n.startswith("part-") and n.endswith(".parquet") for n in names), names
+
+    r = cluster.run([*argv, "--resume"], env=env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert f"resuming {uri}: " in r.stdout
+    assert_complete(uri, 16)
+    summary = json.loads(storage.read_bytes(f"{uri}/.gym_ray/metrics.json"))
+    assert summary["overall"]["rollouts"] == 64
+
+    m = cluster.run([GYM_RAY, "metrics", uri], env=env)
+    assert m.returncode == 0, m.stderr[-2000:]
+    all_line = next(line.split() for line in m.stdout.splitlines() if line.startswith("ALL"))
+    assert all_line[1:3] == ["64", "1.000"]  # rollouts, mean reward
 
 
 def test_node_lost_mid_run_then_back(cluster, tmp_path):

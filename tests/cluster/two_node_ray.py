@@ -176,8 +176,8 @@ class TwoNodeCluster:
                         f"&filter_values={class_name}")
         return data["data"]["result"]["result"]
 
-    def run(self, argv: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT, **kw)
+    def run(self, argv: list[str], timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, env=env or self.env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
     def stop(self) -> None:
         for w in self.workers:
