@@ -196,8 +196,8 @@ class ExternalAgent:
 
         limits = {"wall_time_s": self.timeout_s, "cpu_time_s": int(self.timeout_s) + 1, "memory_mb": 2048,
                   "total_memory_mb": 2048, "max_processes": 64, **(kw.get("sandbox_limits") or {})}
-        return _GatewaySandbox(SandboxLimits(**limits), max_concurrency=int(kw.get("sandbox_concurrency", 4)),
-                               python=str(kw.get("sandbox_python", "/usr/bin/python3")))
+        return Sandbox(SandboxLimits(**limits), max_concurrency=int(kw.get("sandbox_concurrency", 4)),
+                       python=str(kw.get("sandbox_python", "/usr/bin/python3")))
 
     async def _run_sandboxed(self, env: dict[str, str], task: Task, gw) -> str:
         """The command in bubblewrap (no network but a private loopback), with the gateway's socket
@@ -207,11 +207,10 @@ class ExternalAgent:
         local = f"http://127.0.0.1:{SANDBOX_PORT}"
         env = {k: v.replace(f"http://{gw.host}:{gw.port}", local) for k, v in env.items()}
         sb = self._sandbox
-        sb.bind_dir = gw.uds_dir
         command = [sb.python, f"/work/{_FORWARDER}", str(SANDBOX_PORT), f"{SANDBOX_MOUNT}/{UDS_NAME}", "--",
                    *self.command]
         result = await sb.run(command, stdin=task.model_dump_json(), env=env,
-                              files={**self.files, _FORWARDER: _FORWARD_CODE})
+                              files={**self.files, _FORWARDER: _FORWARD_CODE}, ro_binds={gw.uds_dir: SANDBOX_MOUNT})
         if result.status == SandboxStatus.TIMEOUT:
             raise ProgramTimeout(f"agent command ran past timeout_s={self.timeout_s:g} (sandbox)")
         if result.status != SandboxStatus.OK:
@@ -223,34 +222,3 @@ class ExternalAgent:
 
 def _exc_text() -> str:
     return "agent program raised: " + "".join(traceback.format_exc(limit=-3))[-_TAIL:]
-
-
-class _GatewaySandbox(Sandbox):
-    """gym_ray's sandbox plus one read-only bind: the gateway's socket directory at /run/gym_ray.
-
-    The sandbox reads bwrap's options from a memfd; this adds the bind to that list (before the root is
-    made read-only) and leaves every other option, limit and namespace as the sandbox sets them.
-    """
-
-    bind_dir: str | None = None
-
-    def _argv(self, command, files, limits, uid, env, cgroup):
-        argv, fds = super()._argv(command, files, limits, uid, env, cgroup)
-        if self.bind_dir is None:
-            return argv, fds
-        from gym_ray.resources.sandbox import _memfd
-
-        old = fds[-1]
-        args = os.pread(old, os.fstat(old).st_size, 0).split(b"\0")[:-1]
-        at = args.index(b"--remount-ro")
-        args[at:at] = [b"--ro-bind", self.bind_dir.encode(), SANDBOX_MOUNT.encode()]
-        try:
-            new = _memfd(b"".join(a + b"\0" for a in args))
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
-        os.close(old)
-        fds[-1] = new
-        argv[argv.index("--args") + 1] = str(new)
-        return argv, fds

@@ -346,6 +346,7 @@ class Sandbox:
         uid: int,
         env: dict[str, str],
         cgroup: Path | None,
+        ro_binds: dict[str, str] | None = None,
     ) -> tuple[list[str], list[int]]:
         """The command line and the memfds it reads (bwrap's options, the files); the caller closes them."""
         nproc = limits.max_processes + _BWRAP_PROCESSES
@@ -387,6 +388,8 @@ class Sandbox:
             for path, content in files.items():
                 fds.append(_memfd(content))
                 bw += ["--file", str(fds[-1]), path]
+            for host, inside in (ro_binds or {}).items():
+                bw += ["--ro-bind", host, inside]
             bw += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]
             base_env = {
                 "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -434,8 +437,10 @@ class Sandbox:
         files: dict[str, str | bytes] | None = None,
         limits: SandboxLimits | None = None,
         env: dict[str, str] | None = None,
+        ro_binds: dict[str, str] | None = None,
     ) -> SandboxResult:
-        """Run `command` in /work (holding `files`, paths relative to it); never raises for the program's faults."""
+        """Run `command` in /work (holding `files`, paths relative to it); never raises for the program's faults.
+        `ro_binds` (host path -> path inside) shows host directories read-only, e.g. a socket to one server."""
         if not command:
             raise ValueError("command must not be empty")
         limits = limits or self.limits
@@ -444,7 +449,7 @@ class Sandbox:
             cgroup = self._cgroups.create(limits.total_memory_mb << 20) if self._cgroups else None
             fds: list[int] = []
             try:
-                argv, fds = self._argv(command, work_files, limits, self._pick_uid(), env or {}, cgroup)
+                argv, fds = self._argv(command, work_files, limits, self._pick_uid(), env or {}, cgroup, ro_binds)
                 return await self._execute(argv, fds, stdin, limits, cgroup)
             finally:
                 for fd in fds:
