@@ -124,9 +124,11 @@ async def openai_loop(base_url: str, model: str, task, tools_url: str) -> str:
     raise RuntimeError("no final answer in 6 calls")
 
 
-async def openai_agents_sdk(base_url: str, model: str, task, tools_url: str, stream: bool = False) -> str:
-    """The OpenAI Agents SDK: an Agent with a function tool (calling the env's tool over HTTP), run by its Runner."""
-    from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+async def _agents_sdk(model_class: str, base_url: str, model: str, task, tools_url: str, stream: bool) -> str:
+    """The OpenAI Agents SDK: an Agent with a function tool (calling the env's tool over HTTP), run by its
+    Runner, on the SDK's model class `model_class` (Chat Completions or Responses)."""
+    import agents
+    from agents import Agent, Runner, function_tool, set_tracing_disabled
     from openai import AsyncOpenAI
 
     set_tracing_disabled(True)
@@ -146,7 +148,7 @@ async def openai_agents_sdk(base_url: str, model: str, task, tools_url: str, str
     user = next(m.content for m in task.prompt if m.role == "user")
     client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
     agent = Agent(name="weather", instructions=system, tools=[get_weather],
-                  model=OpenAIChatCompletionsModel(model=model, openai_client=client))
+                  model=getattr(agents, model_class)(model=model, openai_client=client))
     if stream:
         result = Runner.run_streamed(agent, user, max_turns=6)
         async for _ in result.stream_events():
@@ -154,6 +156,10 @@ async def openai_agents_sdk(base_url: str, model: str, task, tools_url: str, str
         return result.final_output
     result = await Runner.run(agent, user, max_turns=6)
     return result.final_output
+
+
+async def openai_agents_sdk(base_url: str, model: str, task, tools_url: str, stream: bool = False) -> str:
+    return await _agents_sdk("OpenAIChatCompletionsModel", base_url, model, task, tools_url, stream)
 
 
 async def openai_agents_sdk_streamed(base_url: str, model: str, task, tools_url: str) -> str:
@@ -278,34 +284,7 @@ def sync_openai_loop(base_url: str, model: str, task) -> str:
 
 async def openai_agents_sdk_responses(base_url: str, model: str, task, tools_url: str, stream: bool = False) -> str:
     """The Agents SDK with its default model class, `OpenAIResponsesModel` (the Responses API)."""
-    from agents import Agent, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
-    from openai import AsyncOpenAI
-
-    set_tracing_disabled(True)
-
-    @function_tool
-    async def get_weather(city: str) -> str:
-        """Get the current weather in a city.
-
-        Args:
-            city: The city name, e.g. "Paris".
-        """
-        async with httpx.AsyncClient(timeout=30) as http:
-            r = await http.post(f"{tools_url}/get_weather", json={"city": city})
-            return r.raise_for_status().json()["output"]
-
-    system = next(m.content for m in task.prompt if m.role == "system")
-    user = next(m.content for m in task.prompt if m.role == "user")
-    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
-    agent = Agent(name="weather", instructions=system, tools=[get_weather],
-                  model=OpenAIResponsesModel(model=model, openai_client=client))
-    if stream:
-        result = Runner.run_streamed(agent, user, max_turns=6)
-        async for _ in result.stream_events():
-            pass
-        return result.final_output
-    result = await Runner.run(agent, user, max_turns=6)
-    return result.final_output
+    return await _agents_sdk("OpenAIResponsesModel", base_url, model, task, tools_url, stream)
 
 
 async def openai_agents_sdk_responses_streamed(base_url: str, model: str, task, tools_url: str) -> str:
