@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from cluster_scripts import write_run_config
 from ports import free_port
-from two_node_ray import GYM_RAY, RAY, ROOT, start_cluster
+from two_node_ray import GYM_RAY, RAY, ROOT, scrape_gym_ray, start_cluster
 
 from gym_ray.collect import storage
 from gym_ray.collect.sink import part_files, read_rollout_table
+from gym_ray.collect.telemetry import REWARD_BOUNDARIES
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,37 @@ def test_agent_actors_run_on_both_nodes(cluster, tmp_path):
     assert {a["node_id"] for a in actors} == {nodes["node_a"], nodes["node_b"]}
     assert_complete(tmp_path / "spread", 10)
     assert "is a local path on a 2-node cluster" in r.stderr  # the rows are on the driver's machine only
+    assert_metrics_match_rows(cluster, tmp_path / "spread")
+
+
+def assert_metrics_match_rows(cluster, out: Path) -> None:
+    """Each node's metrics export port serves gym_ray's metrics (both nodes ran episodes), and their sum
+    over the nodes is what the Parquet holds: rollouts by env and status, the reward histogram's count and
+    buckets (Ray approximates a histogram's _sum from bucket midpoints, so it is not compared), generated
+    tokens. (The in-flight gauge goes with its actor: the s3 test reads it mid-run.)"""
+    t = read_rollout_table(out, ["env", "status", "reward", "response_loss_mask", "segment_index"]).to_pylist()
+    want = {
+        ("ray_gym_ray_rollouts_total", (("env", "weather"), ("status", "ok"))): float(len(t)),
+        ("ray_gym_ray_reward_count", (("env", "weather"),)): float(len(t)),
+        ("ray_gym_ray_generated_tokens_total", (("env", "weather"),)): float(sum(sum(r["response_loss_mask"])
+                                                                                 for r in t)),
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        per_node = {name: scrape_gym_ray(port) for name, port in cluster.metrics_ports.items()}
+        total: dict = {}
+        for samples in per_node.values():
+            for k, v in samples.items():
+                total[k] = total.get(k, 0.0) + v
+        got = {k: total.get(k) for k in want}
+        if got == want and all(per_node.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert got == want
+    buckets = {float(dict(k[1])["le"]): v for k, v in total.items() if k[0] == "ray_gym_ray_reward_bucket"}
+    rewards = [r["reward"] for r in t]
+    assert buckets == {b: float(sum(x <= b for x in rewards)) for b in [*REWARD_BOUNDARIES, float("inf")]}
+    assert all(any(k[0] == "ray_gym_ray_rollouts_total" for k in s) for s in per_node.values()), per_node.keys()
 
 
 def job(cluster, command: str, *args: str, timeout: float = 300):
@@ -119,6 +151,17 @@ def test_ray_job_stop_then_resume(cluster, tmp_path):
     assert_complete(out, 24)
 
 
+def in_flight_gauges(cluster, timeout: float = 20) -> dict:
+    """actor -> `ray_gym_ray_rollouts_in_flight` over every node's export port, once an actor has set it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {dict(k[1]).get("actor"): v for port in cluster.metrics_ports.values()
+                 for k, v in scrape_gym_ray(port).items() if k[0] == "ray_gym_ray_rollouts_in_flight"}
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 BUCKET = "gym-ray-runs"
 
 
@@ -153,6 +196,8 @@ def test_s3_output_dir_atomic_parts_resume_and_metrics(cluster, s3_env, tmp_path
         while not part_files(uri) and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert run.poll() is None and part_files(uri), (tmp_path / "s3.log").read_text()[-3000:]
+        in_flight = in_flight_gauges(cluster)
+        assert in_flight and all(0 <= v <= 2 for v in in_flight.values()), in_flight  # 4 episodes over 2 actors
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # the driver dies mid-run, mid-upload perhaps
         run.wait(30)

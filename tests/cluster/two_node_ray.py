@@ -107,6 +107,7 @@ class TwoNodeCluster:
             # a lost node is declared dead in ~3 s instead of Ray's default ~15 s
             "RAY_health_check_period_ms": "1000",
             "RAY_health_check_failure_threshold": "3",
+            "RAY_metrics_report_interval_ms": "1000",  # metrics reach the export port within ~1 s
             # the scripted policy of these tests (cluster_scripts) and benchmarks/ import in every worker
             "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
         }
@@ -201,3 +202,21 @@ def start_cluster(root: Path, attempts: int = 3) -> TwoNodeCluster:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def scrape_gym_ray(port: int) -> dict[tuple[str, tuple], float]:
+    """The `ray_gym_ray_*` samples of one node's metrics export endpoint (Prometheus text), as
+    (name, sorted labels without Ray's per-process ones) -> value summed over processes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out: dict[tuple[str, tuple], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if not s.name.startswith("ray_gym_ray_"):
+                continue
+            labels = tuple(sorted((k, v) for k, v in s.labels.items()
+                                  if k in ("env", "status", "actor", "le")))
+            out[(s.name, labels)] = out.get((s.name, labels), 0.0) + s.value
+    return out
