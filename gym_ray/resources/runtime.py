@@ -133,7 +133,14 @@ class EnvRuntime:
 
     # --- EnvClient ---------------------------------------------------------------------------
     async def tools(self) -> list[ToolSpec]:
-        return list(self._specs)
+        if not self._forwards_tools:
+            return list(self._specs)
+        try:
+            extra = self.server.forwarded_tools()
+            extra = await extra if inspect.isawaitable(extra) else extra
+        except Exception as e:
+            raise EnvError(f"{self.name}: listing its forwarded tools failed: {type(e).__name__}: {e}") from e
+        return [*self._specs, *extra]
 
     async def seed_session(self, session_id: str, task: Task) -> None:
         await self._release(self.sessions.expire())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from gym_ray.resources.tools import ToolDef, collect_tools
-from gym_ray.types import Message, StepResult, Task, VerifyResult
+from gym_ray.types import Message, StepResult, Task, ToolSpec, VerifyResult
 
 
 @dataclass
@@ -107,6 +107,11 @@ class ResourceServer:
         a call to a tool not declared with `@tool` comes here (the agent offers the task's `tools`).
         Sync or async; raise `EnvError` when the other server, not the model, failed."""
         raise NotImplementedError
+
+    def forwarded_tools(self) -> list[ToolSpec]:
+        """The tools `forward_tool` serves, offered beside the `@tool` ones when a task names none (an MCP
+        server's listing). Sync or async; default none (the NeMo Gym bridge offers the task's)."""
+        return []
 
     def close(self) -> None:
         """Release what this episode holds (called on close_session and on expiry)."""
