@@ -53,8 +53,9 @@ def test_serve_configs_validate_with_serves_schema():
     from ray.serve.schema import ServeDeploySchema
 
     embedded = yaml.safe_load(manifest("rayservice")["spec"]["serveConfigV2"])
-    standalone = yaml.safe_load((ROOT / "deploy" / "serve_config.yaml").read_text())
-    for cfg in (embedded, standalone):
+    standalone = [yaml.safe_load((ROOT / "deploy" / f).read_text())
+                  for f in ("serve_config.yaml", "serve_config_scripted.yaml")]
+    for cfg in (embedded, *standalone):
         parsed = ServeDeploySchema.model_validate(cfg) if hasattr(ServeDeploySchema, "model_validate") \
             else ServeDeploySchema.parse_obj(cfg)
         assert {a.name for a in parsed.applications} >= {"policy", "weather"}

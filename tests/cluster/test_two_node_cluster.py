@@ -17,9 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from cluster_scripts import write_run_config
 from ports import free_port
-from two_node_ray import GYM_RAY, RAY, ROOT, scrape_gym_ray, start_cluster
+from two_node_ray import GYM_RAY, RAY, ROOT, SERVE, scrape_gym_ray, start_cluster
 
 from gym_ray.collect import storage
 from gym_ray.collect.sink import part_files, read_rollout_table
@@ -262,3 +263,26 @@ def test_node_lost_mid_run_then_back(cluster, tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     assert new_b in {a["node_id"] for a in new_agent_actors(cluster, before)}
     assert_complete(tmp_path / "back", 4)
+
+
+def test_serve_deploy_config_then_gym_ray_collect(cluster, tmp_path):
+    """`serve deploy` of a Serve config file (deploy/serve_config_scripted.yaml, serve_config.yaml's shape
+    with the scripted policy), then `gym-ray collect --address` finds the apps by name and collects."""
+    conf = yaml.safe_load((ROOT / "deploy" / "serve_config_scripted.yaml").read_text())
+    conf["http_options"]["port"] = free_port()
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    r = cluster.run([SERVE, "deploy", str(path), "--address", cluster.dashboard_url])
+    assert r.returncode == 0, r.stderr[-3000:]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        apps = cluster.api("/api/serve/applications/")["applications"]
+        status = {n: apps.get(n, {}).get("status") for n in ("policy", "weather")}
+        if set(status.values()) == {"RUNNING"} or "DEPLOY_FAILED" in status.values():
+            break
+        time.sleep(2)
+    assert set(status.values()) == {"RUNNING"}, status
+    cfg = write_run_config(tmp_path, "served", 6, script="benchmarks.weather_script:reply", hosting="serve")
+    r = cluster.run([GYM_RAY, "collect", str(cfg), "--address", cluster.address])
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert_complete(tmp_path / "served", 6)

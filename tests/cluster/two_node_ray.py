@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 GYM_RAY = str(VENV_BIN / "gym-ray")
+SERVE = str(VENV_BIN / "serve")
 HERE = Path(__file__).resolve().parent
 
 
