@@ -34,7 +34,8 @@ def output_items(messages: list[dict], calls: list[dict] | None = None) -> list[
     for message in messages:
         role, content = message["role"], message.get("content") or ""
         if role == "tool":
-            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id"), "output": content})
+            items.append({"type": "function_call_output", "id": _item_id("fco"), "call_id": message.get("tool_call_id"),
+                          "output": content, "status": "completed"})
             continue
         if role != "assistant":  # an env-step observation: the next user turn
             items.append({"type": "message", "role": role, "content": content})

@@ -173,3 +173,39 @@ def test_policy_base_url_plays_the_episode_over_http_token_in_token_out(serve_ht
         gen = asyncio.run(engine.generate(item["prompt_token_ids"], SamplingConfig()))
         assert item["generation_token_ids"] == gen.token_ids and item["generation_log_probs"] == gen.logprobs
     assert engine.tokenizer.decode(calls[1]["generation_token_ids"], skip_special_tokens=True) == "It is sunny."
+
+
+# Rollouts NeMo Gym 0.7.0 ships, collected with token ids by a NeMo-RL-style vLLM model server: recorded traffic
+RECORDED = ["environments/hermes_math/data/example_rollouts.jsonl",
+            "responses_api_agents/anyterminal_agent/data/example_rollouts_hermes.jsonl",
+            "resources_servers/competitive_coding_challenges/data/example_rollouts.jsonl"]
+
+
+def test_run_output_has_the_shape_of_nemo_gyms_recorded_rollouts(server):
+    """NeMo Gym's own recorded rollouts with token ids pass the re-implemented NeMo-RL reading (it reads real
+    traffic as NeMo-RL does), and every item of gym_ray's /run output carries the fields the recorded items of its
+    type carry (`routed_experts`, MoE-only, aside)."""
+    from nemo_gym_procs import nemo_venv
+
+    from gym_ray.integrations.nemo_gym.launch import nemo_gym_root
+
+    root = nemo_gym_root(nemo_venv("0.7"))
+    fields: dict[str, set[str]] = {}
+    with_ids = 0
+    for path in RECORDED:
+        for line in (root / path).read_text().splitlines():
+            recorded = json.loads(line)
+            if any(i.get("generation_token_ids") for i in recorded["response"]["output"]):
+                assert nemo_rl_message_log(recorded)  # (some files carry the fields with empty lists)
+                with_ids += 1
+            for item in recorded["response"]["output"]:
+                fields.setdefault(item["type"], set()).update(set(item) - {"routed_experts"})
+    assert with_ids >= 5 and {"message", "function_call", "function_call_output"} <= set(fields)
+    request = json.loads((FIXTURES / "nemo_rl_run_request.json").read_text())
+    with TestClient(server.app) as client:
+        ours = client.post("/run", json=request).json()
+    for item in ours["response"]["output"]:
+        recorded = fields[item["type"]] - ({"generation_token_ids", "generation_log_probs", "prompt_token_ids"}
+                                           if "generation_token_ids" not in item else set())
+        assert recorded <= set(item), (item["type"], recorded - set(item))
+    assert {"responses_create_params", "response", "reward"} <= set(ours)
