@@ -48,8 +48,8 @@ def assert_complete(out: Path, num_tasks: int, repeats: int = 4) -> None:
     expected = {(f"w{i}", k) for i in range(num_tasks) for k in range(repeats)}
     assert set(keys) == expected, f"missing {sorted(expected - set(keys))[:5]}, extra {sorted(set(keys) - expected)[:5]}"
     assert max(keys.values()) == 1, f"duplicated: {[k for k, n in keys.items() if n > 1][:5]}"
-    t = read_rollout_table(out, ["status", "reward"]).to_pylist()
-    assert Counter(r["status"] for r in t) == {"ok": num_tasks * repeats}
+    t = read_rollout_table(out, ["status", "reward", "error"]).to_pylist()
+    assert Counter(r["status"] for r in t) == {"ok": num_tasks * repeats}, next(r["error"] for r in t if r["error"])
     assert all(r["reward"] == 1.0 for r in t)
 
 
@@ -222,6 +222,29 @@ def test_s3_output_dir_atomic_parts_resume_and_metrics(cluster, s3_env, tmp_path
     assert all_line[1:3] == ["64", "1.000"]  # rollouts, mean reward
 
 
+def test_serve_deploy_config_then_gym_ray_collect(cluster, tmp_path):
+    """`serve deploy` of a Serve config file (deploy/serve_config_scripted.yaml, serve_config.yaml's shape
+    with the scripted policy), then `gym-ray collect --address` finds the apps by name and collects."""
+    conf = yaml.safe_load((ROOT / "deploy" / "serve_config_scripted.yaml").read_text())
+    conf["http_options"]["port"] = free_port()
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    r = cluster.run([SERVE, "deploy", str(path), "--address", cluster.dashboard_url])
+    assert r.returncode == 0, r.stderr[-3000:]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        apps = cluster.api("/api/serve/applications/")["applications"]
+        status = {n: apps.get(n, {}).get("status") for n in ("policy", "weather")}
+        if set(status.values()) == {"RUNNING"} or "DEPLOY_FAILED" in status.values():
+            break
+        time.sleep(2)
+    assert set(status.values()) == {"RUNNING"}, status
+    cfg = write_run_config(tmp_path, "served", 6, script="benchmarks.weather_script:reply", hosting="serve")
+    r = cluster.run([GYM_RAY, "collect", str(cfg), "--address", cluster.address])
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert_complete(tmp_path / "served", 6)
+
+
 def test_node_lost_mid_run_then_back(cluster, tmp_path):
     """Last in the module: it kills the worker node, then starts a new one."""
     cfg = write_run_config(tmp_path, "lost", 24, script="cluster_scripts:slow_reply", concurrency=8)
@@ -264,25 +287,3 @@ def test_node_lost_mid_run_then_back(cluster, tmp_path):
     assert new_b in {a["node_id"] for a in new_agent_actors(cluster, before)}
     assert_complete(tmp_path / "back", 4)
 
-
-def test_serve_deploy_config_then_gym_ray_collect(cluster, tmp_path):
-    """`serve deploy` of a Serve config file (deploy/serve_config_scripted.yaml, serve_config.yaml's shape
-    with the scripted policy), then `gym-ray collect --address` finds the apps by name and collects."""
-    conf = yaml.safe_load((ROOT / "deploy" / "serve_config_scripted.yaml").read_text())
-    conf["http_options"]["port"] = free_port()
-    path = tmp_path / "serve_config.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    r = cluster.run([SERVE, "deploy", str(path), "--address", cluster.dashboard_url])
-    assert r.returncode == 0, r.stderr[-3000:]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        apps = cluster.api("/api/serve/applications/")["applications"]
-        status = {n: apps.get(n, {}).get("status") for n in ("policy", "weather")}
-        if set(status.values()) == {"RUNNING"} or "DEPLOY_FAILED" in status.values():
-            break
-        time.sleep(2)
-    assert set(status.values()) == {"RUNNING"}, status
-    cfg = write_run_config(tmp_path, "served", 6, script="benchmarks.weather_script:reply", hosting="serve")
-    r = cluster.run([GYM_RAY, "collect", str(cfg), "--address", cluster.address])
-    assert r.returncode == 0, r.stderr[-4000:]
-    assert_complete(tmp_path / "served", 6)
