@@ -26,12 +26,20 @@ from gym_ray.types import StepResult, Task
 _INT = re.compile(r"-?\d+")
 
 
+# Shared by the step-env adapters (gymnasium, textarena, openenv): one place for how they report.
 class BadAction(ValueError):
     """The model's text is not an action of the env's action space."""
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Step info goes into `metrics_json`: keep what JSON can hold (arrays as lists), as text what it cannot."""
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+def malformed_action(error: BadAction) -> StepResult:
+    """A model's action the env cannot take ends the episode: reward 0, the model's mistake in `info.reason`."""
+    return StepResult(observation=f"Invalid action; episode over. {error}", done=True,
+                      info={"reason": f"malformed action: {error}"})
 
 
 class GymnasiumEnv(ResourceServer):
@@ -68,7 +76,7 @@ class GymnasiumEnv(ResourceServer):
         return action
 
     def observation_text(self, observation: Any) -> str:
-        return observation if isinstance(observation, str) else json.dumps(_jsonable(observation))
+        return observation if isinstance(observation, str) else json.dumps(jsonable(observation))
 
     # --- the step protocol ---------------------------------------------------------------------
     def reset(self, task: Task) -> str:
@@ -84,14 +92,13 @@ class GymnasiumEnv(ResourceServer):
             act = self.action(env.action_space, action)
         except BadAction as e:
             self.close()
-            return StepResult(observation=f"Invalid action; episode over. {e}", done=True,
-                              info={"reason": f"malformed action: {e}"})
+            return malformed_action(e)
         observation, reward, terminated, truncated, info = env.step(act)
         done = bool(terminated or truncated)
         if done:
             self.close()
         return StepResult(observation=self.observation_text(observation), reward=float(reward), done=done,
-                          info={**_jsonable(info), "terminated": bool(terminated), "truncated": bool(truncated)})
+                          info={**jsonable(info), "terminated": bool(terminated), "truncated": bool(truncated)})
 
     def close(self) -> None:
         env = (self.state or {}).get("env")

@@ -14,16 +14,11 @@ players' policies, which this adapter does not schedule.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from gym_ray.integrations.gymnasium import jsonable
 from gym_ray.resources.server import ResourceServer
 from gym_ray.types import StepResult, Task
-
-
-def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
-    """Step info goes into `metrics_json`: keep what JSON can hold, as text what it cannot."""
-    return json.loads(json.dumps(info, default=str))
 
 
 class TextArenaEnv(ResourceServer):
@@ -57,10 +52,10 @@ class TextArenaEnv(ResourceServer):
         new = log[len(seen):] if log.startswith(seen) else log  # the log grew: only its new part
         self.state["log"] = log
         if not done:
-            return StepResult(observation=new.strip(), info=_jsonable(step_info or {}))
+            return StepResult(observation=new.strip(), info=jsonable(step_info or {}))
         rewards, game_info = game.close()
         self.state["game"] = None
-        mine = _jsonable((game_info or {}).get(0, {}))
+        mine = jsonable((game_info or {}).get(0, {}))
         reason = mine.get("reason", "")
         text = "\n".join(part for part in (new.strip(), f"[GAME OVER] {reason}".strip()) if part)
         return StepResult(observation=text, reward=float(rewards[0]), done=True, info=mine)
