@@ -66,6 +66,31 @@ class SayWords(Environment[SayAction, SayObservation, State]):
         return self._state
 
 
+class AddAction(Action):
+    a: int
+    b: int
+
+
+class SumObservation(Observation):
+    total: int = 0
+
+
+class Adder(Environment[AddAction, SumObservation, State]):
+    """One step: the sum of the action's two ints; an Action without a string field (text as JSON)."""
+
+    SUPPORTS_CONCURRENT_SESSIONS = True
+
+    def reset(self, seed=None, episode_id=None, **kwargs) -> SumObservation:
+        return SumObservation()
+
+    def step(self, action: AddAction, timeout_s=None, **kwargs) -> SumObservation:
+        return SumObservation(total=action.a + action.b, reward=float(action.a + action.b == 5), done=True)
+
+    @property
+    def state(self) -> State:
+        return State()
+
+
 def say_reply(prompt_text: str, turn: int) -> str:
     return re.findall(r"Say '(\w+)'", prompt_text)[-1]
 
@@ -179,6 +204,21 @@ def test_openenv_server_started_from_an_environment_class():
     first, steps, verdict = asyncio.run(go())
     assert first == f"Say '{random.Random(2).sample(WORDS, 3)[0]}'."  # observation_field: the text itself
     assert len(steps) == 3 and verdict.reward == pytest.approx(1.0)
+
+
+def test_an_action_without_a_string_field_is_the_text_as_json():
+    env = make_env_client("add", EnvConfig(server="gym_ray.integrations.openenv:OpenEnvEnv",
+                                           config={"env": f"{__name__}:Adder"}))
+
+    async def one(session, text):
+        first = await env.reset(session, _task(0))
+        return first, await env.step(session, text)
+
+    first, good = asyncio.run(one("a", 'Adding: {"a": 2, "b": 3}'))
+    assert first == "0" and good.observation == "5" and good.reward == 1.0 and good.done
+    for text, reason in [("five", "no JSON object"), ('{"a": "x", "b": 1}', "the server rejected the action")]:
+        _, bad = asyncio.run(one(text, text))
+        assert bad.done and bad.reward == 0.0 and bad.info["reason"].startswith(f"malformed action: {reason}")
 
 
 @pytest.mark.parametrize(("config", "message"), [
