@@ -115,6 +115,7 @@ class TwoNodeCluster:
         self.env.pop("RAY_ADDRESS", None)
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
+        self.worker_temp_dirs: list[Path] = []
         self.metrics_ports: dict[str, int] = {}
 
     def _node_ports(self, name: str) -> list[str]:
@@ -134,7 +135,11 @@ class TwoNodeCluster:
         self.wait_nodes(1, 180, self.head)
 
     def start_worker(self, resource: str = "node_b") -> RayNode:
-        argv = [RAY, "start", f"--address={self.address}", "--block", "--num-cpus=1",
+        # a node's own temp dir, as on separate machines: nodes sharing one would share runtime_resources/,
+        # and one node's runtime-env agent deletes a job's unpacked working_dir while another node's driver runs in it
+        temp_dir = Path(tempfile.mkdtemp(prefix="grw-", dir="/tmp"))
+        self.worker_temp_dirs.append(temp_dir)
+        argv = [RAY, "start", f"--address={self.address}", "--block", "--num-cpus=1", f"--temp-dir={temp_dir}",
                 f'--resources={{"{resource}": 1}}', "--object-store-memory=100000000",
                 *self._node_ports(resource)]
         node = RayNode(resource, argv, self.env, self.root / f"{resource}-{len(self.workers)}.log")
@@ -186,7 +191,8 @@ class TwoNodeCluster:
             w.stop()
         if self.head is not None:
             self.head.stop()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for d in [self.temp_dir, *self.worker_temp_dirs]:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def start_cluster(root: Path, attempts: int = 3) -> TwoNodeCluster:
