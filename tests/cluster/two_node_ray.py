@@ -134,18 +134,28 @@ class TwoNodeCluster:
         self.head = RayNode("node_a", argv, self.env, self.root / "head.log")
         self.wait_nodes(1, 180, self.head)
 
-    def start_worker(self, resource: str = "node_b") -> RayNode:
-        # a node's own temp dir, as on separate machines: nodes sharing one would share runtime_resources/,
-        # and one node's runtime-env agent deletes a job's unpacked working_dir while another node's driver runs in it
-        temp_dir = Path(tempfile.mkdtemp(prefix="grw-", dir="/tmp"))
-        self.worker_temp_dirs.append(temp_dir)
-        argv = [RAY, "start", f"--address={self.address}", "--block", "--num-cpus=1", f"--temp-dir={temp_dir}",
-                f'--resources={{"{resource}": 1}}', "--object-store-memory=100000000",
-                *self._node_ports(resource)]
-        node = RayNode(resource, argv, self.env, self.root / f"{resource}-{len(self.workers)}.log")
-        self.workers.append(node)
-        self.wait_nodes(1 + sum(w.proc.poll() is None for w in self.workers), 180, node)
-        return node
+    def start_worker(self, resource: str = "node_b", attempts: int = 3) -> RayNode:
+        """Join a worker node; retried, as a loaded machine can make `ray start` miss the GCS's deadline."""
+        for attempt in range(attempts):
+            # a node's own temp dir, as on separate machines: nodes sharing one would share runtime_resources/,
+            # and one node's runtime-env agent deletes a job's unpacked working_dir while another node's driver
+            # runs in it
+            temp_dir = Path(tempfile.mkdtemp(prefix="grw-", dir="/tmp"))
+            self.worker_temp_dirs.append(temp_dir)
+            argv = [RAY, "start", f"--address={self.address}", "--block", "--num-cpus=1", f"--temp-dir={temp_dir}",
+                    f'--resources={{"{resource}": 1}}', "--object-store-memory=100000000",
+                    *self._node_ports(resource)]
+            node = RayNode(resource, argv, self.env, self.root / f"{resource}-{len(self.workers)}-{attempt}.log")
+            self.workers.append(node)
+            try:
+                self.wait_nodes(1 + sum(w.proc.poll() is None for w in self.workers), 180, node)
+                return node
+            except (RuntimeError, TimeoutError):
+                node.stop()
+                self.workers.remove(node)
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def api(self, path: str) -> dict:
         """GET the dashboard's REST API with the cluster's token."""
