@@ -8,7 +8,7 @@ from pathlib import Path
 from gym_ray.config import load_config
 from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
-from gym_ray.types import Message, Task, VerifyResult
+from gym_ray.types import Message, Task, ToolCall, VerifyResult
 
 ENVIRONMENTS = Path(__file__).resolve().parents[2] / "gym_ray" / "environments"
 
@@ -30,3 +30,18 @@ def score(env, task: Task, answer: str | None, session_id: str = "s") -> VerifyR
         return result
 
     return asyncio.run(go())
+
+
+class ToolSession:
+    """One scripted episode's tool calls against `env`, each recorded in `messages` as the agent would."""
+
+    def __init__(self, env, sid: str, task: Task) -> None:
+        self.env, self.sid = env, sid
+        self.messages: list[Message] = [*task.prompt]
+
+    async def call(self, name: str, **arguments) -> str:
+        c = ToolCall(name=name, arguments=arguments)
+        out = await self.env.call_tool(self.sid, c)
+        self.messages.extend([Message(role="assistant", tool_calls=[c]),
+                              Message(role="tool", tool_call_id=c.id, content=out)])
+        return out

@@ -7,7 +7,7 @@ import asyncio
 import re
 
 import pytest
-from env_helpers import env_and_tasks
+from env_helpers import ToolSession, env_and_tasks
 
 from gym_ray.environments.search.server import f1, normalize
 from gym_ray.resources import make_env_client
@@ -25,13 +25,8 @@ async def research(env, sid, task, answer_for=None):
     """The scripted policy: search the question, open the top hit, answer with the fact the question asks."""
     question = task.prompt[-1].content
     await env.seed_session(sid, task)
-    messages = [*task.prompt]
-
-    async def call(name, **arguments):
-        c = ToolCall(name=name, arguments=arguments)
-        out = await env.call_tool(sid, c)
-        messages.extend([Message(role="assistant", tool_calls=[c]), Message(role="tool", tool_call_id=c.id, content=out)])
-        return out
+    tools = ToolSession(env, sid, task)
+    call, messages = tools.call, tools.messages
 
     hits = await call("search", query=question)
     page = await call("open_page", title=hits.split("\n")[0].split(". ", 1)[1].split(":")[0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from env_helpers import env_and_tasks
+from env_helpers import ToolSession, env_and_tasks
 
 from gym_ray.types import Message, ToolCall
 
@@ -13,13 +13,8 @@ from gym_ray.types import Message, ToolCall
 async def engineer(env, sid, task, fix=None):
     """The scripted policy: `fix` (path, old, new) or the task's reference fix; None-like: no edit."""
     await env.seed_session(sid, task)
-    messages = [*task.prompt]
-
-    async def call(name, **arguments):
-        c = ToolCall(name=name, arguments=arguments)
-        out = await env.call_tool(sid, c)
-        messages.extend([Message(role="assistant", tool_calls=[c]), Message(role="tool", tool_call_id=c.id, content=out)])
-        return out
+    tools = ToolSession(env, sid, task)
+    call, messages = tools.call, tools.messages
 
     listing = await call("list_files")
     before = await call("run", command="python3 -m unittest")
