@@ -4,6 +4,7 @@ block the event loop, and huge tool outputs, each with unrelated episodes runnin
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -51,12 +52,12 @@ def test_hung_sync_verifies_do_not_starve_other_verifies():
 
 
 def test_a_full_hook_pool_fails_fast_instead_of_queueing():
-    pool = HookThreads("tiny", max_threads=2)
+    pool = HookThreads("tiny", max_threads=2, hung_after_s=0.2)
     gate = threading.Event()
 
     async def go():
         stuck = [asyncio.ensure_future(pool.run(lambda: gate.wait(30))) for _ in range(2)]
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
         with pytest.raises(EnvHungError, match="all 2 hook threads"):
             await pool.run(lambda: 1)
         gate.set()
@@ -64,6 +65,17 @@ def test_a_full_hook_pool_fails_fast_instead_of_queueing():
         return await pool.run(lambda: 7)  # freed threads serve again
 
     assert asyncio.run(go()) == 7
+
+
+def test_a_full_pool_of_quick_calls_queues_instead_of_refusing():
+    """A loaded replica keeps every thread busy with calls that finish: that is load, not a hang."""
+    pool = HookThreads("busy", max_threads=2, hung_after_s=5)
+
+    async def go():
+        return await asyncio.gather(*(pool.run(functools.partial(lambda i: (time.sleep(0.01), i)[1], i))
+                                      for i in range(50)))
+
+    assert asyncio.run(go()) == list(range(50))
 
 
 def test_env_loop_timeouts_hold_and_a_wedged_loop_is_replaced():

@@ -202,7 +202,9 @@ class GatewaySession:
         big = sum(len(m.content) for m in msgs) > _OFF_LOOP_CHARS
         async with self.lock:
             best: _Branch | None = None
-            for b in sorted(self._branches, key=lambda b: -len(b.keys)):  # the longest match wins
+            # The longest match wins; among equal ones the latest (two replies with the same text, e.g. a
+            # retry that sampled it again, stand for the same messages: the agent continues the newer).
+            for b in sorted(reversed(self._branches), key=lambda b: -len(b.keys)):
                 n = len(b.keys)
                 if b.tools_key == tools_key and len(keys) > n and keys[:n] == b.keys:
                     best = b

@@ -3,8 +3,9 @@
 Two ways environment code stalls a process, and what holds against each:
 - a sync hook that never returns holds its thread forever (threads cannot be killed). `HookThreads`
   gives each environment its own pool that grows to `max_threads`, so hung calls never starve other
-  environments or Python's shared default executor, and once every thread is stuck new calls fail at
-  once (`EnvHungError`) instead of queueing behind them;
+  environments or Python's shared default executor. A full pool is not a hung one (a loaded replica
+  runs `max_threads` quick calls at once): new calls queue while threads finish calls, and fail at once
+  (`EnvHungError`) only when every thread has been in its call for `hung_after_s`;
 - an async hook that blocks (calls blocking code) freezes the event loop it runs on. An in-process
   environment therefore runs on its own loop thread (`EnvLoop`), never on the agent's loop: the
   agent's timeouts keep firing whatever the environment does. A call that has not *started* after
@@ -33,32 +34,37 @@ class EnvHungError(RuntimeError):
 class HookThreads:
     """A per-environment thread pool for sync hooks, failing fast when all of its threads hang."""
 
-    def __init__(self, name: str, max_threads: int = 128) -> None:
+    def __init__(self, name: str, max_threads: int = 128, hung_after_s: float = 10.0) -> None:
         self.name = name
         self.max_threads = max_threads
+        self.hung_after_s = hung_after_s
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix=f"gym-ray-env-{name}")
-        self._busy = 0
+        self._started: dict[int, float] = {}  # running call -> when its thread took it
         self._lock = threading.Lock()
 
     async def run(self, fn: Callable[[], T]) -> T:
         """`fn()` in a worker thread, with the caller's context variables (the bound session)."""
         with self._lock:
-            if self._busy >= self.max_threads:
-                raise EnvHungError(
-                    f"{self.name}: all {self.max_threads} hook threads are still running earlier calls "
-                    "(hung sync tool/verify?); refusing new calls"
-                )
-            self._busy += 1
+            if len(self._started) >= self.max_threads:
+                newest = max(self._started.values())
+                if time.monotonic() - newest >= self.hung_after_s:
+                    raise EnvHungError(
+                        f"{self.name}: all {self.max_threads} hook threads have been running earlier calls "
+                        f"for over {self.hung_after_s:g} s (hung sync tool/verify?); refusing new calls"
+                    )
         call = functools.partial(contextvars.copy_context().run, fn)
-        future = self._executor.submit(self._counted, call)
+        future = self._executor.submit(self._timed, call)
         return await asyncio.wrap_future(future)
 
-    def _counted(self, call: Callable[[], T]) -> T:
+    def _timed(self, call: Callable[[], T]) -> T:
+        key = threading.get_ident()
+        with self._lock:
+            self._started[key] = time.monotonic()
         try:
             return call()
         finally:
             with self._lock:
-                self._busy -= 1
+                del self._started[key]
 
 
 class _Call:

@@ -10,7 +10,7 @@ import json
 
 from agent_fakes import FakeEnv, FakePolicy, Reply
 from gw_helpers import assert_token_exact, episode_for
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from gym_ray.agents.base import load_tokenizer
@@ -77,6 +77,11 @@ def _apply(op: str, request: list[dict], echo: dict, pick: int, text: str, tools
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=history())
+# found by hypothesis: a retry sampled the same text again (once ending in EOS, once not); the agent's next
+# request matches both recorded replies and must continue the newer one
+@example(plan=(None, "hello", [(Reply("hello", eos=True, char_tokens=False), "retry", 0, "x"),
+                               (Reply("hello", eos=False, char_tokens=False), "user", 0, "x"),
+                               (Reply("42", eos=True, char_tokens=False), "user", 0, "x")], None))
 def test_random_histories_give_exact_segments(plan):
     system, user, steps, template = plan
     chat = load_tokenizer(MODEL, template)
