@@ -369,3 +369,24 @@ def test_sessions_stick_to_one_of_several_replicas(serve_http_port):
                 )
     finally:
         serve.delete(app)
+
+
+@pytest.mark.slow  # starts Ray and Serve
+def test_collect_refuses_an_unrouted_config_for_a_multi_replica_env_app(serve_http_port):
+    """`gym-ray collect` attaching to a running env app with 2 replicas: a run config that does not say so
+    would spread a session's calls over both replicas (sessions lost), so it is refused, naming the option."""
+    from gym_ray.collect.deploy import running_apps
+    from gym_ray.config import validate_config
+    from gym_ray.resources import deploy_env
+
+    env = {"server": "gym_ray.environments.weather.server:Weather", "hosting": "serve"}
+    app = deploy_env("weather_pair", EnvConfig(**{**env, "num_replicas": 2}))
+    try:
+        run = {"model": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},
+               "envs": {"weather_pair": env}}
+        with pytest.raises(RuntimeError, match=r"envs\.weather_pair: .*2 replicas.*envs\.weather_pair\.num_replicas"):
+            running_apps(validate_config(run))
+        run["envs"]["weather_pair"] = {**env, "num_replicas": 2}
+        assert running_apps(validate_config(run)) == {"weather_pair": "weather_pair"}
+    finally:
+        serve.delete(app)
