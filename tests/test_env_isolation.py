@@ -71,9 +71,12 @@ def test_a_full_pool_of_quick_calls_queues_instead_of_refusing():
     """A loaded replica keeps every thread busy with calls that finish: that is load, not a hang."""
     pool = HookThreads("busy", max_threads=2, hung_after_s=5)
 
+    def quick(i: int) -> int:
+        time.sleep(0.01)
+        return i
+
     async def go():
-        return await asyncio.gather(*(pool.run(functools.partial(lambda i: (time.sleep(0.01), i)[1], i))
-                                      for i in range(50)))
+        return await asyncio.gather(*(pool.run(functools.partial(quick, i)) for i in range(50)))
 
     assert asyncio.run(go()) == list(range(50))
 

@@ -144,18 +144,19 @@ def running_apps(cfg: RunConfig) -> dict[str, str]:
     """Apps of this config that are already RUNNING on the connected cluster (for `gym-ray collect`)."""
     from ray import serve
 
+    from gym_ray.resources.serve import is_sticky
+
     status = serve.status().applications
     wanted = [*(n for n, m in _policies(cfg).items() if m.kind != "openai"),
               *(n for n, e in cfg.envs.items() if e.hosting == "serve")]
     missing = [n for n in wanted if n not in status or status[n].status != "RUNNING"]
     if missing:
         raise RuntimeError(f"not running on this cluster: Serve app(s) {missing}; start them with `gym-ray serve`")
-    from gym_ray.resources.serve import is_sticky
-
     for n, e in cfg.envs.items():
-        replicas = sum(d.replica_states.get("RUNNING", 0) for d in status[n].deployments.values()) if (
-            e.hosting == "serve") else 0
-        if replicas > 1 and not is_sticky(e):  # unrouted, a session's calls would reach replicas without it
+        if e.hosting != "serve" or is_sticky(e):
+            continue
+        replicas = sum(d.replica_states.get("RUNNING", 0) for d in status[n].deployments.values())
+        if replicas > 1:  # unrouted, a session's calls would reach replicas without it
             raise RuntimeError(
                 f"envs.{n}: Serve app {n!r} runs {replicas} replicas but the run config states neither "
                 f"num_replicas > 1 nor autoscaling; set envs.{n}.num_replicas so each session's calls reach "

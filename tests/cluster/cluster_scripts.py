@@ -35,7 +35,7 @@ async def slow_reply(prompt_text: str, turn: int):
 
 def write_run_config(root: Path, name: str, num_tasks: int, *, script: str = "cluster_scripts:reply",
                      num_agents: int = 2, concurrency: int = 8, repeats: int = 4, output_dir: str | None = None,
-                     rows_per_file: int = 8, hosting: str = "local") -> Path:
+                     rows_per_file: int = 8, hosting: str = "local", num_replicas: int = 1) -> Path:
     """A weather run config + its task file under `root`; policy and env hosted in the agent actors
     (`hosting: local`, so where the agent actors run is where the episodes run), or on Serve."""
     tasks = root / f"{name}.jsonl"
@@ -48,7 +48,7 @@ def write_run_config(root: Path, name: str, num_tasks: int, *, script: str = "cl
         "model": {"kind": "scripted", "name": "policy", "script": script, "chat_template": "chatml_tools",
                   "hosting": hosting},
         "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather", "hosting": hosting,
-                             "data": [str(tasks)], "agent": {"max_turns": 4}}},
+                             "num_replicas": num_replicas, "data": [str(tasks)], "agent": {"max_turns": 4}}},
         "collect": {"output_dir": output_dir or str(root / name), "num_repeats": repeats,
                     "concurrency": concurrency, "num_agents": num_agents, "rows_per_file": rows_per_file,
                     "roll_seconds": 1.0, "episode_timeout_s": 120, "sampling": {"max_tokens": 64}},

@@ -239,12 +239,10 @@ def test_serve_deploy_config_then_gym_ray_collect(cluster, tmp_path):
             break
         time.sleep(2)
     assert set(status.values()) == {"RUNNING"}, status
-    cfg = write_run_config(tmp_path, "served", 6, script="benchmarks.weather_script:reply", hosting="serve")
     # The run config states the deployed app's replica count, so its client routes each session to the
     # replica holding it (unstated, calls spread over both replicas and sessions got lost).
-    run = json.loads(cfg.read_text())
-    run["envs"]["weather"]["num_replicas"] = conf["applications"][1]["args"]["num_replicas"]
-    cfg.write_text(json.dumps(run))
+    cfg = write_run_config(tmp_path, "served", 6, script="benchmarks.weather_script:reply", hosting="serve",
+                           num_replicas=conf["applications"][1]["args"]["num_replicas"])
     r = cluster.run([GYM_RAY, "collect", str(cfg), "--address", cluster.address])
     assert r.returncode == 0, r.stderr[-4000:]
     assert_complete(tmp_path / "served", 6)

@@ -77,10 +77,10 @@ def _apply(op: str, request: list[dict], echo: dict, pick: int, text: str, tools
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=history())
-# found by hypothesis: a retry sampled the same text again (once ending in EOS, once not); the agent's next
+# a retry sampled the same text again as other tokens (canonical, then per character); the agent's next
 # request matches both recorded replies and must continue the newer one
 @example(plan=(None, "hello", [(Reply("hello", eos=True, char_tokens=False), "retry", 0, "x"),
-                               (Reply("hello", eos=False, char_tokens=False), "user", 0, "x"),
+                               (Reply("hello", eos=True, char_tokens=True), "user", 0, "x"),
                                (Reply("42", eos=True, char_tokens=False), "user", 0, "x")], None))
 def test_random_histories_give_exact_segments(plan):
     system, user, steps, template = plan
