@@ -114,6 +114,19 @@ class EnvConfig(_Strict):
     # (no hop per call; right for pure-Python envs whose state lives in the episode's session)
     hosting: Literal["serve", "local"] = "serve"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _verifiers_by_name(cls, data: Any) -> Any:
+        """`server: verifiers:<id>` names an installed verifiers environment (gym_ray.integrations.verifiers)."""
+        server = data.get("server") if isinstance(data, dict) else None
+        if isinstance(server, str) and server.startswith("verifiers:"):
+            taskset = server.split(":", 1)[1].strip()
+            if not taskset:
+                raise ValueError("server 'verifiers:' names no environment (e.g. verifiers:gym-ray-vf-units)")
+            data = {**data, "server": "gym_ray.integrations.verifiers:VerifiersEnv",
+                    "config": {"taskset": taskset, **(data.get("config") or {})}}
+        return data
+
 
 class CollectConfig(_Strict):
     output_dir: str = "runs/latest"

@@ -30,7 +30,7 @@ from gym_ray.collect.runlock import hold
 from gym_ray.collect.scheduler import Scheduler
 from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, part_files, read_rollout_table
 from gym_ray.collect.wiring import EnvSpec, WorkerSetup
-from gym_ray.config import ModelConfig, RunConfig
+from gym_ray.config import EnvConfig, ModelConfig, RunConfig
 from gym_ray.models.base import PolicyClient
 from gym_ray.redact import redact
 from gym_ray.resources.client import EnvClient
@@ -193,15 +193,31 @@ class Collector:
 
 
 def load_run_tasks(cfg: RunConfig) -> list[Task]:
-    """Every env's `data` files (rows default to that env); `collect.limit` caps tasks per env."""
+    """Every env's `data` files (rows default to that env), or, with none listed, the env's own tasks (a
+    verifiers taskset); `collect.limit` caps tasks per env."""
     from gym_ray.tasks import TaskLoadError, load_tasks
 
     seen: dict[str, str] = {}
     tasks = [t for name, env in cfg.envs.items()
-             for t in load_tasks(env.data, default_env=name, limit=cfg.collect.limit, envs=cfg.envs, seen=seen)]
+             for t in (load_tasks(env.data, default_env=name, limit=cfg.collect.limit, envs=cfg.envs, seen=seen)
+                       if env.data else own_tasks(name, env, cfg.collect.limit))]
     if not tasks:
         raise TaskLoadError("no tasks: no env in the config lists `data` files with rows")
     return tasks
+
+
+def own_tasks(name: str, env: EnvConfig, limit: int | None) -> list[Task]:
+    """The tasks an env brings itself (`ResourceServer.tasks`); none for an env without `data` or a dataset."""
+    from gym_ray.resources.runtime import import_server
+    from gym_ray.tasks import TaskLoadError
+
+    server_cls = import_server(env.server)
+    if not server_cls.has_tasks():
+        return []
+    try:
+        return server_cls(**env.config).tasks(name, limit)
+    except (TypeError, ValueError) as e:
+        raise TaskLoadError(f"envs.{name}: its own tasks: {e}") from None
 
 
 def tables_to_groups(tables: list[pa.Table]) -> list[RolloutGroup]:

@@ -47,7 +47,9 @@ def _mcp_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-async def _on_mcp_loop(coro: Coroutine) -> Any:
+async def on_mcp_loop(coro: Coroutine) -> Any:
+    """Await `coro` on the process's own integration loop thread (MCP sessions here, OpenEnv clients, verifiers episodes in
+    `gym_ray.integrations.verifiers`): it outlives the loop of whichever caller started it."""
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _mcp_loop()))
 
 
@@ -97,10 +99,10 @@ class MCPConnection:
         return self
 
     async def open(self) -> MCPConnection:
-        return await _on_mcp_loop(self.opened())
+        return await on_mcp_loop(self.opened())
 
     async def close(self) -> None:
-        await _on_mcp_loop(self._close())
+        await on_mcp_loop(self._close())
 
     async def list_tools(self) -> list[Any]:
         async def go():
@@ -112,10 +114,10 @@ class MCPConnection:
                 if not cursor:
                     return tools
 
-        return await _on_mcp_loop(go())
+        return await on_mcp_loop(go())
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
-        return await _on_mcp_loop(self.client.call_tool(name, arguments))
+        return await on_mcp_loop(self.client.call_tool(name, arguments))
 
 
 def _describe(e: BaseException) -> str:

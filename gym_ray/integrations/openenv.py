@@ -33,7 +33,7 @@ from typing import Any
 
 from gym_ray.collect.wiring import import_object
 from gym_ray.integrations.gymnasium import BadAction, jsonable, malformed_action
-from gym_ray.integrations.mcp import _on_mcp_loop as _on_client_loop  # one loop thread per process
+from gym_ray.integrations.mcp import on_mcp_loop as _on_client_loop  # one loop thread per process
 from gym_ray.resources.runtime import EnvError
 from gym_ray.resources.server import ResourceServer
 from gym_ray.types import StepResult, Task

@@ -116,6 +116,15 @@ class ResourceServer:
     def close(self) -> None:
         """Release what this episode holds (called on close_session and on expiry)."""
 
+    def tasks(self, env: str, limit: int | None = None) -> list[Task]:
+        """Environments that bring their own dataset (a verifiers taskset): the task rows used when the env's
+        config lists no `data` files, at most `limit`. Called on a driver-side instance."""
+        raise NotImplementedError(f"{type(self).__name__} has no tasks of its own: list `data` files")
+
+    @classmethod
+    def has_tasks(cls) -> bool:
+        return cls.tasks is not ResourceServer.tasks
+
     @classmethod
     def is_stateful(cls) -> bool:
         """A server whose episodes carry state cannot verify an unknown (expired) session."""
