@@ -210,7 +210,11 @@ class VerifiersEnv(ResourceServer):
     async def verify(self, task: Task, messages: list[Message]) -> VerifyResult:
         ep: _Episode = self.state
         if self.multi_turn:
-            return ep.result or VerifyResult(error=f"{self.taskset_id}: the env's run() has not finished")
+            if ep.result is not None:
+                return ep.result
+            failed = ep.run is not None and ep.run.done() and not ep.run.cancelled() and ep.run.exception()
+            return VerifyResult(error=f"{self.taskset_id}: the env's run() " + (
+                f"raised {type(failed).__name__}: {failed}" if failed else "has not finished"))
         _record(ep.trace, _vf_messages(messages))
         return await on_mcp_loop(_bound(ep, self._score(ep)))
 

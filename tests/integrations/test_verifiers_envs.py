@@ -150,6 +150,24 @@ def test_multi_turn_env_run_through_step():
         asyncio.run(single.reset("x", load_run_tasks(load_config(UNITS))[0]))
 
 
+def test_an_env_run_that_raises_is_an_env_error_not_a_reward():
+    cfg = EnvConfig.model_validate({"server": "verifiers:gym_ray_vf_broken", "agent": {
+        "cls": "gym_ray.agents.env_step:EnvStepAgent"}})
+    env = make_env_client("broken", cfg)
+    (task,) = load_run_tasks(load_config(UNITS, ["envs.vf_units.server=verifiers:gym_ray_vf_broken"]))
+
+    async def go():
+        assert await env.reset("b", task) == ""
+        with pytest.raises(EnvError, match="step failed: RuntimeError: the game engine crashed"):
+            await env.step("b", "hello")
+        result = await env.verify("b", task, [])
+        await env.close_session("b")
+        return result
+
+    result = asyncio.run(go())
+    assert result.error.endswith("run() raised RuntimeError: the game engine crashed")  # never a reward of 0
+
+
 def test_a_name_that_is_not_installed_is_a_one_line_error():
     cfg = load_config(UNITS, ["envs.vf_units.server=verifiers:no-such-env"])
     with pytest.raises(ValueError, match=r"^envs.vf_units: its own tasks: config.taskset: verifiers environment "
