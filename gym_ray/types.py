@@ -360,6 +360,19 @@ def rollouts_to_arrow(rollouts: list[Rollout]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=ROLLOUT_SCHEMA)
 
 
+def table_to_ipc(table: pa.Table) -> bytes:
+    """A table as Arrow IPC stream bytes, for sending between processes: Ray's own reduction of a pa.Table
+    copies every offsets buffer in Python (py-spy: ~15% of an agent actor's CPU at c=16), bytes go as is."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def table_from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
 def rollouts_from_arrow(table: pa.Table) -> list[Rollout]:
     """Inverse of `rollouts_to_arrow`; extra columns (e.g. hive partitions) are ignored."""
     missing = set(ROLLOUT_SCHEMA.names) - set(table.column_names)

@@ -17,7 +17,15 @@ from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import failed_row
 from gym_ray.collect.wiring import WorkerSetup
 from gym_ray.collect.worker import AgentActor
-from gym_ray.types import Delivery, Failure, FailureKind, FailureStage, Status, rollouts_to_arrow
+from gym_ray.types import (
+    Delivery,
+    Failure,
+    FailureKind,
+    FailureStage,
+    Status,
+    rollouts_to_arrow,
+    table_from_ipc,
+)
 
 
 class ActorStartError(RuntimeError):
@@ -101,7 +109,7 @@ class Scheduler:
             received: set[str] = set()
             try:
                 async for ref in self.actors[i].run_chunk.remote(chunk):
-                    table = await ref
+                    table = table_from_ipc(await ref)
                     received.update(table.column("group_id").unique().to_pylist())
                     out.put_nowait(table)
             except asyncio.CancelledError:

@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import pyarrow as pa
 import ray
 
 from gym_ray.collect.plan import GroupSpec
@@ -19,7 +18,7 @@ from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.telemetry import CollectTelemetry
 from gym_ray.collect.wiring import WorkerSetup, build_policy, load_tokenizer
 from gym_ray.redact import install_log_redaction
-from gym_ray.types import Rollout, rollouts_to_arrow
+from gym_ray.types import Rollout, rollouts_to_arrow, table_to_ipc
 
 
 class AgentWorker:
@@ -40,8 +39,8 @@ class AgentWorker:
     async def ready(self) -> dict:
         return {"actor": self.name, "envs": sorted(self.runner.envs), "model": self.runner.policy.model_name}
 
-    async def run_chunk(self, groups: list[GroupSpec]) -> AsyncIterator[pa.Table]:
-        """Run every episode of `groups`; yield Arrow tables, each holding whole groups only."""
+    async def run_chunk(self, groups: list[GroupSpec]) -> AsyncIterator[bytes]:
+        """Run every episode of `groups`; yield Arrow tables (as IPC bytes), each holding whole groups only."""
         done: asyncio.Queue[list[Rollout]] = asyncio.Queue()
 
         async def one_group(g: GroupSpec) -> None:
@@ -66,7 +65,7 @@ class AgentWorker:
                     remaining -= 1
                 rows = [r for group in batch for r in group]
                 self._record(rows)
-                yield rollouts_to_arrow(rows)
+                yield table_to_ipc(rollouts_to_arrow(rows))
         finally:
             for t in tasks:
                 t.cancel()
