@@ -138,8 +138,9 @@ class VerifiersEnv(ResourceServer):
             prompt = [{"role": m.role, "content": content_text(m.content) if m.content else ""} for m in _opening(t)]
             if not prompt:
                 raise ValueError(f"{self.taskset_id}: task {task_id} has no prompt (gym_ray needs an opening message)")
+            data = t.data.model_dump(mode="json", exclude_defaults=True)
             rows.append(Task.model_validate({"task_id": task_id, "env": env, "prompt": prompt,
-                                             "verifier_metadata": {"verifiers": t.data.model_dump(mode="json", exclude_defaults=True)}}))
+                                             "verifier_metadata": {"verifiers": data}}))
         return rows
 
     # --- tools ------------------------------------------------------------------------------------
@@ -171,7 +172,8 @@ class VerifiersEnv(ResourceServer):
 
     async def forwarded_tools(self) -> list[ToolSpec]:
         if self._specs is None:
-            probe, _ = await on_mcp_loop(self._serve(self.task_cls.toolsets(self.env.taskset.config.task), None))
+            probe, probes = await on_mcp_loop(self._serve(self.task_cls.toolsets(self.env.taskset.config.task), None))
+            await on_mcp_loop(_released(probes))  # per-task toolsets made only to list their tools
             tools = {**await self._shared_tools(), **probe}
             self._specs = [tool_spec(tool).model_copy(update={"name": name}) for name, (_, tool) in tools.items()]
         return self._specs
@@ -306,7 +308,12 @@ async def _closed(ep: _Episode) -> None:
     if ep.run is not None and not ep.run.done():
         ep.run.cancel()
         await asyncio.wait([ep.run], timeout=10)
-    for ts in ep.toolsets:
+    await _released(ep.toolsets)
+
+
+async def _released(toolsets: list[Any]) -> None:
+    """What the toolsets' `setup` entered (their exit stacks), released."""
+    for ts in toolsets:
         await ts._exit_stack.aclose()
 
 
