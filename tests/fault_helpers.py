@@ -109,6 +109,26 @@ def example_tasks(env: str, n: int):
             for i in range(n)]
 
 
+def scripted_collect(config: Path, script, out: Path, *overrides: str) -> tuple[dict, list]:
+    """Collect `config` on Ray with a scripted policy that runs `script` in the agent actors (chatml tool
+    template); the summary and the rows, once the run's row checks held."""
+    from gym_ray.collect.api import Collector, load_run_tasks
+    from gym_ray.collect.sink import read_rollout_table
+    from gym_ray.config import load_config
+    from gym_ray.models.names import tokenizer_path_for
+    from gym_ray.report.checks import run_checks
+    from gym_ray.types import rollouts_from_arrow
+
+    cfg = load_config(config, ["model.kind=scripted", "model.hosting=local", "model.chat_template=chatml_tools",
+                               *overrides])
+    policy = ScriptClient(cfg.model, tokenizer_path_for(cfg.model), script)
+    with Collector(cfg, policy) as col:
+        summary = asyncio.run(col.collect_to_dir(load_run_tasks(cfg), out, progress=False))
+    report = run_checks(out)
+    assert not report.contract_broken, report.to_json()["counts"]
+    return summary, rollouts_from_arrow(read_rollout_table(out))
+
+
 def replica_names(app: str) -> list[str]:
     """Names (namespace `serve`) of the live Serve replica actors of app `app`."""
     import ray

@@ -13,15 +13,12 @@ from pathlib import Path
 import fault_helpers
 import pytest
 import ray
-from fault_helpers import ScriptClient
+from fault_helpers import scripted_collect
 
-from gym_ray.collect.api import Collector, load_run_tasks
-from gym_ray.collect.sink import read_rollout_table
+from gym_ray.collect.api import load_run_tasks
 from gym_ray.config import EnvConfig, load_config
-from gym_ray.models.names import tokenizer_path_for
-from gym_ray.report.checks import run_checks
 from gym_ray.resources import make_env_client
-from gym_ray.types import Message, Task, rollouts_from_arrow
+from gym_ray.types import Message, Task
 
 ray.cloudpickle.register_pickle_by_value(fault_helpers)  # ScriptClient and the scripts reach the agent actors
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # by value
@@ -48,16 +45,9 @@ def textarena_reply(prompt_text: str, turn: int) -> str:
 
 
 def collect(name: str, fn, tmp_path: Path, repeats: int = 2):
-    cfg = load_config(ENVS / name / "config.yaml", [
-        "model.kind=scripted", "model.hosting=local", "model.chat_template=chatml_tools",
-        f"collect.num_repeats={repeats}", "collect.concurrency=8"])
-    policy = ScriptClient(cfg.model, tokenizer_path_for(cfg.model), fn)
-    with Collector(cfg, policy) as col:
-        summary = asyncio.run(col.collect_to_dir(load_run_tasks(cfg), tmp_path, progress=False))
-    rows = rollouts_from_arrow(read_rollout_table(tmp_path))
-    report = run_checks(tmp_path)
-    assert not report.contract_broken, report.to_json()["counts"]
-    return cfg, summary, rows
+    config = ENVS / name / "config.yaml"
+    summary, rows = scripted_collect(config, fn, tmp_path, f"collect.num_repeats={repeats}", "collect.concurrency=8")
+    return load_config(config), summary, rows
 
 
 def test_textarena_games_play_into_parquet_that_passes_the_checks(ray_cluster, tmp_path):
