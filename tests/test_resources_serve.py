@@ -390,3 +390,51 @@ def test_collect_refuses_an_unrouted_config_for_a_multi_replica_env_app(serve_ht
         assert running_apps(validate_config(run)) == {"weather_pair": "weather_pair"}
     finally:
         serve.delete(app)
+
+
+@pytest.mark.slow  # starts Ray and Serve, kills a replica
+def test_a_dead_replica_loses_only_its_own_sessions(serve_http_port):
+    """Two replicas; one is killed mid-episode. Its sessions fail with an error (never a reward, never
+    another session's state); the other replica's finish right; their re-runs finish right."""
+    from gym_ray.resources.serve_batch import REPLICA_KEY_PREFIX
+
+    cfg = env_cfg("counter").model_copy(update={"num_replicas": 2})
+    app = deploy_env("counter_kill", cfg, route_prefix="/counter_kill")
+    client = make_env_client("counter_kill", cfg, app_name=app)
+
+    def task(sid: str) -> Task:
+        return Task(task_id=sid, env="counter", prompt=[Message(role="user", content="count")],
+                    verifier_metadata={"initial_count": 0, "expected_count": 3})
+
+    async def start(sid: str) -> None:
+        await client.seed_session(sid, task(sid))
+        await client.call_tool(sid, ToolCall(name="increment", arguments={}))
+
+    async def finish(sid: str) -> float:
+        for _ in range(2):
+            out = await client.call_tool(sid, ToolCall(name="increment", arguments={}))
+            assert not out.startswith("Error"), out
+        return (await client.verify(sid, task(sid), [])).reward
+
+    async def run(coros):
+        return await asyncio.gather(*coros, return_exceptions=True)
+
+    try:
+        sids = [f"k{i}" for i in range(100)]
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(run(start(s) for s in sids))
+        homes = dict(client._calls._homes)  # where each session lives, as the client learnt it
+        victim = homes["k0"]
+        lost = {s for s in sids if homes[s] == victim}
+        assert 0 < len(lost) < len(sids)  # new sessions went to both replicas
+        uid = victim.removeprefix(REPLICA_KEY_PREFIX)
+        ray.kill(ray.get_actor(f"SERVE_REPLICA::{app}#counter_kill#{uid}", namespace="serve"), no_restart=True)
+        outs = dict(zip(sids, loop.run_until_complete(run(finish(s) for s in sids)), strict=True))
+        assert all(outs[s] == 1.0 for s in sids if s not in lost), outs
+        assert all(isinstance(outs[s], Exception) for s in lost), {s: outs[s] for s in lost}
+        reruns = [f"re-{s}" for s in sorted(lost)]
+        loop.run_until_complete(run(start(s) for s in reruns))
+        assert loop.run_until_complete(run(finish(s) for s in reruns)) == [1.0] * len(reruns)
+        loop.close()
+    finally:
+        serve.delete(app)

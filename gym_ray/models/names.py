@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from gym_ray.config import ModelConfig
 from gym_ray.models.default_model import resolve_model_path
+from gym_ray.resources.serve_batch import STICKY_ROUTER
 
 SCRIPTED_DEPLOYMENT = "ScriptedPolicy"
 VLLM_SERVER_CLASS = "GymLLMServer"  # the class name of gym_ray.models.vllm_server.GymLLMServer
-CONSISTENT_HASH_ROUTER = "ray.serve.experimental.consistent_hash_router:ConsistentHashRouter"
 
 
 def tokenizer_path_for(cfg: ModelConfig) -> str:
@@ -44,5 +44,5 @@ def serve_options(cfg: ModelConfig) -> dict:
         opts["num_replicas"] = cfg.num_replicas
     if cfg.autoscaling is not None or cfg.num_replicas > 1:
         # The calls of one episode (same session id) land on one replica: its prefix cache holds the history.
-        opts["request_router_config"] = {"request_router_class": CONSISTENT_HASH_ROUTER}
+        opts["request_router_config"] = {"request_router_class": STICKY_ROUTER}
     return opts

@@ -31,11 +31,10 @@ from gym_ray.resources.http_compat import (
 )
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
-from gym_ray.resources.serve_batch import BatchedCalls, Coalescer
+from gym_ray.resources.serve_batch import STICKY_ROUTER, BatchedCalls, Coalescer
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 api = FastAPI(title="gym_ray resource server")
-_STICKY_ROUTER = "ray.serve.experimental.consistent_hash_router:ConsistentHashRouter"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the actor name in tracebacks
 
 
@@ -254,7 +253,7 @@ def env_serve_options(name: str, cfg: EnvConfig) -> dict[str, Any]:
     else:
         options["num_replicas"] = cfg.num_replicas
     if is_sticky(cfg):
-        options["request_router_config"] = {"request_router_class": _STICKY_ROUTER}
+        options["request_router_config"] = {"request_router_class": STICKY_ROUTER}
     return options
 
 
@@ -263,7 +262,7 @@ def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) ->
 
     HTTP routes live under `route_prefix` (default: `cfg.route_prefix` or `/<name>`). With more than one
     replica or autoscaling, requests of one session stick to one replica (consistent hashing on the
-    session id over HTTP, on its shard over handles).
+    session id over HTTP; over handles, to the replica that answered the session's first call).
     Raises `DeploymentError` naming the env and the cause when the server cannot be imported or its
     replicas fail to start.
     """
@@ -322,4 +321,7 @@ class HandleEnvClient:
         return VerifyResult.model_validate(out)
 
     async def close_session(self, session_id: str) -> None:
-        await self._call("close_session", session_id, session_id)
+        try:
+            await self._call("close_session", session_id, session_id)
+        finally:
+            self._calls.forget(session_id)

@@ -7,8 +7,9 @@ makes in one event-loop iteration to the same deployment go as one `call_batch` 
 runs concurrently, answering each call's result or exception. A batch holds at most one call per episode
 at a time (an episode awaits each call), so nothing of one episode is reordered; a batch that fails as a
 whole (its replica died, back pressure) fails each of its calls with that error, which is what each call
-would have met alone. With session affinity, calls are grouped by a shard of their session id, and the
-batch is routed by the shard's key, so every call of a session still lands on one replica.
+would have met alone. With session affinity (`routing.PinnedRouter`), each answer names the replica that
+ran it; a session's later calls are grouped by that replica and routed to it, so every call of a session
+lands on one replica and the calls of one iteration split by replica, not by session.
 """
 
 from __future__ import annotations
@@ -16,22 +17,33 @@ from __future__ import annotations
 import asyncio
 import pickle
 import weakref
-import zlib
+from collections import OrderedDict
 from typing import Any
 
-NUM_SHARDS = 64  # session shards of a sticky deployment: enough to spread over tens of replicas
+STICKY_ROUTER = "gym_ray.resources.routing:PinnedRouter"  # the request router of sticky deployments
+REPLICA_KEY_PREFIX = "gym-ray-replica-"  # + a replica's unique id: the routing key of its sessions
+MAX_HOMES = 1 << 17  # sessions whose replica a Coalescer remembers; the oldest unused one goes first
 MAX_BATCH = 64  # calls per request: more would keep replica-side queue metrics (autoscaling) blind
 
 
 class BatchedCalls:
     """Mixin for a Serve deployment class: `call_batch` runs several of its own methods in one request."""
 
-    async def call_batch(self, calls: list[tuple[str, tuple]]) -> list[tuple[bool, Any]]:
+    async def call_batch(self, calls: list[tuple[str, tuple]]) -> tuple[str, list[tuple[bool, Any]]]:
+        """This replica's routing key, and per call (True, result) or (False, exception)."""
+
         async def one(name: str, args: tuple) -> Any:
             return await getattr(self, name)(*args)
 
         outs = await asyncio.gather(*(one(n, a) for n, a in calls), return_exceptions=True)
-        return [(False, _picklable(o)) if isinstance(o, BaseException) else (True, o) for o in outs]
+        return replica_key(), [(False, _picklable(o)) if isinstance(o, BaseException) else (True, o) for o in outs]
+
+
+def replica_key() -> str:
+    """The routing key that `PinnedRouter` sends to the calling replica."""
+    from ray import serve
+
+    return REPLICA_KEY_PREFIX + serve.get_replica_context().replica_id.unique_id
 
 
 def _picklable(e: BaseException) -> BaseException:
@@ -44,17 +56,12 @@ def _picklable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-def shard_key(session_id: str) -> str:
-    """The routing key of a session's shard (stable across processes: crc32, not Python's hash)."""
-    return f"gym-ray-shard-{zlib.crc32(session_id.encode()) % NUM_SHARDS}"
-
-
 class Coalescer:
     """Gathers the calls made in one event-loop iteration into one `call_batch` request per routing key.
 
-    `handle` is a Serve `DeploymentHandle` of a `BatchedCalls` deployment. `sticky`: route by the session's
-    shard (consistent-hash router), else let Serve pick any replica. Not picklable: build it in the process
-    that uses it.
+    `handle` is a Serve `DeploymentHandle` of a `BatchedCalls` deployment. `sticky` (a `PinnedRouter`
+    deployment): a session's calls go to the replica that answered its first one; else Serve picks any
+    replica. Not picklable: build it in the process that uses it.
     """
 
     def __init__(self, handle: Any, *, sticky: bool = False, max_batch: int = MAX_BATCH) -> None:
@@ -66,11 +73,20 @@ class Coalescer:
             weakref.WeakKeyDictionary()
         )
         self._in_flight: set[asyncio.Task] = set()
+        self._homes: OrderedDict[str, str] = OrderedDict()  # session id -> its replica's routing key
+
+    def forget(self, session_id: str) -> None:
+        """The session ended: its next call (none expected) may go to any replica."""
+        self._homes.pop(session_id, None)
 
     def call(self, method: str, *args: Any, session_id: str | None = None) -> asyncio.Future:
         """Queue `method(*args)` on the deployment; the future resolves to its result or raises its error."""
         loop = asyncio.get_running_loop()
-        key = shard_key(session_id) if self._sticky and session_id else None
+        key = None
+        if self._sticky and session_id:
+            key = self._homes.get(session_id)
+            if key is not None:
+                self._homes.move_to_end(session_id)
         pending = self._pending.get(loop)
         if pending is None:
             pending = self._pending[loop] = {}
@@ -79,7 +95,7 @@ class Coalescer:
             batch = pending[key] = []
             loop.call_soon(self._flush, loop, key)
         fut = loop.create_future()
-        batch.append((method, args, fut))
+        batch.append((method, args, session_id, fut))
         if len(batch) >= self._max_batch:
             self._flush(loop, key)
         return fut
@@ -97,32 +113,41 @@ class Coalescer:
         if not batch:
             return
         try:
-            response = self._route(key).call_batch.remote([(m, a) for m, a, _ in batch])
+            response = self._route(key).call_batch.remote([(m, a) for m, a, *_ in batch])
         except Exception as e:  # noqa: BLE001 - e.g. the app is gone: every caller sees it
             _fail(batch, e)
             return
-        task = loop.create_task(_deliver(response, batch))
+        task = loop.create_task(self._deliver(response, batch))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
+    async def _deliver(self, response: Any, batch: list) -> None:
+        try:
+            replica, outs = await response
+        except asyncio.CancelledError:
+            for *_, fut in batch:
+                fut.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - the request failed as a whole: so did each call in it
+            _fail(batch, e)
+            return
+        if self._sticky:
+            self._settle(replica, [sid for _, _, sid, _ in batch if sid])
+        for (*_, fut), (ok, value) in zip(batch, outs, strict=True):
+            if fut.done():  # its caller gave up (episode timeout)
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
-async def _deliver(response: Any, batch: list) -> None:
-    try:
-        outs = await response
-    except asyncio.CancelledError:
-        for *_, fut in batch:
-            fut.cancel()
-        raise
-    except Exception as e:  # noqa: BLE001 - the request failed as a whole: so did each call in it
-        _fail(batch, e)
-        return
-    for (_, _, fut), (ok, value) in zip(batch, outs, strict=True):
-        if fut.done():  # its caller gave up (episode timeout)
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
+    def _settle(self, replica: str, session_ids: list[str]) -> None:
+        """Each session's call ran on `replica`: that is where the session lives now (a first call seeded it
+        there; a session whose replica died was lost, and its re-seed ran here)."""
+        for sid in session_ids:
+            self._homes[sid] = replica
+        while len(self._homes) > MAX_HOMES:
+            self._homes.popitem(last=False)
 
 
 def _fail(batch: list, error: BaseException) -> None:
