@@ -5,7 +5,7 @@ Serve's routing, replicas and autoscaling. `model.handle_transport` picks Ray's 
 gRPC one (`_by_reference=False`); reference/call_costs.md found gRPC ~2x faster for a trivial method on
 a quiet box, but benchmarks/policy_overhead.py measured the default as fast or faster for `generate` on
 the shared machine, so the default stays the default. A session id pins an episode's calls to one
-replica (consistent-hash router, see names.serve_options). Calls to the scripted policy are coalesced
+replica (`resources.routing.PinnedRouter`, see names.serve_options). Calls to the scripted policy are coalesced
 (`resources.serve_batch`): its per-call cost is all Serve's.
 """
 
