@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import ray
+from fault_helpers import replica_names
 from ray import serve
 
 from gym_ray.config import EnvConfig, load_config
@@ -427,8 +428,8 @@ def test_a_dead_replica_loses_only_its_own_sessions(serve_http_port):
         victim = homes["k0"]
         lost = {s for s in sids if homes[s] == victim}
         assert 0 < len(lost) < len(sids)  # new sessions went to both replicas
-        uid = victim.removeprefix(REPLICA_KEY_PREFIX)
-        ray.kill(ray.get_actor(f"SERVE_REPLICA::{app}#counter_kill#{uid}", namespace="serve"), no_restart=True)
+        [name] = [n for n in replica_names(app) if n.endswith("#" + victim.removeprefix(REPLICA_KEY_PREFIX))]
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
         outs = dict(zip(sids, loop.run_until_complete(run(finish(s) for s in sids)), strict=True))
         assert all(outs[s] == 1.0 for s in sids if s not in lost), outs
         assert all(isinstance(outs[s], Exception) for s in lost), {s: outs[s] for s in lost}

@@ -26,6 +26,11 @@ class PinnedRouter(ConsistentHashRouter):
     """`ConsistentHashRouter`, except that a `gym-ray-replica-<id>` key goes to replica `<id>` only and
     no key means the next replica in turn."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._by_key: dict[str, Any] = {}  # routing key -> running replica
+        self._turn = 0  # round robin position of keyless calls
+
     def update_replicas(self, replicas: list) -> None:
         super().update_replicas(replicas)
         self._by_key = {REPLICA_KEY_PREFIX + r.replica_id.unique_id: r for r in replicas}
@@ -33,11 +38,11 @@ class PinnedRouter(ConsistentHashRouter):
     async def choose_replicas(self, candidate_replicas: list, pending_request: Any = None) -> list[list]:
         key = pending_request.metadata.session_id if pending_request is not None else None
         if not key:  # round robin: new sessions spread evenly, a new replica included
-            self._turn = getattr(self, "_turn", -1) + 1
             ordered = sorted(candidate_replicas, key=lambda r: r.replica_id.unique_id)
             first = self._turn % len(ordered)
+            self._turn += 1
             return [[ordered[first]], ordered[:first] + ordered[first + 1:]]
-        replica = getattr(self, "_by_key", {}).get(key)
+        replica = self._by_key.get(key)
         if replica is None:
             return await super().choose_replicas(candidate_replicas, pending_request)
         pending_request.routing_context.should_backoff = True  # a busy replica is waited for, not bypassed
