@@ -15,7 +15,9 @@ Serve replicas with session affinity. `--policy serve` (default) calls the scrip
 Serve deployment (the path a vLLM policy takes); `--policy local` answers inside the agent actor (the
 machinery alone). `--concurrency 10000 --rollouts 20000` is the 10,000-episodes-in-flight check; the
 table's last column is the cluster's peak memory (PSS). NeMo Gym 0.7.0 on this machine, c=64: 67
-rollouts/s, 26.8 CPU ms per rollout (0.4.0: 53 / 59 / 48 rollouts/s at c=16 / 64 / 256).
+rollouts/s, 26.8 CPU ms per rollout (0.4.0: 53 / 59 / 48 rollouts/s at c=16 / 64 / 256); the ratio column
+divides by 67. The machine's speed drifts by 2x from hour to hour: for a ratio, run
+`benchmarks/nemogym_baseline.py` (NeMo Gym's own collector on the same workload) before and after this.
 """
 
 from __future__ import annotations
