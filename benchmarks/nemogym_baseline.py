@@ -23,10 +23,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import psutil
 import yaml
 
@@ -41,6 +39,7 @@ from gym_ray.integrations.nemo_gym.launch import (  # noqa: E402
     free_port,
     link_venvs,
     nemo_gym_root,
+    start_http_script,
     stop_group,
 )
 
@@ -50,20 +49,6 @@ SERVER_DIRS = [f"resources_servers/{SERVER}", "responses_api_models/openai_model
                "responses_api_agents/simple_agent", "environment_servers/legacy_agent"]
 REPEATS = 4
 _FINISHED = re.compile(r"Finished (\d+) / (\d+) rollouts \(100%\) in \S+ \(([\d.]+) rollouts/min\)")
-
-
-def start_model(port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("instant_responses.py")), str(port)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-            return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    stop_group(proc)
-    raise LaunchError(f"the instant model did not start: {log.read_text()[-2000:]}")
 
 
 def write_config(venv: Path, work: Path, model_port: int, head_port: int) -> Path:
@@ -132,7 +117,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nemogym-baseline-") as tmp:
         work = Path(tmp)
         model_port = free_port()
-        model = start_model(model_port, work / "model.log")
+        model = start_http_script(Path(__file__).with_name("instant_responses.py"), model_port, work / "model.log",
+                                  "the instant model")
         ng = None
         try:
             head_port = free_port()

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import yaml
 
 
@@ -49,6 +50,22 @@ def stop_group(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def start_http_script(script: Path, port: int, log: Path, what: str, timeout_s: float = 60) -> subprocess.Popen:
+    """Run `script PORT` (a stand-in server for NeMo Gym to call) in its own process group; return once
+    `GET /` answers."""
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+            return proc
+        except httpx.TransportError:
+            time.sleep(0.3)
+    stop_group(proc)
+    raise LaunchError(f"{what} did not start: {log.read_text()[-2000:]}")
 
 
 def nemo_gym_root(venv: Path) -> Path:

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from gym_ray.integrations.nemo_gym.launch import clean_env
+from gym_ray.integrations.nemo_gym.launch import clean_env, start_http_script
 
 ROOT = Path(__file__).parents[3]
 VERSIONS = {"0.4": "0.4.0", "0.7": "0.7.0"}
@@ -35,17 +32,8 @@ def nemo_venv(version: str) -> Path:
 
 
 def start_policy(port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("responses_policy.py")), str(port)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-            return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"the scripted Responses policy did not start: {log.read_text()[-2000:]}")
+    return start_http_script(Path(__file__).with_name("responses_policy.py"), port, log,
+                             "the scripted Responses policy")
 
 
 def model_blocks(policy_port: int) -> dict:
