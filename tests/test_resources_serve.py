@@ -229,6 +229,35 @@ def test_handle_client(apps):
     assert obs.startswith("Your hand:") and step.done
 
 
+def test_verify_frees_the_session_so_close_needs_no_call_of_its_own(apps):
+    client = make_env_client("counter", env_cfg("counter"), app_name=apps["counter"])
+    deployment = serve.get_deployment_handle("counter", apps["counter"])
+    task = Task(task_id="fold", env="counter", prompt=[Message(role="user", content="count")],
+                verifier_metadata={"initial_count": 0, "expected_count": 2})
+    sent: list[str] = []
+
+    async def go():
+        before = await deployment.num_sessions.remote()
+        await client.seed_session("fold-1", task)
+        await client.call_tool("fold-1", ToolCall(name="increment", arguments={"count": 2}))
+        seeded = await deployment.num_sessions.remote()
+        calls = client._calls
+        real = calls.call
+        calls.call = lambda method, *a, **kw: sent.append(method) or real(method, *a, **kw)
+        result = await client.verify("fold-1", task, [])
+        verified = await deployment.num_sessions.remote()
+        await client.close_session("fold-1")
+        with pytest.raises(EnvError, match="no session 'fold-2'"):  # not verified: close goes to the replica
+            await client.verify("fold-2", task, [])
+        await client.close_session("fold-2")
+        return before, seeded, verified, result
+
+    before, seeded, verified, result = asyncio.run(go())
+    assert result.reward == 1.0
+    assert (seeded, verified) == (before + 1, before)  # verify freed the session on the replica
+    assert sent == ["verify", "verify", "close_session"]  # fold-1's close made no call
+
+
 def test_deploy_env_rejects_a_bad_server_path(serve_http_port):
     with pytest.raises(DeploymentError, match="envs.nope.server: .*cannot import module 'gym_ray.environments.nope.server'"):
         deploy_env("nope", EnvConfig(server="gym_ray.environments.nope.server:Nope"))
@@ -331,28 +360,33 @@ def test_sessions_stick_to_one_of_several_replicas(serve_http_port):
     client = make_env_client("counter_x2", cfg, app_name=app)
     assert client.sticky
 
-    async def episode(i: int) -> float:
-        t = Task(
+    tasks = [
+        Task(
             task_id=f"x{i}",
             env="counter",
             prompt=[Message(role="user", content="count")],
             verifier_metadata={"initial_count": 0, "expected_count": 3},
         )
-        await client.seed_session(f"x{i}", t)
+        for i in range(200)
+    ]
+
+    async def play(t: Task) -> None:
+        await client.seed_session(t.task_id, t)
         for _ in range(3):
-            out = await client.call_tool(f"x{i}", ToolCall(name="increment", arguments={}))
+            out = await client.call_tool(t.task_id, ToolCall(name="increment", arguments={}))
             assert not out.startswith("Error"), out
-        return (await client.verify(f"x{i}", t, [])).reward
 
     async def go():
-        return await asyncio.gather(*(episode(i) for i in range(200)))
+        await asyncio.gather(*(play(t) for t in tasks))
+        # counted before verify, which frees the session
+        handle = serve.get_deployment_handle("counter_x2", app)
+        counts = [await handle.num_sessions.remote() for _ in range(20)]
+        rewards = await asyncio.gather(*(client.verify(t.task_id, t, []) for t in tasks))
+        return counts, [r.reward for r in rewards]
 
     try:
-        assert asyncio.run(go()) == [1.0] * 200
-        counts = [
-            serve.get_deployment_handle("counter_x2", app).num_sessions.remote().result(timeout_s=30)
-            for _ in range(20)
-        ]
+        counts, rewards = asyncio.run(go())
+        assert rewards == [1.0] * 200
         # both replicas hold some of the sessions (an even split shows up as one distinct count)
         assert 0 not in counts and (
             set(counts) == {100} or (len(set(counts)) == 2 and sum(set(counts)) == 200)

@@ -8,6 +8,7 @@ driver sees a handful of messages per second instead of one per rollout.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 
@@ -35,6 +36,11 @@ class AgentWorker:
             agent_classes=setup.agent_classes, episode_timeout_s=setup.episode_timeout_s,
             max_retries=setup.max_retries, concurrency=setup.concurrency, telemetry=self.telemetry,
         )
+        # What startup built (Ray, the tokenizer, the envs) lives as long as the actor: out of the garbage
+        # collector's scans, as Serve does for its replicas (RAY_SERVE_FREEZE_GC_ON_STARTUP). Measured with
+        # policy and env on Serve, c=64: p99 episode latency ~330 -> ~100 ms.
+        gc.collect()
+        gc.freeze()
 
     async def ready(self) -> dict:
         return {"actor": self.name, "envs": sorted(self.runner.envs), "model": self.runner.policy.model_name}

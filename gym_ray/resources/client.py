@@ -26,9 +26,14 @@ class EnvClient(Protocol):
 
     async def step(self, session_id: str, action: str) -> StepResult: ...
 
-    async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult: ...
+    async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
+        """An episode's last call before `close_session` (as NeMo Gym's `/verify` ends its episode): a client
+        may free the session with it."""
+        ...
 
-    async def close_session(self, session_id: str) -> None: ...
+    async def close_session(self, session_id: str) -> None:
+        """Always follows an episode's calls, verified or not."""
+        ...
 
 
 def make_env_client(name: str, cfg: EnvConfig, app_name: str | None = None) -> EnvClient:

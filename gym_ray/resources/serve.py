@@ -31,7 +31,7 @@ from gym_ray.resources.http_compat import (
 )
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
-from gym_ray.resources.serve_batch import STICKY_ROUTER, BatchedCalls, Coalescer
+from gym_ray.resources.serve_batch import MAX_HOMES, STICKY_ROUTER, BatchedCalls, Coalescer
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 api = FastAPI(title="gym_ray resource server")
@@ -76,9 +76,14 @@ class EnvDeployment(BatchedCalls):
     async def step(self, session_id: str, action: str) -> dict:
         return (await self.runtime.step(session_id, action)).model_dump()
 
-    async def verify(self, session_id: str, task: dict, messages: list[dict]) -> dict:
+    async def verify(self, session_id: str, task: dict, messages: list[dict], close: bool = False) -> dict:
+        """`close`: free the session in the same call (the episode's last; one hop fewer per rollout)."""
         msgs = [Message.model_validate(m) for m in messages]
-        return (await self.runtime.verify(session_id, Task.model_validate(task), msgs)).model_dump()
+        try:
+            return (await self.runtime.verify(session_id, Task.model_validate(task), msgs)).model_dump()
+        finally:
+            if close:
+                await self.runtime.close_session(session_id)
 
     async def close_session(self, session_id: str) -> None:
         await self.runtime.close_session(session_id)
@@ -283,6 +288,8 @@ class HandleEnvClient:
     """`EnvClient` over a Serve handle; picklable (the handle is made on first use in each process).
 
     Calls go through a `Coalescer`: those made in the same event-loop iteration share one handle call.
+    `verify` frees the session with it (verify is an episode's last call); the `close_session` that
+    follows then needs no call of its own.
     """
 
     def __init__(self, app_name: str, *, sticky: bool = False, by_reference: bool = False) -> None:
@@ -290,9 +297,10 @@ class HandleEnvClient:
         self.sticky = sticky
         self.by_reference = by_reference
         self._calls: Coalescer | None = None
+        self._closed: set[str] = set()  # verified (and so freed) sessions whose close_session is to come
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_calls": None}
+        return {**self.__dict__, "_calls": None, "_closed": set()}
 
     def _call(self, method: str, session_id: str | None, *args: Any) -> asyncio.Future:
         if self._calls is None:
@@ -317,10 +325,17 @@ class HandleEnvClient:
 
     async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
         out = await self._call("verify", session_id, session_id, task.model_dump(mode="json"),
-                               [m.model_dump(mode="json") for m in messages])
+                               [m.model_dump(mode="json") for m in messages], True)
+        if len(self._closed) >= MAX_HOMES:  # close_session never came for these (cancelled episodes)
+            self._closed.clear()
+        self._closed.add(session_id)
         return VerifyResult.model_validate(out)
 
     async def close_session(self, session_id: str) -> None:
+        if session_id in self._closed:  # the replica freed it with verify
+            self._closed.discard(session_id)
+            self._calls.forget(session_id)
+            return
         try:
             await self._call("close_session", session_id, session_id)
         finally:
