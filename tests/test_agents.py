@@ -14,7 +14,16 @@ from gym_ray.agents.base import Agent, EpisodeContext, InfraError, load_tokenize
 from gym_ray.agents.env_step import EnvStepAgent
 from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.config import AgentConfig, SamplingConfig
-from gym_ray.types import Message, Status, Task, ToolSpec, rollouts_from_arrow, rollouts_to_arrow
+from gym_ray.resources.runtime import SeedError
+from gym_ray.types import (
+    FailureStage,
+    Message,
+    Status,
+    Task,
+    ToolSpec,
+    rollouts_from_arrow,
+    rollouts_to_arrow,
+)
 
 CALL = '<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "{}"}}}}\n</tool_call>'
 TASK = Task(task_id="t1", env="weather", prompt=[Message(role="user", content="Weather in Paris?")],
@@ -200,6 +209,15 @@ def test_env_failures_are_env_error_rows(chat, method):
         assert not policy.calls and not row.prompt_token_ids
     else:
         assert_token_exact(row, policy)
+
+
+def test_a_seed_failure_met_at_the_first_tool_call_names_the_seed_stage(chat):
+    """A client that sends the seed with the session's first call raises `SeedError` there."""
+    policy = FakePolicy(chat, [CALL.format("Paris"), "It is sunny."])
+    [row] = run(ToolCallingAgent, policy, FakeEnv(fail_on={"call_tool"}, exc=SeedError), chat)
+    assert (row.status, row.failure_stage, row.mask_sample) == (Status.ENV_ERROR, FailureStage.SEED, True)
+    assert "env tool get_weather: SeedError: call_tool failed on purpose" == row.error
+    assert_token_exact(row, policy)
 
 
 def test_verify_result_error_is_env_error(chat):

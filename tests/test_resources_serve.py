@@ -15,6 +15,7 @@ from ray import serve
 from gym_ray.config import EnvConfig, load_config
 from gym_ray.environments.weather.server import forecast
 from gym_ray.resources import EnvError, deploy_env, make_env_client
+from gym_ray.resources.runtime import SeedError
 from gym_ray.resources.serve import DeploymentError, HandleEnvClient
 from gym_ray.types import Message, Task, ToolCall
 
@@ -295,6 +296,42 @@ def test_both_clients_work_inside_a_ray_actor(apps):
     assert ray.get(refs, timeout=120) == [1.0] * 40
     for actor in (local, handle):
         ray.kill(actor)
+
+
+def test_a_seed_travels_with_the_sessions_first_call(apps):
+    """No request of its own: the replica seeds, then runs the first call; a seed that fails raises
+    `SeedError` from that call; a session that never made a call costs no request at all."""
+    client = make_env_client("counter", env_cfg("counter"), app_name=apps["counter"])
+    deployment = serve.get_deployment_handle("counter", apps["counter"])
+
+    def task(sid: str, initial) -> Task:
+        return Task(task_id=sid, env="counter", prompt=[Message(role="user", content="count")],
+                    verifier_metadata={"initial_count": initial, "expected_count": 5})
+
+    sent: list[str] = []
+
+    async def go():
+        await client.tools()
+        real = client._calls.call
+        client._calls.call = lambda method, *a, **kw: sent.append(method) or real(method, *a, **kw)
+        before = await deployment.num_sessions.remote()
+        await client.seed_session("lazy-1", task("lazy-1", 3))
+        unsent = (list(sent), await deployment.num_sessions.remote())
+        out = await client.call_tool("lazy-1", ToolCall(name="increment", arguments={"count": 2}))
+        seeded = await deployment.num_sessions.remote()
+        reward = (await client.verify("lazy-1", task("lazy-1", 3), [])).reward
+        await client.close_session("lazy-1")
+        await client.seed_session("lazy-2", task("lazy-2", 0))
+        await client.close_session("lazy-2")  # e.g. the first generate failed
+        await client.seed_session("lazy-3", task("lazy-3", "three"))
+        with pytest.raises(SeedError, match="seed failed for task lazy-3: ValueError"):
+            await client.call_tool("lazy-3", ToolCall(name="increment", arguments={}))
+        await client.close_session("lazy-3")
+        return before, unsent, out, seeded, reward, await deployment.num_sessions.remote()
+
+    before, unsent, out, seeded, reward, after = asyncio.run(go())
+    assert unsent == ([], before) and out == "The counter is now 5." and seeded == before + 1 and reward == 1.0
+    assert sent == ["seeded", "verify", "seeded", "close_session"] and after == before
 
 
 def test_load_1000_concurrent_counter_sessions_through_the_handle(apps):

@@ -17,6 +17,7 @@ from gym_ray.agents.tokenizer import ChatTokenizer
 from gym_ray.agents.transcript import Transcript, TranscriptError
 from gym_ray.models.base import Generation
 from gym_ray.resources.isolation import EnvHungError
+from gym_ray.resources.runtime import SeedError
 from gym_ray.types import (
     Delivery,
     Failure,
@@ -180,8 +181,9 @@ class Episode:
         except Exception as e:
             if is_infra_error(e):
                 raise InfraError(f"env {what}: {type(e).__name__}: {e}", infra_failure(e, stage)) from e
-            hung = isinstance(e, EnvHungError) or isinstance(e.__cause__, EnvHungError)
-            kind = FailureKind.HUNG if hung else FailureKind.EXCEPTION
+            kind = FailureKind.HUNG if _raised(e, EnvHungError) else FailureKind.EXCEPTION
+            if _raised(e, SeedError):  # a seed sent with the session's first call failed there
+                stage = FailureStage.SEED
             self.fail(Status.ENV_ERROR, f"env {what}: {type(e).__name__}: {e}", Failure(stage=stage, kind=kind))
             return _FAILED
         finally:
@@ -260,6 +262,11 @@ class Episode:
             row.check_invariants()
             rows.append(row)
         return rows
+
+
+def _raised(e: BaseException, kind: type[BaseException]) -> bool:
+    """`e` is a `kind`, or wraps one (the collector's guard re-raises env failures as `EnvCallError`)."""
+    return isinstance(e, kind) or isinstance(e.__cause__, kind)
 
 
 def failed(value: Any) -> bool:

@@ -14,7 +14,10 @@ class EnvClient(Protocol):
 
     async def tools(self) -> list[ToolSpec]: ...
 
-    async def seed_session(self, session_id: str, task: Task) -> None: ...
+    async def seed_session(self, session_id: str, task: Task) -> None:
+        """A client may send the seed with the session's first call; its failure (`SeedError`) is then
+        raised there."""
+        ...
 
     async def call_tool(self, session_id: str, call: ToolCall) -> str:
         """Never raises for tool errors: bad arguments or a failing tool come back as text for the model."""

@@ -35,6 +35,11 @@ class EnvError(RuntimeError):
     """The environment (not the model) failed: the episode should be reported as `env_error`."""
 
 
+class SeedError(EnvError):
+    """The environment failed to seed a session. A client that sends the seed with the session's first
+    call raises it from that call; the row still names the seed stage."""
+
+
 class SessionLostError(EnvError):
     """The episode's session is gone (its replica died, or it expired): an infrastructure failure, so the
     collector re-runs the episode with a fresh session instead of scoring what the model was shown."""
@@ -148,7 +153,7 @@ class EnvRuntime:
         try:
             session.state = await self._call(session, functools.partial(self.server.seed, task))
         except Exception as e:
-            raise EnvError(
+            raise SeedError(
                 f"{self.name}: seed failed for task {task.task_id}: {type(e).__name__}: {e}"
             ) from e
         replaced = self.sessions.put(session)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -66,6 +67,11 @@ class EnvDeployment(BatchedCalls):
 
     async def seed_session(self, session_id: str, task: dict) -> None:
         await self.runtime.seed_session(session_id, Task.model_validate(task))
+
+    async def seeded(self, session_id: str, task: dict, method: str, args: tuple) -> Any:
+        """Seed the session, then run its first call `method(session_id, *args)`: one hop for both."""
+        await self.seed_session(session_id, task)
+        return await getattr(self, method)(session_id, *args)
 
     async def call_tool(self, session_id: str, name: str, arguments: dict | str | None) -> str:
         return await self.runtime.call_tool_raw(session_id, name, arguments)
@@ -288,8 +294,9 @@ class HandleEnvClient:
     """`EnvClient` over a Serve handle; picklable (the handle is made on first use in each process).
 
     Calls go through a `Coalescer`: those made in the same event-loop iteration share one handle call.
-    `verify` frees the session with it (verify is an episode's last call); the `close_session` that
-    follows then needs no call of its own.
+    A session's seed travels with its first call (a seed failure raises `SeedError` from there), and
+    `verify` frees the session (verify is an episode's last call): an episode of one tool call costs two
+    env requests, and one that never reached its environment costs none.
     """
 
     def __init__(self, app_name: str, *, sticky: bool = False, by_reference: bool = False) -> None:
@@ -297,10 +304,11 @@ class HandleEnvClient:
         self.sticky = sticky
         self.by_reference = by_reference
         self._calls: Coalescer | None = None
+        self._unseeded: OrderedDict[str, dict] = OrderedDict()  # session -> task row, sent with its first call
         self._closed: set[str] = set()  # verified (and so freed) sessions whose close_session is to come
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_calls": None, "_closed": set()}
+        return {**self.__dict__, "_calls": None, "_unseeded": OrderedDict(), "_closed": set()}
 
     def _call(self, method: str, session_id: str | None, *args: Any) -> asyncio.Future:
         if self._calls is None:
@@ -308,33 +316,44 @@ class HandleEnvClient:
             self._calls = Coalescer(handle, sticky=self.sticky)
         return self._calls.call(method, *args, session_id=session_id)
 
+    def _session_call(self, method: str, session_id: str, *args: Any) -> asyncio.Future:
+        task = self._unseeded.pop(session_id, None)
+        if task is None:
+            return self._call(method, session_id, session_id, *args)
+        return self._call("seeded", session_id, session_id, task, method, args)
+
     async def tools(self) -> list[ToolSpec]:
         return [ToolSpec.model_validate(s) for s in await self._call("tools", None)]
 
     async def seed_session(self, session_id: str, task: Task) -> None:
-        await self._call("seed_session", session_id, session_id, task.model_dump(mode="json"))
+        self._unseeded[session_id] = task.model_dump(mode="json")
+        self._unseeded.move_to_end(session_id)
+        if len(self._unseeded) > MAX_HOMES:  # the oldest never made a call nor closed (cancelled episodes)
+            self._unseeded.popitem(last=False)
 
     async def call_tool(self, session_id: str, call: ToolCall) -> str:
-        return await self._call("call_tool", session_id, session_id, call.name, call.arguments)
+        return await self._session_call("call_tool", session_id, call.name, call.arguments)
 
     async def reset(self, session_id: str, task: Task) -> str:
+        self._unseeded.pop(session_id, None)  # reset seeds
         return await self._call("reset", session_id, session_id, task.model_dump(mode="json"))
 
     async def step(self, session_id: str, action: str) -> StepResult:
-        return StepResult.model_validate(await self._call("step", session_id, session_id, action))
+        return StepResult.model_validate(await self._session_call("step", session_id, action))
 
     async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
-        out = await self._call("verify", session_id, session_id, task.model_dump(mode="json"),
-                               [m.model_dump(mode="json") for m in messages], True)
+        out = await self._session_call("verify", session_id, task.model_dump(mode="json"),
+                                       [m.model_dump(mode="json") for m in messages], True)
         if len(self._closed) >= MAX_HOMES:  # close_session never came for these (cancelled episodes)
             self._closed.clear()
         self._closed.add(session_id)
         return VerifyResult.model_validate(out)
 
     async def close_session(self, session_id: str) -> None:
-        if session_id in self._closed:  # the replica freed it with verify
-            self._closed.discard(session_id)
-            self._calls.forget(session_id)
+        if self._unseeded.pop(session_id, None) is not None or session_id in self._closed:
+            self._closed.discard(session_id)  # never sent to a replica, or freed there by verify
+            if self._calls is not None:
+                self._calls.forget(session_id)
             return
         try:
             await self._call("close_session", session_id, session_id)
