@@ -304,11 +304,12 @@ class HandleEnvClient:
         self.sticky = sticky
         self.by_reference = by_reference
         self._calls: Coalescer | None = None
-        self._unseeded: OrderedDict[str, dict] = OrderedDict()  # session -> task row, sent with its first call
-        self._closed: set[str] = set()  # verified (and so freed) sessions whose close_session is to come
+        # Sessions the replica does not hold, so their close_session sends nothing: the task row of one not
+        # seeded yet (it travels with the first call), or None for one that verify freed.
+        self._off_replica: OrderedDict[str, dict | None] = OrderedDict()
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_calls": None, "_unseeded": OrderedDict(), "_closed": set()}
+        return {**self.__dict__, "_calls": None, "_off_replica": OrderedDict()}
 
     def _call(self, method: str, session_id: str | None, *args: Any) -> asyncio.Future:
         if self._calls is None:
@@ -316,8 +317,14 @@ class HandleEnvClient:
             self._calls = Coalescer(handle, sticky=self.sticky)
         return self._calls.call(method, *args, session_id=session_id)
 
+    def _mark_off_replica(self, session_id: str, task: dict | None) -> None:
+        self._off_replica[session_id] = task
+        self._off_replica.move_to_end(session_id)
+        if len(self._off_replica) > MAX_HOMES:  # the oldest never closed (a cancelled episode)
+            self._off_replica.popitem(last=False)
+
     def _session_call(self, method: str, session_id: str, *args: Any) -> asyncio.Future:
-        task = self._unseeded.pop(session_id, None)
+        task = self._off_replica.pop(session_id, None)
         if task is None:
             return self._call(method, session_id, session_id, *args)
         return self._call("seeded", session_id, session_id, task, method, args)
@@ -326,16 +333,13 @@ class HandleEnvClient:
         return [ToolSpec.model_validate(s) for s in await self._call("tools", None)]
 
     async def seed_session(self, session_id: str, task: Task) -> None:
-        self._unseeded[session_id] = task.model_dump(mode="json")
-        self._unseeded.move_to_end(session_id)
-        if len(self._unseeded) > MAX_HOMES:  # the oldest never made a call nor closed (cancelled episodes)
-            self._unseeded.popitem(last=False)
+        self._mark_off_replica(session_id, task.model_dump(mode="json"))
 
     async def call_tool(self, session_id: str, call: ToolCall) -> str:
         return await self._session_call("call_tool", session_id, call.name, call.arguments)
 
     async def reset(self, session_id: str, task: Task) -> str:
-        self._unseeded.pop(session_id, None)  # reset seeds
+        self._off_replica.pop(session_id, None)  # reset seeds
         return await self._call("reset", session_id, session_id, task.model_dump(mode="json"))
 
     async def step(self, session_id: str, action: str) -> StepResult:
@@ -344,14 +348,12 @@ class HandleEnvClient:
     async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
         out = await self._session_call("verify", session_id, task.model_dump(mode="json"),
                                        [m.model_dump(mode="json") for m in messages], True)
-        if len(self._closed) >= MAX_HOMES:  # close_session never came for these (cancelled episodes)
-            self._closed.clear()
-        self._closed.add(session_id)
+        self._mark_off_replica(session_id, None)
         return VerifyResult.model_validate(out)
 
     async def close_session(self, session_id: str) -> None:
-        if self._unseeded.pop(session_id, None) is not None or session_id in self._closed:
-            self._closed.discard(session_id)  # never sent to a replica, or freed there by verify
+        if session_id in self._off_replica:  # never sent to a replica, or freed there by verify
+            del self._off_replica[session_id]
             if self._calls is not None:
                 self._calls.forget(session_id)
             return
