@@ -1,4 +1,5 @@
-# The two commands of the README. Both install what is missing first (scripts/install.sh).
+# The two commands of the README. Both install what is missing first (scripts/install.sh);
+# `make test` ends with the 20 slowest tests.
 VENV ?= .venv
 export RAY_AUTH_MODE ?= disabled
 
@@ -14,7 +15,7 @@ demo: install
 	@echo "report: $(DEMO_DIR)/.gym_ray/report.html (open it in a browser; gym-ray check $(DEMO_DIR) for the health checks)"
 
 test: install
-	$(VENV)/bin/python -m pytest -ra $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -ra --durations=20 $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check gym_ray tests benchmarks
