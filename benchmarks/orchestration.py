@@ -36,7 +36,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-NEMO_GYM_07 = {"rps": 67, "cpu_ms": 26.8}  # c=64, same machine, quiet (issue 12)
+NEMO_GYM_07 = {"rps": 67, "cpu_ms": 26.8}  # c=64, same machine, quiet (nemogym_baseline.py)
 CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Delhi", "Quito", "Rome", "Seoul", "Sydney",
           "Nairobi", "Madrid", "Boston", "Dublin", "Hanoi", "Berlin", "Austin", "Accra", "Kyiv", "Perth"]
 

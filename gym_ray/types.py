@@ -178,7 +178,7 @@ class RolloutInvariantError(ValueError):
 
 
 class Rollout(BaseModel):
-    """One linear segment of one episode: the row trainers read (ARCHITECTURE.md, rollout row)."""
+    """One linear segment of one episode: the row trainers read."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -3,7 +3,7 @@ GRPOTrainer learning from their episodes, weights pushed back after every step.
 
 `benchmarks/learning_curve.py` runs it and prints the table; tests run a few steps. The trainer starts
 from the policy's own checkpoint (`model.model`, default the embedded SmolLM2-135M-Instruct), so step 0
-is on-policy before the first push. CPU settings follow ../shared/reference/trl_cpu.md: fp32, no
+is on-policy before the first push. CPU settings (the fastest measured on a 2-core machine): fp32, no
 gradient checkpointing, no reference model (`beta=0`), one iteration per generation.
 """
 

@@ -2,7 +2,7 @@
 
 Hosted kinds (scripted, vllm) are called through a Serve `DeploymentHandle` (no HTTP hop), which keeps
 Serve's routing, replicas and autoscaling. `model.handle_transport` picks Ray's default transport or the
-gRPC one (`_by_reference=False`); reference/call_costs.md found gRPC ~2x faster for a trivial method on
+gRPC one (`_by_reference=False`); gRPC measured ~2x faster for a trivial method on
 a quiet box, but benchmarks/policy_overhead.py measured the default as fast or faster for `generate` on
 the shared machine, so the default stays the default. A session id pins an episode's calls to one
 replica (`resources.routing.PinnedRouter`, see names.serve_options). Calls to the scripted policy are coalesced
