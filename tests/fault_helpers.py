@@ -75,7 +75,7 @@ class ScriptClient(LocalScriptedClient):
     `gate`: a file path; while that file exists every generation waits (like a slow engine). A test
     closes the gate, kills a replica and opens it again once the fresh replica runs: every episode in
     flight then makes its next env call against a replica that has never seen its session — the path
-    of issue 8 #6 (with an instant policy most episodes have a call in flight when the replica dies,
+    where a lost session once scored an `ok` row 0 (with an instant policy most episodes have a call in flight when the replica dies,
     and that call fails with the actor, which was retried even before the fix).
     """
 

@@ -1,4 +1,4 @@
-"""Environments that misbehave the ways issue 8 found: hooks that hang, block the event loop, flood output.
+"""Environments that misbehave in the ways that once hurt other episodes: hooks that hang, block the event loop, flood output.
 
 Each reads what to do from the task's `verifier_metadata`, so one run mixes hostile and normal episodes.
 Tests pickle this module by value (`ray.cloudpickle.register_pickle_by_value`) so agent actors get it.

@@ -1,4 +1,4 @@
-"""A bad environment costs its own episodes only (issue 8, defects 3-5): hung sync hooks, async hooks that
+"""A bad environment costs its own episodes only: hung sync hooks, async hooks that
 block the event loop, and huge tool outputs, each with unrelated episodes running beside them."""
 
 from __future__ import annotations

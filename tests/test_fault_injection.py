@@ -1,4 +1,4 @@
-"""Killing the env replica mid-run (issue 8 #6): every rollout still ends as exactly one honest row.
+"""Killing the env replica mid-run: every rollout still ends as exactly one honest row.
 
 Before the failure contract, SIGKILLing the `weather` Serve replica gave `ok`, unmasked rows scored 0
 (the model had been shown "no session ..." as the tool's answer), and `counter` rows ended `env_error`.

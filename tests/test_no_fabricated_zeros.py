@@ -1,4 +1,4 @@
-"""No reward is inferred from a failure (issue 8, defect 7): a verifier that raises or returns garbage, a
+"""No reward is inferred from a failure: a verifier that raises or returns garbage, a
 judge with no verdict, a prompt longer than the context, each end as a masked, non-`ok` row with a failure
 record, never as a trainable reward 0."""
 

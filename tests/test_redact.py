@@ -1,4 +1,4 @@
-"""Secrets never reach a row or a log line (issue 8, defect 11): an endpoint that echoes the API key in
+"""Secrets never reach a row or a log line: an endpoint that echoes the API key in
 its error body, and log records that carry it."""
 
 from __future__ import annotations

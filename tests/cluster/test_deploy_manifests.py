@@ -1,4 +1,4 @@
-"""deploy/ checked without a cluster (issue 13 #6, #7): the KubeRay manifests against the RayJob /
+"""deploy/ checked without a cluster: the KubeRay manifests against the RayJob /
 RayService schema kept in deploy/kuberay/schema/ (KubeRay's v1 CRD is not on PyPI; the schema holds the
 fields gym_ray uses, typed as the CRD types them, and refuses unknown ones); the Serve configs with Serve's
 own `ServeDeploySchema`; the RayJob entrypoint with gym-ray's argparse and config loader; the Grafana

@@ -1,4 +1,4 @@
-"""gym_ray on a real two-node Ray cluster (issue 13): agent actors on both nodes, `ray job submit` with
+"""gym_ray on a real two-node Ray cluster: agent actors on both nodes, `ray job submit` with
 token auth, `ray job stop` + `--resume`, and a node lost mid-run. One cluster for the whole module
 (`two_node_ray.py`); every process it starts is stopped by PID at the end.
 

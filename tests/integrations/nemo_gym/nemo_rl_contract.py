@@ -1,7 +1,6 @@
 """NeMo-RL's reading of a NeMo Gym `/run` result, re-implemented: NeMo-RL does not install on Python 3.11.
 
-From `_postprocess_nemo_gym_to_nemo_rl_result` (nemo_rl/experience/rollouts.py:752-1017, HEAD 7ea279ab;
-../shared/reference/trainers_cpu.md section 4.2).
+From `_postprocess_nemo_gym_to_nemo_rl_result` (nemo_rl/experience/rollouts.py:752-1017, HEAD 7ea279ab).
 """
 
 from __future__ import annotations

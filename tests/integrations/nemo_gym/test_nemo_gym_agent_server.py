@@ -1,4 +1,4 @@
-"""gym_ray's `/run` agent server against NeMo-RL's request and response shapes (issue 11, item 2).
+"""gym_ray's `/run` agent server against NeMo-RL's request and response shapes.
 
 NeMo-RL does not install on Python 3.11, so its side is the recorded request in fixtures/ and a
 re-implementation of what its `_postprocess_nemo_gym_to_nemo_rl_result` asserts: every trainable item's

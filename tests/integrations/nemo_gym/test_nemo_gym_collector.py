@@ -1,4 +1,4 @@
-"""NeMo Gym's real processes with gym_ray, both ways, for NeMo Gym 0.4.0 and 0.7.0 (issue 11).
+"""NeMo Gym's real processes with gym_ray, both ways, for NeMo Gym 0.4.0 and 0.7.0.
 
 One `ng_run` per version (module-scoped: its Ray start is the slow part) serves everything:
 - gym_ray's weather env (on Ray Serve, behind the forwarder NeMo Gym starts) with NeMo Gym's own

@@ -1,4 +1,4 @@
-"""The resources-server HTTP surface NeMo Gym 0.4–0.7 clients call, on a real Serve app (issue 11, item 1).
+"""The resources-server HTTP surface NeMo Gym 0.4–0.7 clients call, on a real Serve app.
 
 The slow tests in test_nemo_gym_collector.py drive the same routes with NeMo Gym's own collector.
 """
