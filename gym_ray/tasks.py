@@ -1,7 +1,9 @@
-"""Task loading from JSONL and Parquet, in our row shape or NeMo Gym's (`responses_create_params`)."""
+"""Task loading from JSONL and Parquet, in our row shape or NeMo Gym's (`responses_create_params`), and the
+bounded copy of a task that a failure row stores."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -11,6 +13,11 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from gym_ray.types import Message, Task, ToolSpec
+
+# A failure row keeps at most this many characters of each string of its task: one oversized task (a 50 MB
+# prompt) must not cost its size again in every row and every copy of the row.
+FAILED_ROW_KEEP_CHARS = 4096
+CUT_NOTE = "[gym_ray: cut to {kept} of {total} characters]"
 
 
 class TaskLoadError(ValueError):
@@ -164,3 +171,42 @@ def load_tasks(paths: list[str | Path], default_env: str | None = None, limit: i
             if limit is not None and len(tasks) >= limit:
                 return tasks
     return tasks
+
+
+def messages_json(messages: list[Message], keep: int | None = None) -> str:
+    """Messages as the rows' `*_messages_json` hold them; with `keep`, every longer string cut (saying so)."""
+    data = [m.to_openai() for m in messages]
+    return json.dumps(data if keep is None else _cut(data, keep), ensure_ascii=False)
+
+
+def failed_row_texts(task: Task, keep: int = FAILED_ROW_KEEP_CHARS) -> tuple[str, str, dict[str, Any]]:
+    """(task_json, prompt_messages_json, record) for a failure row. A task whose strings all fit in `keep`
+    characters is stored whole; otherwise each longer string is cut to `keep` (its note says its size) and
+    `record` holds the prompt's size in characters and the sha256 of the whole `prompt_messages_json`,
+    which identify the task without storing it."""
+    dump = task.model_dump(mode="json")
+    if _fits(dump, keep):
+        return task.model_dump_json(), messages_json(task.prompt), {}
+    record = {"prompt_chars": sum(len(m.content) for m in task.prompt),
+              "prompt_sha256": hashlib.sha256(messages_json(task.prompt).encode()).hexdigest()}
+    return json.dumps(_cut(dump, keep), ensure_ascii=False), messages_json(task.prompt, keep), record
+
+
+def _cut(value: Any, keep: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= keep else value[:keep] + CUT_NOTE.format(kept=keep, total=len(value))
+    if isinstance(value, dict):
+        return {k: _cut(v, keep) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut(v, keep) for v in value]
+    return value
+
+
+def _fits(value: Any, keep: int) -> bool:
+    if isinstance(value, str):
+        return len(value) <= keep
+    if isinstance(value, dict):
+        return all(_fits(v, keep) for v in value.values())
+    if isinstance(value, list):
+        return all(_fits(v, keep) for v in value)
+    return True

@@ -27,7 +27,7 @@ class EnvStepAgent:
         else:
             if obs:
                 ep.messages.append(Message(role="user", content=ep.capped(obs)))
-            ep.start(ep.chat.prompt_ids(ep.messages))
+            ep.admit(ep.messages)
             await self._loop(ep)
         ep.reward = sum(ep.turn_rewards)
         if self.verify and ep.status == Status.OK:

@@ -18,6 +18,7 @@ from gym_ray.agents.transcript import Transcript, TranscriptError
 from gym_ray.models.base import Generation
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import SeedError
+from gym_ray.tasks import FAILED_ROW_KEEP_CHARS, failed_row_texts, messages_json
 from gym_ray.types import (
     Delivery,
     Failure,
@@ -62,6 +63,7 @@ class Episode:
         self._versions: list[int] = []
         self._t0 = time.perf_counter()
         self.limit, self._limit_name = self._token_limit()
+        self._refused_by_size = False
 
     def _token_limit(self) -> tuple[int, str]:
         """The smaller of the agent's token budget and the model's context length, and which one it is."""
@@ -90,6 +92,24 @@ class Episode:
     def at(self, stage: FailureStage) -> None:
         """Say what the episode is doing now (a timeout row names the stage)."""
         self.ctx.stage = stage
+
+    def admit(self, messages: list[Message], tools: list[dict] | None = None) -> None:
+        """Start the transcript with the prompt's ids, unless the prompt cannot fit. Its size is checked
+        first: a prompt of more characters than the token limit times the longest token's cannot fit whatever
+        the tokenizer makes of it, and tokenizing it whole (a 50 MB prompt) would cost gigabytes."""
+        chars = sum(len(m.content) for m in messages)
+        per_token = self.chat.longest_token_chars
+        if chars > self.limit * per_token:
+            self.start([])
+            self._refused_by_size = True
+            self.fail(Status.MODEL_ERROR,
+                      f"prompt of {chars} characters cannot fit the {self._limit_name.replace('_', ' ')} "
+                      f"{self.limit} (no token of this tokenizer covers more than {per_token} characters); "
+                      "refused before tokenizing",
+                      Failure(stage=FailureStage.ADMISSION, kind=FailureKind.PROMPT_TOO_LONG,
+                              delivery=Delivery.NOT_SENT))
+            return
+        self.start(self.chat.prompt_ids(messages, tools))
 
     def start(self, prompt_token_ids: list[int]) -> None:
         """Begin the transcript. A prompt that leaves no room to generate is a failed admission, never an
@@ -231,6 +251,13 @@ class Episode:
             "prefix_breaks": tr.prefix_breaks,
             **self.info,
         }
+        if self._refused_by_size:  # the row keeps a cut copy of the task, its size and digest
+            task_json, prompt_json, record = failed_row_texts(self.task)
+            chat_json = messages_json(self.messages, FAILED_ROW_KEEP_CHARS)
+            metrics.update(record)
+        else:
+            task_json, prompt_json = self.task.model_dump_json(), messages_json(self.task.prompt)
+            chat_json = messages_json(self.messages)
         common = dict(
             rollout_id=ctx.rollout_id, group_id=ctx.group_id, task_id=self.task.task_id, env=self.task.env,
             rollout_index=ctx.rollout_index, group_size=ctx.group_size, num_segments=n, attempt=ctx.attempt,
@@ -243,9 +270,7 @@ class Episode:
             reward_component_values=[float(v) for v in self.components.values()],
             turn_rewards=list(self.turn_rewards),
             num_turns=tr.num_calls, num_tool_calls=self.num_tool_calls, truncated=self.truncated,
-            prompt_messages_json=json.dumps([m.to_openai() for m in self.task.prompt], ensure_ascii=False),
-            messages_json=json.dumps([m.to_openai() for m in self.messages], ensure_ascii=False),
-            task_json=self.task.model_dump_json(),
+            prompt_messages_json=prompt_json, messages_json=chat_json, task_json=task_json,
             metrics_json=json.dumps(metrics, ensure_ascii=False, default=str),
         )
         rows = []

@@ -89,6 +89,7 @@ class ChatTokenizer:
         self._tools_keys: dict[int, tuple[list[dict], str]] = {}
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
+        self._longest_token: int | None = None
         self._closing, self._closing_first_id, self._base_text = self._turn_closing()
 
     def __reduce__(self):
@@ -108,6 +109,15 @@ class ChatTokenizer:
             h.update(self.chat_template.encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+    @property
+    def longest_token_chars(self) -> int:
+        """Characters of the vocabulary's longest token (added tokens included; byte-level tokens count a
+        character per byte): no text becomes fewer tokens than its length divided by this."""
+        if self._longest_token is None:
+            vocab = self._backend.get_vocab(with_added_tokens=True) if self._backend is not None else self.hf.get_vocab()
+            self._longest_token = max(map(len, vocab), default=1)
+        return self._longest_token
 
     def encode(self, text: str) -> list[int]:
         if self._backend is not None:

@@ -69,7 +69,7 @@ class ToolCallingAgent:
         schemas = self._schemas(tools)
         offered = {t.name for t in tools}
         ep.at(FailureStage.ADMISSION)
-        ep.start(chat.prompt_ids(ep.task.prompt, schemas))
+        ep.admit(ep.task.prompt, schemas)
         for turn in range(self.config.max_turns):
             if ep.stopped:
                 return

@@ -14,6 +14,7 @@ from gym_ray.agents.base import EpisodeContext, infra_error_types, infra_failure
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.wiring import EnvSpec, build_agent, build_env
 from gym_ray.config import SamplingConfig
+from gym_ray.tasks import failed_row_texts
 from gym_ray.types import (
     Delivery,
     Failure,
@@ -29,12 +30,14 @@ from gym_ray.types import (
 
 def failed_row(g: GroupSpec, index: int, status: Status, error: str, failure: Failure, attempt: int = 0,
                **provenance) -> Rollout:
-    """The row of an episode that produced no usable tokens: accounted for, masked out of training."""
+    """The row of an episode that produced no usable tokens: accounted for, masked out of training (with a
+    bounded copy of its task)."""
+    task_json, prompt_json, record = failed_row_texts(g.task)
     return Rollout.failed(
         status=status, error=error, failure=failure, rollout_id=g.rollout_id(index), group_id=g.group_id,
         task_id=g.task.task_id, env=g.task.env, rollout_index=index, group_size=g.group_size,
-        attempt=attempt, task_json=g.task.model_dump_json(),
-        prompt_messages_json=json.dumps([m.to_openai() for m in g.task.prompt]), **provenance,
+        attempt=attempt, task_json=task_json, prompt_messages_json=prompt_json,
+        metrics_json=json.dumps(record) if record else "{}", **provenance,
     )
 
 
