@@ -24,7 +24,7 @@ from gym_ray.resources import deploy_env, make_env_client  # noqa: E402
 from gym_ray.resources.serve import HandleEnvClient  # noqa: E402
 from gym_ray.types import Message, Task, ToolCall  # noqa: E402
 
-CFG = EnvConfig(server="gym_ray.environments.weather.server:Weather")
+CFG = EnvConfig(server="gym_ray_env_weather.server:Weather")
 
 
 @ray.remote(num_cpus=0)

@@ -94,7 +94,7 @@ def run_config(args, policy: str, env: str):
     return validate_config({
         "model": {"kind": "scripted", "name": "policy", "script": "benchmarks.fault_injection:gated_reply",
                   "chat_template": "chatml_tools", "hosting": policy},
-        "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather", "hosting": env,
+        "envs": {"weather": {"server": "gym_ray_env_weather.server:Weather", "hosting": env,
                              "agent": {"max_turns": 4}}},
         "collect": {"num_repeats": args.repeats, "concurrency": args.concurrency, "num_agents": args.agents,
                     "max_retries": 2, "episode_timeout_s": 300, "sampling": {"max_tokens": 64}},
@@ -221,7 +221,7 @@ def driver_fault(args, workdir: Path) -> dict:
     config.write_text(json.dumps({  # JSON is YAML
         "model": {"kind": "scripted", "name": "policy", "script": "benchmarks.weather_script:reply",
                   "chat_template": "chatml_tools", "hosting": "local"},
-        "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather", "hosting": "local",
+        "envs": {"weather": {"server": "gym_ray_env_weather.server:Weather", "hosting": "local",
                              "data": [str(data)], "agent": {"max_turns": 4}}},
         "collect": {"output_dir": str(out), "num_repeats": args.repeats, "concurrency": args.concurrency,
                     "num_agents": args.agents, "rows_per_file": 64, "roll_seconds": 1.0,

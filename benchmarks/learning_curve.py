@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "gym_ray" / "environments" / "one_word" / "config.yaml"
+DEFAULT_CONFIG = ROOT / "environments" / "one_word" / "config.yaml"
 
 
 def table(steps: list[dict]) -> str:

@@ -109,7 +109,7 @@ def build_config(args, env_mode: str, concurrency: int):
         "model": {"kind": "scripted", "name": "policy", "script": "benchmarks.weather_script:reply",
                   "chat_template": "chatml_tools", "hosting": "local" if args.policy == "local" else "serve",
                   "handle_transport": args.transport},
-        "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather",
+        "envs": {"weather": {"server": "gym_ray_env_weather.server:Weather",
                              "hosting": "local" if env_mode == "local" else "serve",
                              "num_replicas": args.env_replicas if env_mode == "replicas" else 1,
                              "agent": {"max_turns": 4}}},

@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(name: str, help: str, func) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
-        c.add_argument("config", help="run config YAML (e.g. gym_ray/environments/weather/config.yaml)")
+        c.add_argument("config", help="run config YAML (e.g. environments/weather/config.yaml)")
         c.add_argument("overrides", nargs="*", help="key=value overrides, e.g. collect.num_repeats=8")
         c.add_argument("--address", default=None, help="Ray cluster to join (default: a private local Ray)")
         c.set_defaults(func=func)

@@ -13,7 +13,9 @@ from typing import Any, Literal
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gym_ray.environments import resolve_server
 
 
 class ConfigError(ValueError):
@@ -98,7 +100,8 @@ class AgentConfig(_Strict):
 
 
 class EnvConfig(_Strict):
-    """One environment (resource server): its class, data, settings and how it is hosted."""
+    """One environment (resource server): its class (`module:Class`, or the short name an installed
+    environment package registers), data, settings and how it is hosted."""
 
     server: str
     data: list[str] = Field(default_factory=list)
@@ -126,6 +129,12 @@ class EnvConfig(_Strict):
             data = {**data, "server": "gym_ray.integrations.verifiers:VerifiersEnv",
                     "config": {"taskset": taskset, **(data.get("config") or {})}}
         return data
+
+    @field_validator("server")
+    @classmethod
+    def _server_by_name(cls, server: str) -> str:
+        """`server: <name>` names an installed environment package (gym_ray.environments)."""
+        return resolve_server(server)
 
 
 class CollectConfig(_Strict):

@@ -10,7 +10,8 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
 stamp="$VENV/.gym-ray-installed"
-want=$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)
+# The environment packages' pyprojects count too: a new or changed environment reinstalls.
+want=$(cat pyproject.toml scripts/install.sh environments/*/pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "install: python packages up to date ($VENV)"
 else
@@ -36,14 +37,16 @@ else
   rm -f "$pins"
   # verifiers 0.4 (gym_ray.integrations.verifiers) pins mcp==2.0.0 and openai<3; gym_ray has mcp 2.3 and openai 3,
   # which serve what verifiers.v1 imports (tests/integrations/test_verifiers_envs.py runs it on them). So it goes
-  # in --no-deps with the packages it imports that are not here yet, then the two shipped verifiers environment
-  # packages (what `prime env install` installs), found by name by verifiers' own loader.
+  # in --no-deps with the packages it imports that are not here yet.
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps verifiers==0.4.0 gepa==0.1.4 \
     prime-pydantic-config==0.4.3 prime-runs==0.1.4 prime-sandboxes==0.5.1 prime-traces==0.0.10 prime-tunnel==0.1.15 \
     renderers==0.1.12 openai-harmony==0.0.8 connectrpc==0.11.1 protobuf-py==0.1.1 protobuf-py-ext==0.1.1 \
     pyqwest==0.12.0 tenacity==9.2.1 aiofiles==25.1.0 distro==1.9.0 httpx2==2.16.2 httpcore2==2.16.2
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -e gym_ray/environments/vf_units \
-    -e gym_ray/environments/vf_guess
+  # Every shipped environment package (environments/<name>/): their entry points make `server: <name>`
+  # resolve; the two verifiers packages are found by name by verifiers' own loader. --no-deps: what they
+  # need is installed above.
+  envs=(); for e in environments/*/pyproject.toml; do envs+=(-e "${e%/pyproject.toml}"); done
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "${envs[@]}"
   # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside the CPU torch.
   "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$want" > "$stamp"

@@ -101,10 +101,10 @@ class ScriptClient(LocalScriptedClient):
 
 
 def example_tasks(env: str, n: int):
-    """`n` tasks cycling through `gym_ray/environments/<env>/data/example.jsonl`, each with its own task_id."""
+    """`n` tasks cycling through `environments/<env>/data/example.jsonl`, each with its own task_id."""
     from gym_ray.types import Task
 
-    rows = [json.loads(line) for line in (ROOT / "gym_ray" / "environments" / env / "data" / "example.jsonl").open()]
+    rows = [json.loads(line) for line in (ROOT / "environments" / env / "data" / "example.jsonl").open()]
     return [Task.model_validate({**rows[i % len(rows)], "task_id": f"{rows[i % len(rows)]['task_id']}-{i}"})
             for i in range(n)]
 

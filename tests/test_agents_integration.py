@@ -19,7 +19,7 @@ from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import rollouts_from_arrow, rollouts_to_arrow
 
-WEATHER = Path(__file__).resolve().parents[1] / "gym_ray" / "environments" / "weather"
+WEATHER = Path(__file__).resolve().parents[1] / "environments" / "weather"
 _RESULT = re.compile(r"The weather in (.+?) is (\w+), (-?\d+) °C\.")
 
 
@@ -90,7 +90,7 @@ def test_weather_episodes_with_scripted_policy(default_model_path, template):
 def test_blackjack_episodes_with_env_step_agent(default_model_path):
     """The real blackjack env in-process: the scripted player hits once then stands; rewards per step
     are kept, the reward is their sum, and the env's own verify (opt-in) agrees."""
-    run_cfg = load_config(Path(__file__).resolve().parents[1] / "gym_ray" / "environments" / "blackjack" / "config.yaml")
+    run_cfg = load_config(Path(__file__).resolve().parents[1] / "environments" / "blackjack" / "config.yaml")
     env_cfg: EnvConfig = run_cfg.envs["blackjack"]
     tasks = load_tasks(env_cfg.data, default_env="blackjack")
     chat = load_tokenizer(default_model_path)

@@ -40,7 +40,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> float:
 def test_env_deployment_scales_up_under_load_and_down_after(serve_http_port):
     auto = AutoscalingConfig(min_replicas=1, max_replicas=3, target_ongoing_requests=2,
                              upscale_delay_s=1, downscale_delay_s=3)
-    cfg = EnvConfig(server="gym_ray.environments.counter.server:Counter", autoscaling=auto)
+    cfg = EnvConfig(server="gym_ray_env_counter.server:Counter", autoscaling=auto)
     app = deploy_env("counter_auto", cfg, route_prefix="/counter_auto")
     client = make_env_client("counter_auto", cfg, app_name=app)
     assert client.sticky  # an autoscaled env keeps each session on one replica

@@ -13,7 +13,7 @@ from gym_ray.collect.sink import part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV_CONFIGS = sorted(ROOT.glob("gym_ray/environments/*/config.yaml"))
+ENV_CONFIGS = sorted(ROOT.glob("environments/*/config.yaml"))
 
 
 def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides: str,
@@ -41,7 +41,7 @@ def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides:
 
 @pytest.mark.parametrize("name", ["weather", "blackjack"])  # the tool-calling and the env-step agent
 def test_env_config_runs_as_is_with_scripted_policy(name, tmp_path, serve_http_port, capsys):
-    _run_and_check(ROOT / "gym_ray" / "environments" / name / "config.yaml", tmp_path / "run", capsys, [name])
+    _run_and_check(ROOT / "environments" / name / "config.yaml", tmp_path / "run", capsys, [name])
 
 
 def test_every_env_config_runs_with_scripted_policy(tmp_path, serve_http_port, capsys):
@@ -71,7 +71,7 @@ def test_cli_errors_are_clean_with_exit_2(tmp_path, capsys):
     assert "unknown key collect.concurency" in capsys.readouterr().err
     data = tmp_path / "tasks.jsonl"
     data.write_text('{"task_id": "a", "prompt": "hi"}\n{"task_id": "b"}\n')
-    cfg.write_text(f"envs:\n  weather:\n    server: gym_ray.environments.weather.server:Weather\n    data: [{data}]\n")
+    cfg.write_text(f"envs:\n  weather:\n    server: gym_ray_env_weather.server:Weather\n    data: [{data}]\n")
     assert main(["run", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "prompt" in err
@@ -117,7 +117,7 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
     from ray import serve
 
     address = ray.get_runtime_context().gcs_address
-    config = str(ROOT / "gym_ray" / "environments" / "weather" / "config.yaml")
+    config = str(ROOT / "environments" / "weather" / "config.yaml")
     common = ["--address", address, "model.kind=scripted", "model.name=cli_policy"]
     cli = [sys.executable, "-m", "gym_ray.cli"]
     server = subprocess.Popen([*cli, "serve", config, *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

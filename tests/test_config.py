@@ -24,7 +24,7 @@ def test_includes_interpolation_and_overrides(tmp_path):
         includes: [base.yaml]
         envs:
           weather:
-            server: gym_ray.environments.weather.server:Weather
+            server: gym_ray_env_weather.server:Weather
             data: data/example.jsonl
         collect: {num_repeats: 4}
     """)

@@ -20,7 +20,7 @@ from gym_ray.models.client import make_policy_client
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
 
 ray.cloudpickle.register_pickle_by_value(collect_fakes)
-ENVS = os.path.join(os.path.dirname(__file__), "..", "gym_ray", "environments")
+ENVS = os.path.join(os.path.dirname(__file__), "..", "environments")
 
 
 @pytest.mark.slow
@@ -29,9 +29,9 @@ def test_vllm_run_writes_token_exact_complete_groups(tmp_path, serve_http_port):
         "model": {"kind": "vllm", "name": "policy", "chat_template": "chatml_tools",
                   "engine_kwargs": {"max_model_len": 2048}},
         "envs": {
-            "weather": {"server": "gym_ray.environments.weather.server:Weather", "hosting": "local",
+            "weather": {"server": "gym_ray_env_weather.server:Weather", "hosting": "local",
                         "data": [f"{ENVS}/weather/data/example.jsonl"], "agent": {"max_turns": 3}},
-            "math": {"server": "gym_ray.environments.math.server:Math", "hosting": "local",
+            "math": {"server": "gym_ray_env_math.server:Math", "hosting": "local",
                      "data": [f"{ENVS}/math/data/example.jsonl"], "agent": {"max_turns": 1}},
         },
         "collect": {"limit": 2, "num_repeats": 2, "concurrency": 8, "episode_timeout_s": 300,

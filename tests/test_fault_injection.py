@@ -39,8 +39,8 @@ ray.cloudpickle.register_pickle_by_value(fault_helpers)  # the scripts reach the
 # session in a stateless env): the kill must cost nothing. counter: every generation, every call needs
 # the session: the held episodes' sessions die with the replica and must run again.
 ENVS = {
-    "weather": ("gym_ray.environments.weather.server:Weather", weather_reply, 4, 0, False),
-    "counter": ("gym_ray.environments.counter.server:Counter", counter_reply, 6, None, True),
+    "weather": ("gym_ray_env_weather.server:Weather", weather_reply, 4, 0, False),
+    "counter": ("gym_ray_env_counter.server:Counter", counter_reply, 6, None, True),
 }
 TASKS, REPEATS, CONCURRENCY = 75, 4, 32  # 300 episodes
 KILL_AFTER_ROWS = 48

@@ -15,7 +15,7 @@ import pytest
 from gym_ray.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-WEATHER = "gym_ray.environments.weather.server:Weather"
+WEATHER = "gym_ray_env_weather.server:Weather"
 
 
 def one_error_line(capsys) -> str:
@@ -100,10 +100,10 @@ def test_utf8_bom_is_accepted(tmp_path, capsys):
 
 
 def test_bad_server_with_hosting_serve_fails_before_the_deploy(tmp_path, capsys):
-    cfg = config(tmp_path, [good_tasks(tmp_path)], server="gym_ray.environments.nope:Weather", hosting="serve")
+    cfg = config(tmp_path, [good_tasks(tmp_path)], server="gym_ray_env_nope:Weather", hosting="serve")
     assert run(cfg) == 2
     line = one_error_line(capsys)
-    assert "run.yaml: envs.weather.server:" in line and "cannot import module 'gym_ray.environments.nope'" in line
+    assert "run.yaml: envs.weather.server:" in line and "cannot import module 'gym_ray_env_nope'" in line
 
 
 def test_empty_run_manifest_on_resume_names_the_file(tmp_path, capsys):

@@ -15,7 +15,7 @@ from gym_ray.config import ConfigError, validate_config
 from gym_ray.resources import ResourceServer
 from gym_ray.resources.serve import failure_cause  # imports Serve (and its log handler) outside any capsys
 
-JUDGE = "gym_ray.environments.judge.server:Judge"  # its constructor raises without `config.judge`
+JUDGE = "gym_ray_env_judge.server:Judge"  # its constructor raises without `config.judge`
 
 
 class Unreachable(ResourceServer):
@@ -47,19 +47,19 @@ def _fails_with(capsys, argv: list[str], *expected: str) -> str:
 
 
 @pytest.mark.parametrize(("env", "model", "expected"), [
-    (_env("gym_ray.environments.nope:Weather", "local"), None,
-     ["envs.w.server: server 'gym_ray.environments.nope:Weather': cannot import module"]),
-    (_env("gym_ray.environments.weather.server:Nope", "local"), None, ["envs.w.server:", "not a ResourceServer subclass"]),
+    (_env("gym_ray_env_nope:Weather", "local"), None,
+     ["envs.w.server: server 'gym_ray_env_nope:Weather': cannot import module"]),
+    (_env("gym_ray_env_weather.server:Nope", "local"), None, ["envs.w.server:", "not a ResourceServer subclass"]),
     (_env(JUDGE, "local"), None, ["envs.w.config: judge: name the judge model"]),
-    (_env("gym_ray.environments.math.server:Math", "local", config={"timeout": 3}), None,
+    (_env("gym_ray_env_math.server:Math", "local", config={"timeout": 3}), None,
      ["envs.w.config: Math rejected its settings", "'timeout'"]),
     (_env("test_preflight:Unreachable", "local"), None, ["envs.w.config: ConnectionError: cannot reach db:5432"]),
-    (_env("gym_ray.environments.weather.server:Weather", "local", agent={"cls": "gym_ray.agents.nope:Agent"}), None,
+    (_env("gym_ray_env_weather.server:Weather", "local", agent={"cls": "gym_ray.agents.nope:Agent"}), None,
      ["envs.w.agent.cls: ImportError: cannot import 'gym_ray.agents.nope:Agent'"]),
-    (_env("gym_ray.environments.weather.server:Weather", "local"), {"kind": "scripted", "hosting": "local",
+    (_env("gym_ray_env_weather.server:Weather", "local"), {"kind": "scripted", "hosting": "local",
                                                             "script": "nomod:reply"},
      ["model.script: cannot load 'nomod:reply': No module named 'nomod'"]),
-    (_env("gym_ray.environments.weather.server:Weather", "local"), {"kind": "scripted", "hosting": "local",
+    (_env("gym_ray_env_weather.server:Weather", "local"), {"kind": "scripted", "hosting": "local",
                                                             "replies": [{"arguments": {}}]},
      ["model.replies[0]: expected a string or {name, arguments}"]),
 ], ids=["import", "not-a-server", "constructor", "bad-setting", "any-exception", "agent", "script", "reply"])
@@ -95,7 +95,7 @@ def test_served_env_that_cannot_start_names_the_env_and_the_replicas_exception(t
 @pytest.mark.slow  # ~45 s here: each of Serve's 3 tries starts a replica that imports transformers
 def test_served_policy_that_cannot_start_names_the_model_and_the_replicas_exception(
         tmp_path, serve_http_port, capsys):
-    cfg = _config(tmp_path, {"w": _env("gym_ray.environments.weather.server:Weather", "local")},
+    cfg = _config(tmp_path, {"w": _env("gym_ray_env_weather.server:Weather", "local")},
                   {"kind": "scripted", "name": "pf_policy", "script": "nomod:reply"})
     line = _fails_with(capsys, ["run", str(cfg)], "model 'pf_policy': deployment failed:",
                        "model.script: cannot load 'nomod:reply': No module named 'nomod'")

@@ -372,7 +372,7 @@ def test_not_step_driven_and_no_verify_are_errors():
 
 
 def test_local_client_is_picklable_and_builds_from_config():
-    cfg = EnvConfig(server="gym_ray.environments.counter.server:Counter")
+    cfg = EnvConfig(server="gym_ray_env_counter.server:Counter")
     client = make_env_client("counter", cfg)
     assert isinstance(client, LocalEnvClient)
     run(client.tools())  # built
@@ -383,10 +383,10 @@ def test_local_client_is_picklable_and_builds_from_config():
     with pytest.raises(ValueError, match="cannot import module 'no_such_mod'"):
         EnvRuntime.from_config("x", EnvConfig(server="no_such_mod:X"))
     with pytest.raises(ValueError, match="expected an import path"):
-        EnvRuntime.from_config("x", EnvConfig(server="gym_ray.environments.counter.server.Counter"))
+        EnvRuntime.from_config("x", EnvConfig(server="gym_ray_env_counter.server.Counter"))
     with pytest.raises(ValueError, match=r"envs.x.config: Counter rejected its settings"):
         EnvRuntime.from_config(
-            "x", EnvConfig(server="gym_ray.environments.counter.server:Counter", config={"bad": 1})
+            "x", EnvConfig(server="gym_ray_env_counter.server:Counter", config={"bad": 1})
         )
 
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import ray
 from fault_helpers import replica_names
+from gym_ray_env_weather.server import forecast
 from ray import serve
 
 from gym_ray.config import EnvConfig, load_config
-from gym_ray.environments.weather.server import forecast
 from gym_ray.resources import EnvError, deploy_env, make_env_client
 from gym_ray.resources.runtime import SeedError
 from gym_ray.resources.serve import DeploymentError, HandleEnvClient
@@ -23,7 +23,7 @@ ROOT = Path(__file__).parents[1]
 
 
 def env_cfg(name: str) -> EnvConfig:
-    return load_config(ROOT / "gym_ray" / "environments" / name / "config.yaml").envs[name]
+    return load_config(ROOT / "environments" / name / "config.yaml").envs[name]
 
 
 @pytest.fixture(scope="module")
@@ -260,8 +260,8 @@ def test_verify_frees_the_session_so_close_needs_no_call_of_its_own(apps):
 
 
 def test_deploy_env_rejects_a_bad_server_path(serve_http_port):
-    with pytest.raises(DeploymentError, match="envs.nope.server: .*cannot import module 'gym_ray.environments.nope.server'"):
-        deploy_env("nope", EnvConfig(server="gym_ray.environments.nope.server:Nope"))
+    with pytest.raises(DeploymentError, match="envs.nope.server: .*cannot import module 'gym_ray_env_nope.server'"):
+        deploy_env("nope", EnvConfig(server="gym_ray_env_nope.server:Nope"))
 
 
 @ray.remote(num_cpus=0)
@@ -451,7 +451,7 @@ def test_collect_refuses_an_unrouted_config_for_a_multi_replica_env_app(serve_ht
     from gym_ray.config import validate_config
     from gym_ray.resources import deploy_env
 
-    env = {"server": "gym_ray.environments.weather.server:Weather", "hosting": "serve"}
+    env = {"server": "gym_ray_env_weather.server:Weather", "hosting": "serve"}
     app = deploy_env("weather_pair", EnvConfig(**{**env, "num_replicas": 2}))
     try:
         run = {"model": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"},

@@ -55,7 +55,7 @@ def _weather_config(tmp_path: Path) -> Path:
     cfg.write_text(textwrap.dedent(f"""
         model: {{kind: scripted, hosting: local, replies: ["It is sunny, 21 C."]}}
         envs:
-          weather: {{server: "gym_ray.environments.weather.server:Weather", hosting: local, data: ["{data}"]}}
+          weather: {{server: "gym_ray_env_weather.server:Weather", hosting: local, data: ["{data}"]}}
         collect: {{output_dir: "{tmp_path / 'out'}", num_repeats: 2}}
     """))
     return cfg

@@ -78,12 +78,11 @@ def write_rows(rows: list[dict], schema: pa.Schema, out: Path) -> None:
 
 
 def shipped_env_configs() -> dict[str, Path]:
-    """gym_ray's own environments (`gym_ray/environments/<name>/config.yaml`): what the OpenRLHF executor plays when
-    no GYM_RAY_CONFIG names a run config."""
-    import gym_ray.environments
+    """The installed environment packages' own configs (`environments/<name>/config.yaml`): what the OpenRLHF
+    executor plays when no GYM_RAY_CONFIG names a run config."""
+    from gym_ray.environments import shipped_configs
 
-    root = Path(gym_ray.environments.__file__).parent
-    return {p.parent.name: p for p in sorted(root.glob("*/config.yaml"))}
+    return shipped_configs()
 
 
 def openrlhf_rows(tasks: list[Task]) -> list[dict]:

@@ -9,7 +9,7 @@ transcript, and answers with OpenRLHF's dict. Environments run in-process in the
 Which environments: `GYM_RAY_CONFIG` names a gym_ray run YAML (its `envs`, `model.chat_template`,
 `model.tokenizer`, `collect.episode_timeout_s` / `max_retries`; `GYM_RAY_OVERRIDES` adds `key=value`
 overrides, space-separated); unset, each env a label names is loaded from gym_ray's shipped
-`gym_ray/environments/<env>/config.yaml` with the `auto` chat template. The policy and sampling are always the
+`environments/<env>/config.yaml` with the `auto` chat template. The policy and sampling are always the
 trainer's: `model.kind` and `collect.sampling` are not used.
 """
 
@@ -152,7 +152,7 @@ def load_run_config() -> RunConfig | None:
 
 
 def shipped_env_config(name: str) -> EnvConfig | None:
-    """`gym_ray/environments/<name>/config.yaml` as gym_ray ships it, or None."""
+    """`environments/<name>/config.yaml` as gym_ray ships it, or None."""
     path = shipped_env_configs().get(name)
     return load_config(path).envs.get(name) if path else None
 
@@ -174,7 +174,7 @@ class AgentExecutor(AgentExecutorBase):
         cfg = shipped_env_config(task.env)
         if cfg is None:
             raise LabelError(f"label of task {task.task_id!r}: env: unknown env {task.env!r}; gym_ray ships no "
-                             f"gym_ray/environments/{task.env}/config.yaml (set {CONFIG_ENV} to a run config that defines it)")
+                             f"environments/{task.env}/config.yaml (set {CONFIG_ENV} to a run config that defines it)")
         return cfg
 
     def runner(self, task: Task, hf_tokenizer: Any, policy: EnginePolicy, sampling: SamplingConfig) -> EpisodeRunner:

@@ -1,6 +1,6 @@
 """TRL trains on gym_ray episodes: a `rollout_func` for `GRPOTrainer` and the callback that syncs weights.
 
-    dataset = trl_dataset(load_tasks(["gym_ray/environments/one_word/data/example.jsonl"]))
+    dataset = trl_dataset(load_tasks(["environments/one_word/data/example.jsonl"]))
     rollouts = GymRayRollouts(collector, policy, output_dir="runs/trl")       # a gym_ray-hosted policy
     trainer = GRPOTrainer(model=path, args=GRPOConfig(num_generations=4, ...), train_dataset=dataset,
                           reward_funcs=env_reward, rollout_func=rollouts, callbacks=[rollouts.weight_sync()])

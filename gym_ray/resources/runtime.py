@@ -53,9 +53,6 @@ def import_server(path: str) -> type[ResourceServer]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        if module_name.startswith("environments."):
-            raise ValueError(f"server {path!r}: gym_ray's environments moved; use "
-                             f"'gym_ray.{path}'") from e
         raise ValueError(f"server {path!r}: cannot import module {module_name!r}: {e}") from e
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, ResourceServer)):

@@ -47,7 +47,7 @@ def write_run_config(root: Path, name: str, num_tasks: int, *, script: str = "cl
     cfg = {
         "model": {"kind": "scripted", "name": "policy", "script": script, "chat_template": "chatml_tools",
                   "hosting": hosting},
-        "envs": {"weather": {"server": "gym_ray.environments.weather.server:Weather", "hosting": hosting,
+        "envs": {"weather": {"server": "gym_ray_env_weather.server:Weather", "hosting": hosting,
                              "num_replicas": num_replicas, "data": [str(tasks)], "agent": {"max_turns": 4}}},
         "collect": {"output_dir": output_dir or str(root / name), "num_repeats": repeats,
                     "concurrency": concurrency, "num_agents": num_agents, "rows_per_file": rows_per_file,

@@ -10,11 +10,11 @@ from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, Task, ToolCall, VerifyResult
 
-ENVIRONMENTS = Path(__file__).resolve().parents[2] / "gym_ray" / "environments"
+ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
 
 
 def env_and_tasks(name: str):
-    """The in-process client and the example tasks of `gym_ray/environments/<name>/config.yaml`."""
+    """The in-process client and the example tasks of `environments/<name>/config.yaml`."""
     cfg = load_config(ENVIRONMENTS / name / "config.yaml")
     return make_env_client(name, cfg.envs[name]), load_tasks(cfg.envs[name].data)
 

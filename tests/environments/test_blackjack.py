@@ -7,14 +7,14 @@ import re
 from pathlib import Path
 
 import pytest
+from gym_ray_env_blackjack.server import shuffled_deck, total
 
 from gym_ray.config import load_config
-from gym_ray.environments.blackjack.server import shuffled_deck, total
 from gym_ray.resources import EnvError, make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, Task
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "blackjack"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "blackjack"
 
 
 def setup():

@@ -11,7 +11,7 @@ from gym_ray.config import load_config
 from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "code"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "code"
 
 SOLUTIONS = {
     "add": "def add(a, b):\n    return a + b\n",

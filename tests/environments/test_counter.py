@@ -14,7 +14,7 @@ from gym_ray.resources.runtime import SessionLostError
 from gym_ray.tasks import load_tasks
 from gym_ray.types import ToolCall
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "counter"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "counter"
 
 
 def setup():

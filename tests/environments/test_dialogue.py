@@ -10,11 +10,11 @@ import re
 
 from env_helpers import ENVIRONMENTS
 from fault_helpers import ScriptClient
+from gym_ray_env_dialogue.server import FIELDS, Dialogue
 
 from gym_ray.agents.base import EpisodeContext, load_tokenizer
 from gym_ray.agents.env_step import EnvStepAgent
 from gym_ray.config import ModelConfig, SamplingConfig, load_config
-from gym_ray.environments.dialogue.server import FIELDS, Dialogue
 from gym_ray.resources import EnvRuntime
 from gym_ray.tasks import load_tasks
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 from env_helpers import score
+from gym_ray_env_judge.server import Judge
 
 from gym_ray.config import ModelConfig, load_config
-from gym_ray.environments.judge.server import Judge
 from gym_ray.resources import EnvRuntime, make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Task
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "judge"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "judge"
 
 
 class RuleJudge:

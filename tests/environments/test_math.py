@@ -23,7 +23,7 @@ from gym_ray.config import load_config
 from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "math"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "math"
 TRANSFORMS = (*standard_transformations, implicit_multiplication_application, convert_xor)
 
 

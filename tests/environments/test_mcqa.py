@@ -6,7 +6,7 @@ from pathlib import Path
 
 from env_helpers import env_and_tasks, score
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "mcqa"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "mcqa"
 
 
 

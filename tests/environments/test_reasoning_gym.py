@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from env_helpers import env_and_tasks, score
+from gym_ray_env_reasoning_gym.generate import main as generate_main
+from gym_ray_env_reasoning_gym.generate import make_tasks
 
-from gym_ray.environments.reasoning_gym.generate import main as generate_main
-from gym_ray.environments.reasoning_gym.generate import make_tasks
 from gym_ray.tasks import load_tasks
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "reasoning_gym"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "reasoning_gym"
 
 
 

@@ -8,8 +8,8 @@ import re
 
 import pytest
 from env_helpers import ToolSession, env_and_tasks
+from gym_ray_env_search.server import f1, normalize
 
-from gym_ray.environments.search.server import f1, normalize
 from gym_ray.resources import make_env_client
 from gym_ray.types import Message, ToolCall
 

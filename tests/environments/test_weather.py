@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from gym_ray_env_weather.server import CONDITIONS, forecast
+
 from gym_ray.config import load_config
-from gym_ray.environments.weather.server import CONDITIONS, forecast
 from gym_ray.resources import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, ToolCall
 
-ENV_DIR = Path(__file__).parents[2] / "gym_ray" / "environments" / "weather"
+ENV_DIR = Path(__file__).parents[2] / "environments" / "weather"
 
 
 def client():

@@ -19,7 +19,7 @@ from gym_ray.config import AgentConfig, EnvConfig, ModelConfig, SamplingConfig, 
 from gym_ray.models.scripted import ScriptedPolicy
 from gym_ray.tasks import load_tasks
 
-WEATHER = Path(__file__).resolve().parents[2] / "gym_ray" / "environments" / "weather"
+WEATHER = Path(__file__).resolve().parents[2] / "environments" / "weather"
 _RESULT = re.compile(r"The weather in (.+?) is (\w+), (-?\d+) °C\.")
 _CITY = re.compile(r"(?:in|for) ([A-Z][a-z]+(?: [A-Z][a-z]+)*)")
 

@@ -9,12 +9,12 @@ import gw_helpers
 import pytest
 import ray
 from gw_helpers import WEATHER, ActorRecordingPolicy, assert_token_exact, recorder_actor
+from gym_ray_env_weather.server import forecast
 
 from gym_ray.collect.api import Collector, load_run_tasks
 from gym_ray.collect.deploy import deploy_all, teardown
 from gym_ray.collect.sink import read_rollout_table
 from gym_ray.config import validate_config
-from gym_ray.environments.weather.server import forecast
 from gym_ray.models.client import make_policy_client
 from gym_ray.types import rollouts_from_arrow
 
@@ -25,7 +25,7 @@ def _run(tmp_path, model: dict, num_repeats: int, limit: int, max_tokens: int):
     cfg = validate_config({
         "model": model,
         "envs": {"weather": {
-            "server": "gym_ray.environments.weather.server:Weather", "hosting": "local",
+            "server": "gym_ray_env_weather.server:Weather", "hosting": "local",
             "data": [str(WEATHER / "data" / "example.jsonl")],
             "agent": {"cls": "gym_ray.agents.external:ExternalAgent", "max_total_tokens": 2048,
                       "kwargs": {"program": "gym_ray.gateway.examples:openai_tool_loop",

@@ -14,7 +14,9 @@ import ray
 from test_textarena import ENVS, collect
 
 from gym_ray.config import EnvConfig, load_config
+from gym_ray.integrations.gymnasium import GymnasiumEnv
 from gym_ray.resources import make_env_client
+from gym_ray.resources.runtime import import_server
 from gym_ray.types import Message, Task
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the script reaches the agent actors by value
@@ -26,7 +28,7 @@ def reverse_reply(prompt_text: str, turn: int) -> str:
 
 def test_gymnasium_env_plays_into_parquet_with_per_step_rewards(ray_cluster, tmp_path):
     cfg, summary, rows = collect("reverse_words", reverse_reply, tmp_path)
-    assert cfg.envs["reverse_words"].server == "gym_ray.integrations.gymnasium:GymnasiumEnv"
+    assert issubclass(import_server(cfg.envs["reverse_words"].server), GymnasiumEnv)
     assert {r.status.value for r in rows} == {"ok"} and len(rows) == summary["overall"]["rollouts"] == 16
     for r in rows:
         assert len(r.turn_rewards) == 3 and r.turn_rewards == [pytest.approx(1 / 3)] * 3
@@ -36,8 +38,7 @@ def test_gymnasium_env_plays_into_parquet_with_per_step_rewards(ray_cluster, tmp
 
 def test_gymnasium_wrong_and_malformed_actions():
     import gymnasium
-
-    from gym_ray.environments.reverse_words.env import ENV_ID
+    from gym_ray_env_reverse_words.env import ENV_ID
 
     cfg = load_config(ENVS / "reverse_words" / "config.yaml").envs["reverse_words"]
     env = make_env_client("reverse_words", cfg)

@@ -18,10 +18,10 @@ import httpx
 import pytest
 import ray
 from fault_helpers import scripted_collect
+from gym_ray_env_mcp_units.mcp_server import convert_value
 from ports import free_port
 
 from gym_ray.config import EnvConfig, load_config
-from gym_ray.environments.mcp_units.mcp_server import convert_value
 from gym_ray.resources import EnvError, make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, ToolCall
@@ -30,7 +30,7 @@ ray.cloudpickle.register_pickle_by_value(fault_helpers)
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the script reaches the agent actors by value
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV_DIR = ROOT / "gym_ray" / "environments" / "mcp_units"
+ENV_DIR = ROOT / "environments" / "mcp_units"
 _ASK = re.compile(r"Convert (\S+) (\w+) to (\w+)\.")
 _RESULT = re.compile(r"= (\S+) (\w+)")
 
@@ -117,7 +117,7 @@ def test_episode_scope_gives_each_episode_its_own_server():
 
 def test_streamable_http_server_the_test_starts():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gym_ray.environments.mcp_units.mcp_server", "--http", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "gym_ray_env_mcp_units.mcp_server", "--http", str(port)],
                             stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/mcp"

@@ -43,7 +43,7 @@ def hf_tokenizer(default_model_path):
 
 
 def example_tasks(env: str, limit: int = 3):
-    return load_tasks([ROOT / "gym_ray" / "environments" / env / "data" / "example.jsonl"], default_env=env, limit=limit)
+    return load_tasks([ROOT / "environments" / env / "data" / "example.jsonl"], default_env=env, limit=limit)
 
 
 def sampling_params(logprobs: bool, max_new_tokens: int = 128) -> SamplingParams:
@@ -183,7 +183,7 @@ def test_failed_episode_is_masked_not_a_reward_0_sample(default_model_path, hf_t
 
 @pytest.mark.parametrize(("label", "message"), [
     ('{"task_id": "w-1", "env": "nope", "prompt": [{"role": "user", "content": "hi"}]}',
-     "label of task 'w-1': env: unknown env 'nope'; gym_ray ships no gym_ray/environments/nope/config.yaml"),
+     "label of task 'w-1': env: unknown env 'nope'; gym_ray ships no environments/nope/config.yaml"),
     ('{"task_id": "w-2", "env": "weather"}', "label of task 'w-2': prompt: Field required"),
     ('{"task_id": "w-3", "env": "weather", "prompt": [{"role": "robot", "content": "hi"}]}',
      "label of task 'w-3': prompt.0.role: Input should be"),
@@ -203,8 +203,8 @@ def test_bad_labels_fail_the_batch_naming_task_and_field(default_model_path, hf_
 
 def test_unknown_env_in_the_run_config_is_named(tmp_path, monkeypatch, hf_tokenizer, default_model_path):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text((ROOT / "gym_ray" / "environments" / "weather" / "config.yaml").read_text().replace(
-        "data/example.jsonl", str(ROOT / "gym_ray" / "environments" / "weather" / "data" / "example.jsonl")))
+    cfg.write_text((ROOT / "environments" / "weather" / "config.yaml").read_text().replace(
+        "data/example.jsonl", str(ROOT / "environments" / "weather" / "data" / "example.jsonl")))
     monkeypatch.setenv(gym_openrlhf.CONFIG_ENV, str(cfg))
     executor = _load_agent_executor(EXECUTOR_FILE)
     [task] = example_tasks("blackjack", limit=1)
@@ -266,7 +266,7 @@ def test_exported_dataset_reads_in_openrlhf_and_plays(default_model_path, hf_tok
     from openrlhf.datasets.prompts_dataset import PromptDataset
     from openrlhf.datasets.utils import blending_datasets
 
-    files = [ROOT / "gym_ray" / "environments" / env / "data" / "example.jsonl" for env in ("weather", "blackjack")]
+    files = [ROOT / "environments" / env / "data" / "example.jsonl" for env in ("weather", "blackjack")]
     out = tmp_path / f"prompts{suffix}"
     assert cli_main(["export", "openrlhf", *map(str, files), str(out)]) == 0
     tasks = load_tasks(files)
@@ -298,7 +298,7 @@ def test_exported_dataset_reads_in_openrlhf_and_plays(default_model_path, hf_tok
 
 def test_export_refuses_rows_the_executor_cannot_play(tmp_path, capsys):
     tasks = tmp_path / "tasks.jsonl"
-    good = (ROOT / "gym_ray" / "environments" / "weather" / "data" / "example.jsonl").read_text().splitlines()[0]
+    good = (ROOT / "environments" / "weather" / "data" / "example.jsonl").read_text().splitlines()[0]
     tasks.write_text(good + "\n" + good.replace('"weather-0", "env": "weather"', '"w-9", "env": "nope"') + "\n")
     out = tmp_path / "prompts.parquet"
     assert cli_main(["export", "openrlhf", str(tasks), str(out)]) == 2
@@ -306,7 +306,7 @@ def test_export_refuses_rows_the_executor_cannot_play(tmp_path, capsys):
     assert f"{tasks}: line 2: env 'nope' is not defined" in err and not out.exists()
     run = tmp_path / "run.yaml"
     run.write_text("envs:\n  nope:\n    server: openrlhf_engine:BrokenVerifier\n"
-                   "  weather:\n    server: gym_ray.environments.weather.server:Weather\n")
+                   "  weather:\n    server: gym_ray_env_weather.server:Weather\n")
     assert cli_main(["export", "openrlhf", str(tasks), str(out), "--config", str(run)]) == 0
     assert [json.loads(r)["env"] for r in pq.read_table(out).column("label").to_pylist()] == ["weather", "nope"]
     assert cli_main(["export", "openrlhf", str(tasks), str(tmp_path / "x.csv")]) == 2

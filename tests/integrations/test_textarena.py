@@ -24,7 +24,7 @@ ray.cloudpickle.register_pickle_by_value(fault_helpers)  # ScriptClient and the 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # by value
 
 ROOT = Path(__file__).resolve().parents[2]
-ENVS = ROOT / "gym_ray" / "environments"
+ENVS = ROOT / "environments"
 _HINT = re.compile(r"\[(\d+)\][^\[]*?\n\[GAME\] The target number is (higher|lower)")
 
 

@@ -42,7 +42,7 @@ SCRIPTS = {
 
 def scripted_config(env: str, **collect) -> RunConfig:
     """`env` in-process, driven by the scripted policy in-process."""
-    path = os.path.join(ROOT, "gym_ray", "environments", env, "config.yaml")
+    path = os.path.join(ROOT, "environments", env, "config.yaml")
     cfg = load_config(path, [f"collect.{k}={v}" for k, v in collect.items()])
     model = ModelConfig(kind="scripted", hosting="local", chat_template="chatml_tools", replies=SCRIPTS[env])
     envs = {env: cfg.envs[env].model_copy(update={"hosting": "local"})}
@@ -118,7 +118,7 @@ class _Tok:
 
 
 def test_failed_and_stale_episodes_are_masked_not_scored_zero():
-    task = load_tasks([os.path.join(ROOT, "gym_ray", "environments", "weather", "data", "example.jsonl")])[0]
+    task = load_tasks([os.path.join(ROOT, "environments", "weather", "data", "example.jsonl")])[0]
     ok, failed, stale = _row(task), _row(task, Status.MODEL_ERROR), _row(task, versions=(2, 3))
     out = to_trl([(ok, 1), (failed, 1), (stale, 2)], _Tok(), policy_version=3)
     assert out["completion_ids"][0] == [7, 8, 9, 2] and out["env_mask"][0] == [1, 0, 1, 1]
@@ -131,7 +131,7 @@ def test_failed_and_stale_episodes_are_masked_not_scored_zero():
 
 
 def test_prompts_must_come_as_contiguous_groups_of_tasks():
-    tasks = load_tasks([os.path.join(ROOT, "gym_ray", "environments", "weather", "data", "example.jsonl")])[:2]
+    tasks = load_tasks([os.path.join(ROOT, "environments", "weather", "data", "example.jsonl")])[:2]
     a, b = (r["prompt"] for r in trl_rows(tasks))
     assert [t.task_id for t in group_tasks([a, a, b, b], 2)] == [tasks[0].task_id, tasks[1].task_id]
     with pytest.raises(PromptTaskError, match="not one task repeated"):
@@ -149,7 +149,7 @@ def test_closed_loop_learns_on_vllm_with_weights_synced_every_step(ray_cluster, 
     from gym_ray.collect.deploy import deploy_all, teardown
     from gym_ray.integrations.trl_loop import LoopSettings, closed_loop
 
-    cfg = load_config(os.path.join(ROOT, "gym_ray", "environments", "one_word", "config.yaml"))
+    cfg = load_config(os.path.join(ROOT, "environments", "one_word", "config.yaml"))
     received: list[dict] = []
     dep = deploy_all(cfg, http=False)
     try:
@@ -176,7 +176,7 @@ def test_closed_loop_learns_on_vllm_with_weights_synced_every_step(ray_cluster, 
 
 
 def test_a_multi_segment_episode_is_one_sample_its_last_segment():
-    task = load_tasks([os.path.join(ROOT, "gym_ray", "environments", "weather", "data", "example.jsonl")])[0]
+    task = load_tasks([os.path.join(ROOT, "environments", "weather", "data", "example.jsonl")])[0]
     first = _row(task).model_copy(update={"segment_index": 0, "num_segments": 2, "reward": 0.0,
                                           "status": Status.PREFIX_BREAK})
     last = _row(task).model_copy(update={"segment_index": 1, "num_segments": 2})
@@ -191,7 +191,7 @@ def test_exported_dataset_loads_with_datasets_and_carries_each_task(tmp_path, su
     from gym_ray.cli import main as cli_main
     from gym_ray.integrations.trl import task_of
 
-    files = [os.path.join(ROOT, "gym_ray", "environments", e, "data", "example.jsonl") for e in ("weather", "one_word")]
+    files = [os.path.join(ROOT, "environments", e, "data", "example.jsonl") for e in ("weather", "one_word")]
     out = tmp_path / f"train{suffix}"
     assert cli_main(["export", "trl", *files, str(out)]) == 0
     ds = load_dataset(suffix.lstrip(".").replace("jsonl", "json"), data_files=str(out))["train"]

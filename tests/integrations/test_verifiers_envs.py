@@ -24,8 +24,8 @@ ray.cloudpickle.register_pickle_by_value(fault_helpers)
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 ROOT = Path(__file__).resolve().parents[2]
-UNITS = ROOT / "gym_ray" / "environments" / "vf_units" / "config.yaml"
-GUESS = ROOT / "gym_ray" / "environments" / "vf_guess" / "config.yaml"
+UNITS = ROOT / "environments" / "vf_units" / "config.yaml"
+GUESS = ROOT / "environments" / "vf_guess" / "config.yaml"
 _ASK = re.compile(r"Convert (\S+) (\w+) to (\w+)\.")
 _RESULT = re.compile(r"= (\S+) (\w+)")
 _TURN = re.compile(r"<\|im_start\|>(assistant|user)\n(.*?)<\|im_end\|>", re.S)

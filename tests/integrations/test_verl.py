@@ -73,7 +73,7 @@ def run_config(tmp_path_factory) -> str:
     """A gym_ray run config with the two environments, in-process, on the tool-aware chat template."""
     path = tmp_path_factory.mktemp("verl") / "run.yaml"
     path.write_text(
-        f"includes: [{REPO}/gym_ray/environments/weather/config.yaml, {REPO}/gym_ray/environments/blackjack/config.yaml]\n"
+        f"includes: [{REPO}/environments/weather/config.yaml, {REPO}/environments/blackjack/config.yaml]\n"
         "model: {chat_template: chatml_tools}\n"
         "envs: {weather: {hosting: local}, blackjack: {hosting: local}}\n"
         "collect: {sampling: {max_tokens: 48}}\n"
@@ -115,7 +115,7 @@ def make_worker(cfg, client):
 @pytest.fixture(scope="module")
 def dataset_path(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("verl-data") / "train.parquet"
-    export_verl([REPO / "gym_ray/environments/weather/data/example.jsonl", REPO / "gym_ray/environments/blackjack/data/example.jsonl"],
+    export_verl([REPO / "environments/weather/data/example.jsonl", REPO / "environments/blackjack/data/example.jsonl"],
                 out)
     return out
 

@@ -24,7 +24,7 @@ from gym_ray.tasks import load_tasks
 from gym_ray.types import Rollout, rollouts_to_arrow
 
 ROOT = Path(__file__).resolve().parents[2]
-WEATHER = ROOT / "gym_ray" / "environments" / "weather"
+WEATHER = ROOT / "environments" / "weather"
 _RESULT = re.compile(r"The weather in (.+?) is (\w+), (-?\d+) °C\.")
 
 

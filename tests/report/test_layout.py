@@ -22,7 +22,7 @@ from gym_ray.collect.runlock import RunDirError, hold
 from gym_ray.collect.sink import part_files, read_rollout_table
 
 ROOT = Path(__file__).resolve().parents[2]
-WEATHER_DATA = ROOT / "gym_ray" / "environments" / "weather" / "data" / "example.jsonl"
+WEATHER_DATA = ROOT / "environments" / "weather" / "data" / "example.jsonl"
 
 
 def _config(tmp_path: Path, out: Path) -> Path:
@@ -31,7 +31,7 @@ def _config(tmp_path: Path, out: Path) -> Path:
         model: {{kind: scripted, hosting: local, replies: [{{name: get_weather, arguments: {{city: Paris}}}},
                  "The weather in Paris is sunny."]}}
         envs:
-          weather: {{server: "gym_ray.environments.weather.server:Weather", hosting: local, data: ["{WEATHER_DATA}"]}}
+          weather: {{server: "gym_ray_env_weather.server:Weather", hosting: local, data: ["{WEATHER_DATA}"]}}
         collect: {{output_dir: "{out}", num_repeats: 2, limit: 3}}
     """))
     return cfg

@@ -27,7 +27,7 @@ from gym_ray.models.scripted import ScriptedPolicy
 
 ROOT = Path(__file__).parents[3]
 FIXTURES = Path(__file__).with_name("fixtures")
-WEATHER = ROOT / "gym_ray" / "environments" / "weather"
+WEATHER = ROOT / "environments" / "weather"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_failed_episode_is_masked_with_its_failure(server):
 
 def test_env_step_agent_episode_is_contiguous(tmp_path):
     """blackjack (an env-step game): observations between the calls, still one contiguous message log."""
-    cfg = load_config(ROOT / "gym_ray" / "environments" / "blackjack" / "config.yaml",
+    cfg = load_config(ROOT / "environments" / "blackjack" / "config.yaml",
                       ["envs.blackjack.hosting=local"])
     cfg.model = ModelConfig(kind="scripted", hosting="local", replies=["<action>hit</action>"],
                             chat_template="chatml_tools")
@@ -110,7 +110,7 @@ def test_env_step_agent_episode_is_contiguous(tmp_path):
     agent = AgentServer(RunConfig(model=cfg.model, envs=cfg.envs, collect=cfg.collect), policy,
                         load_tokenizer(policy.tokenizer_path(), cfg.model.chat_template))
     rows = tmp_path / "bj.jsonl"
-    export_nemo_gym([ROOT / "gym_ray" / "environments" / "blackjack" / "data" / "example.jsonl"], rows)
+    export_nemo_gym([ROOT / "environments" / "blackjack" / "data" / "example.jsonl"], rows)
     task = json.loads(rows.read_text().splitlines()[0])
     with TestClient(agent.app) as client:
         result = client.post("/run", json=task | {"_ng_task_index": 0, "_ng_rollout_index": 0}).json()

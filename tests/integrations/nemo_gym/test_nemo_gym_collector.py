@@ -56,7 +56,7 @@ ray.cloudpickle.register_pickle_by_value(fault_helpers)  # the scripts reach the
 ray.cloudpickle.register_pickle_by_value(nemo_gym_scripts)
 
 ROOT = Path(__file__).parents[3]
-WEATHER = ROOT / "gym_ray" / "environments" / "weather"
+WEATHER = ROOT / "environments" / "weather"
 REPEATS = 9  # 6 tasks x 9 = 54 episodes
 # NeMo Gym's own resources servers gym_ray drives (all three ship with 0.4.0 and 0.7.0)
 BRIDGED = ["example_single_tool_call", "example_session_state_mgmt", "example_multi_step"]

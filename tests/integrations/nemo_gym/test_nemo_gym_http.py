@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gym_ray_env_weather.server import forecast
 from ray import serve
 
 from gym_ray.config import load_config
-from gym_ray.environments.weather.server import forecast
 from gym_ray.resources import deploy_env
 
 ROOT = Path(__file__).parents[3]
@@ -22,7 +22,7 @@ ROOT = Path(__file__).parents[3]
 def apps(serve_http_port):
     names = {}
     for name in ("weather", "counter"):
-        cfg = load_config(ROOT / "gym_ray" / "environments" / name / "config.yaml").envs[name]
+        cfg = load_config(ROOT / "environments" / name / "config.yaml").envs[name]
         names[name] = deploy_env(name, cfg, route_prefix=f"/ng-{name}")
     yield names
     for app in names.values():

@@ -1,0 +1,1 @@
+"""code: Python code generation judged in the bubblewrap sandbox. (`server: code`)."""

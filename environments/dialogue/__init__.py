@@ -1,0 +1,1 @@
+"""dialogue: A booking dialogue with a simulated user, scored on the booking's fields. (`server: dialogue`)."""

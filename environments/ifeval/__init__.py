@@ -1,0 +1,1 @@
+"""ifeval: Instruction following with programmatic, IFEval-style checks. (`server: ifeval`)."""

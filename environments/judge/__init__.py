@@ -1,0 +1,1 @@
+"""judge: Open-ended answers graded by an LLM judge against a reference answer. (`server: judge`)."""

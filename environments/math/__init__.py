@@ -1,0 +1,1 @@
+"""math: Single-turn math, checked with math-verify. (`server: math`)."""

@@ -1,0 +1,1 @@
+"""mcqa: Single-turn multiple choice, scored on the option letter. (`server: mcqa`)."""

@@ -1,0 +1,1 @@
+"""one_word: Name something of a category in one word. (`server: one_word`)."""

@@ -1,0 +1,1 @@
+"""textarena: TextArena's single-player games through gym_ray's TextArena adapter. (`server: textarena`)."""
