@@ -15,8 +15,8 @@ from ray import serve
 
 from gym_ray.config import EnvConfig, load_config
 from gym_ray.resources import EnvError, deploy_env, make_env_client
-from gym_ray.resources.runtime import SeedError
-from gym_ray.resources.serve import DeploymentError, HandleEnvClient
+from gym_ray.resources.runtime import SeedError, cap_output
+from gym_ray.resources.serve import DeploymentError, EnvDeployment, HandleEnvClient, env_serve_options
 from gym_ray.types import Message, Task, ToolCall
 
 ROOT = Path(__file__).parents[1]
@@ -510,3 +510,87 @@ def test_a_dead_replica_loses_only_its_own_sessions(serve_http_port):
         loop.close()
     finally:
         serve.delete(app)
+
+
+# --- One call's size fails no other call of its coalesced batch (Serve's gRPC limit is 4 MiB a message) ---
+HUGE = 5_000_000  # characters: over the transport's limit on its own
+
+
+def _gather_in_one_batch(*coros):
+    """Calls made in one event-loop iteration share one `call_batch` request."""
+
+    async def go():
+        return await asyncio.gather(*coros, return_exceptions=True)
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def flood_app(serve_http_port):
+    """A tool whose answer is as long as the task says, behind a cap of 3,000,000 characters."""
+    cfg = EnvConfig(server="hostile_envs:Flood", agent={"max_tool_output_chars": 3_000_000})
+    tests_dir = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}  # the replica imports hostile_envs
+    options = {**env_serve_options("flood", cfg), "ray_actor_options": {"num_cpus": 0, "runtime_env": tests_dir}}
+    serve.run(EnvDeployment.options(**options).bind("flood", cfg.model_dump()), name="flood", route_prefix="/flood")
+    yield "flood", cfg
+    serve.delete("flood")
+
+
+def test_an_answer_over_the_transport_limit_is_capped_on_the_replica_and_fails_no_other_call(flood_app):
+    """One answer of 5 MB (cut there to the run's cap), two of 2 MB each within the cap (7 MB together) and
+    five small ones in one batch: each call gets its own whole answer; none fails."""
+    app, cfg = flood_app
+    client = make_env_client("flood", cfg, app_name=app)
+    sizes = [HUGE, 2_000_000, 2_000_000, *(100 + i for i in range(5))]
+    for i, size in enumerate(sizes):
+        task = Task(task_id=f"f{i}", env="flood", prompt=[Message(role="user", content="dump")], verifier_metadata={"size": size})
+        asyncio.run(client.seed_session(f"f{i}", task))
+    outs = _gather_in_one_batch(*(client.call_tool(f"f{i}", ToolCall(name="dump")) for i in range(len(sizes))))
+    assert [type(o).__name__ for o in outs] == ["str"] * len(sizes), [o for o in outs if not isinstance(o, str)]
+    capped, note = outs[0], f"\n[gym_ray: output truncated to 3000000 of {HUGE} characters]"
+    assert capped == "x" * 3_000_000 + note
+    assert cap_output(capped, 3_000_000) == (capped, True)  # the agent keeps the replica's cut, counted
+    assert outs[1:] == ["x" * size for size in sizes[1:]]
+    _gather_in_one_batch(*(client.close_session(f"f{i}") for i in range(len(sizes))))
+
+
+def test_a_huge_tool_argument_fails_no_other_call_and_its_answer_is_capped(apps):
+    """A 5 MB city: the request is over the limit, and so would its answer be. Every call of the batch
+    gets its own forecast; the big one's answer is cut on the replica to the agent's cap (16,384)."""
+    client = make_env_client("weather", env_cfg("weather"), app_name=apps["weather"])
+    cities = ["Oslo", "Lima", "Cairo", "Oslo" + " " * HUGE, "Quito", "Perth", "Riga", "Hanoi"]
+    for i in range(len(cities)):
+        task = Task(task_id=f"big-arg-{i}", env="weather", prompt=[Message(role="user", content="?")], verifier_metadata={"city": "Oslo"})
+        asyncio.run(client.seed_session(f"big-arg-{i}", task))
+    outs = _gather_in_one_batch(*(client.call_tool(f"big-arg-{i}", ToolCall(name="get_weather",
+                                                                            arguments={"city": c}))
+                                  for i, c in enumerate(cities)))
+    assert all(isinstance(o, str) for o in outs), [o for o in outs if not isinstance(o, str)]
+    expected = ["The weather in {} is {}, {} °C.".format(c, *forecast(c)) for c in cities]
+    assert [o for i, o in enumerate(outs) if i != 3] == [e for i, e in enumerate(expected) if i != 3]
+    assert outs[3] == expected[3][:16384] + f"\n[gym_ray: output truncated to 16384 of {len(expected[3])} characters]"
+    _gather_in_one_batch(*(client.close_session(f"big-arg-{i}") for i in range(len(cities))))
+
+
+def test_a_batch_resent_for_its_size_runs_no_call_twice_and_verify_is_isolated_too(apps):
+    """Counter sessions: a batch of increments with one 5 MB argument, then a batch of verifies with one
+    5 MB transcript. Every other counter moved exactly once and every verdict is its own."""
+    client = make_env_client("counter", env_cfg("counter"), app_name=apps["counter"])
+    n, big = 8, 5
+    tasks = [Task(task_id=f"once-{i}", env="counter", prompt=[Message(role="user", content="count")],
+                  verifier_metadata={"initial_count": i, "expected_count": i + 1}) for i in range(n)]
+    for t in tasks:
+        asyncio.run(client.seed_session(t.task_id, t))
+    padded = {"count": 1, "pad": "x" * HUGE}
+    outs = _gather_in_one_batch(*(client.call_tool(t.task_id, ToolCall(name="increment",
+                                                                       arguments=padded if i == big else {}))
+                                  for i, t in enumerate(tasks)))
+    assert outs[big] == "Error: invalid arguments for increment: pad: unexpected argument"
+    assert [o for i, o in enumerate(outs) if i != big] == [f"The counter is now {i + 1}." for i in range(n) if i != big]
+    values = _gather_in_one_batch(*(client.call_tool(t.task_id, ToolCall(name="get_value")) for t in tasks))
+    assert values == [str(i if i == big else i + 1) for i in range(n)]  # no increment ran twice
+    transcript = [Message(role="user", content="count"), Message(role="assistant", content="y" * HUGE)]
+    verdicts = _gather_in_one_batch(*(client.verify(t.task_id, t, transcript if i == big else [])
+                                      for i, t in enumerate(tasks)))
+    assert [v.reward for v in verdicts] == [0.0 if i == big else 1.0 for i in range(n)], verdicts
+    assert verdicts[big].info["reason"] == "increment was never called"  # its own verdict, on its own state

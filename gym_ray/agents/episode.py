@@ -17,7 +17,7 @@ from gym_ray.agents.tokenizer import ChatTokenizer
 from gym_ray.agents.transcript import Transcript, TranscriptError
 from gym_ray.models.base import Generation
 from gym_ray.resources.isolation import EnvHungError
-from gym_ray.resources.runtime import SeedError
+from gym_ray.resources.runtime import SeedError, cap_output
 from gym_ray.tasks import FAILED_ROW_KEEP_CHARS, failed_row_texts, messages_json
 from gym_ray.types import (
     Delivery,
@@ -36,7 +36,6 @@ _FAILED = object()
 # Messages longer than this are tokenized in a worker thread: a huge tool result must not stall the
 # event loop that runs every other episode of the actor.
 _OFF_LOOP_CHARS = 8192
-TRUNCATION_NOTE = "\n[gym_ray: output truncated to {kept} of {total} characters]"
 
 
 class Episode:
@@ -168,13 +167,12 @@ class Episode:
         self._versions.append(gen.policy_version)
 
     def capped(self, text: str) -> str:
-        """A tool result or observation cut to the agent's `max_tool_output_chars`, saying so to the model;
-        the row's metrics count the cuts."""
-        cap = self.ctx.config.max_tool_output_chars
-        if len(text) <= cap:
-            return text
-        self.info["tool_outputs_truncated"] = self.info.get("tool_outputs_truncated", 0) + 1
-        return text[:cap] + TRUNCATION_NOTE.format(kept=cap, total=len(text))
+        """A tool result or observation cut to the agent's `max_tool_output_chars`, saying so to the model
+        (on Serve the env replica cut it already); the row's metrics count the cuts."""
+        text, cut = cap_output(text, self.ctx.config.max_tool_output_chars)
+        if cut:
+            self.info["tool_outputs_truncated"] = self.info.get("tool_outputs_truncated", 0) + 1
+        return text
 
     async def append(self, new_messages: list[Message]) -> bool:
         """Add messages that follow a model turn: to the chat, and as the template's token delta to the

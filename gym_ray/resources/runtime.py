@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,22 @@ def import_server(path: str) -> type[ResourceServer]:
     if not (isinstance(cls, type) and issubclass(cls, ResourceServer)):
         raise ValueError(f"server {path!r}: {attr!r} is not a ResourceServer subclass in {module_name}")
     return cls
+
+
+TRUNCATION_NOTE = "\n[gym_ray: output truncated to {kept} of {total} characters]"
+_CUT = re.compile(r"\n\[gym_ray: output truncated to (\d+) of \d+ characters\]")
+
+
+def cap_output(text: str, cap: int) -> tuple[str, bool]:
+    """`text` cut to `cap` characters with a note telling the model so, and whether it was cut. The Serve
+    env replica cuts before the answer travels (a long one would exceed the transport's limit) and the
+    agent again: text already cut to `cap` stays as it is, and counts as cut."""
+    if len(text) <= cap:
+        return text, False
+    done = _CUT.fullmatch(text, cap)
+    if done is not None and int(done[1]) == cap:
+        return text, True
+    return text[:cap] + TRUNCATION_NOTE.format(kept=cap, total=len(text)), True
 
 
 def _tool_output(result: Any) -> str:

@@ -31,7 +31,7 @@ from gym_ray.resources.http_compat import (
     verify_request,
 )
 from gym_ray.resources.isolation import EnvHungError
-from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, import_server
+from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, cap_output, import_server
 from gym_ray.resources.serve_batch import MAX_HOMES, STICKY_ROUTER, BatchedCalls, Coalescer
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
@@ -59,7 +59,14 @@ class EnvDeployment(BatchedCalls):
     """One replica: an environment instance with its sessions (stick sessions to replicas when >1)."""
 
     def __init__(self, name: str, cfg: dict) -> None:
-        self.runtime = EnvRuntime.from_config(name, EnvConfig.model_validate(cfg))
+        env = EnvConfig.model_validate(cfg)
+        self.runtime = EnvRuntime.from_config(name, env)
+        # The agent's cut, made before an answer travels: a long one would fail on the handle transport's
+        # size limit, and the agent would cut it anyway.
+        self.max_output_chars = env.agent.max_tool_output_chars
+
+    def _capped(self, text: str) -> str:
+        return cap_output(text, self.max_output_chars)[0]
 
     # --- handle methods (plain data in and out) -----------------------------------------------
     async def tools(self) -> list[dict]:
@@ -74,13 +81,14 @@ class EnvDeployment(BatchedCalls):
         return await getattr(self, method)(session_id, *args)
 
     async def call_tool(self, session_id: str, name: str, arguments: dict | str | None) -> str:
-        return await self.runtime.call_tool_raw(session_id, name, arguments)
+        return self._capped(await self.runtime.call_tool_raw(session_id, name, arguments))
 
     async def reset(self, session_id: str, task: dict) -> str:
-        return await self.runtime.reset(session_id, Task.model_validate(task))
+        return self._capped(await self.runtime.reset(session_id, Task.model_validate(task)))
 
     async def step(self, session_id: str, action: str) -> dict:
-        return (await self.runtime.step(session_id, action)).model_dump()
+        result = await self.runtime.step(session_id, action)
+        return {**result.model_dump(), "observation": self._capped(result.observation)}
 
     async def verify(self, session_id: str, task: dict, messages: list[dict], close: bool = False) -> dict:
         """`close`: free the session in the same call (the episode's last; one hop fewer per rollout)."""
@@ -314,7 +322,7 @@ class HandleEnvClient:
     def _call(self, method: str, session_id: str | None, *args: Any) -> asyncio.Future:
         if self._calls is None:
             handle = serve.get_app_handle(self.app_name).options(_by_reference=self.by_reference)
-            self._calls = Coalescer(handle, sticky=self.sticky)
+            self._calls = Coalescer(handle, sticky=self.sticky, by_reference=self.by_reference)
         return self._calls.call(method, *args, session_id=session_id)
 
     def _mark_off_replica(self, session_id: str, task: dict | None) -> None:
