@@ -67,14 +67,15 @@ def _print_endpoints(dep, out=sys.stdout) -> None:
 
 
 @contextlib.contextmanager
-def _claimed(cfg: RunConfig) -> Iterator[None]:
+def _claimed(cfg: RunConfig, tasks: list[Task]) -> Iterator[None]:
     """Lock `collect.output_dir` (it must take writes) and check it fits the run, before anything slow:
     a busy, read-only, full or foreign directory fails in a second, not after the deploy."""
     from gym_ray.collect.api import check_output_dir
+    from gym_ray.collect.identity import run_identity
     from gym_ray.collect.runlock import hold
 
     with hold(cfg.collect.output_dir):
-        check_output_dir(cfg.collect.output_dir, cfg.collect.resume, cfg.collect.num_repeats)
+        check_output_dir(cfg.collect.output_dir, cfg.collect.resume, run_identity(cfg, tasks))
         yield
 
 
@@ -103,7 +104,7 @@ def _run(args: argparse.Namespace) -> None:
     # bad data, a part that cannot be built and an unusable output_dir all fail here, before Ray starts
     tasks = load_run_tasks(cfg)
     check_parts(cfg, args.config)
-    with _claimed(cfg):
+    with _claimed(cfg, tasks):
         started = connect_ray(cfg, args.address)
         dep = None
         try:
@@ -152,7 +153,7 @@ def _collect_cmd(args: argparse.Namespace) -> None:
     cfg = _load(args)
     tasks = load_run_tasks(cfg)
     check_parts(cfg, args.config, hosted=False)
-    with _claimed(cfg):
+    with _claimed(cfg, tasks):
         started = connect_ray(cfg, args.address)
         try:
             try:

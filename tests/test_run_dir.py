@@ -20,12 +20,17 @@ import pytest
 
 from gym_ray.cli import main
 from gym_ray.collect.api import _open_run, check_output_dir
+from gym_ray.collect.identity import run_identity
 from gym_ray.collect.layout import MANIFEST, META_DIR, meta_path
 from gym_ray.collect.runlock import LOCK_FILE, RunDirError, hold
 from gym_ray.collect.sink import ParquetSink, ResumeError, part_files, read_rollout_table
-from gym_ray.types import ROLLOUT_SCHEMA
+from gym_ray.config import validate_config
+from gym_ray.types import ROLLOUT_SCHEMA, Task
 
 ROOT = Path(__file__).resolve().parent.parent
+IDENTITY = run_identity(validate_config({"envs": {"weather": {"server": "gym_ray_env_weather.server:Weather"}},
+                                         "collect": {"num_repeats": 2}}),
+                        [Task(task_id="t0", env="weather", prompt=[{"role": "user", "content": "weather in Paris?"}])])
 
 HOLDER = textwrap.dedent("""
     import sys, time
@@ -124,12 +129,13 @@ def test_manifest_is_replaced_atomically(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(os, "fsync", killed)
         with pytest.raises(KeyboardInterrupt):
-            _open_run(out, False, 2, 1)
+            _open_run(out, False, IDENTITY)
     assert meta_path(out, MANIFEST).read_text() == old
     assert [p.name for p in meta_path(out, MANIFEST).parent.iterdir()] == [MANIFEST]
-    run_id = _open_run(out, False, 2, 1)
-    assert json.loads(meta_path(out, MANIFEST).read_text()) == {"run_id": run_id, "num_repeats": 2, "num_tasks": 1}
-    assert _open_run(out, True, 2, 1) == run_id
+    run_id, _ = _open_run(out, False, IDENTITY)
+    assert json.loads(meta_path(out, MANIFEST).read_text()) == {"run_id": run_id, "num_repeats": 2, "num_tasks": 1,
+                                                                "identity": IDENTITY}
+    assert _open_run(out, True, IDENTITY) == (run_id, {})
 
 
 @pytest.mark.parametrize(("text", "why"), [("", "the file is empty"), ('{"run_id": "ab', "JSONDecodeError"),
@@ -138,7 +144,7 @@ def test_corrupt_manifest_on_resume_is_one_line_naming_the_file(tmp_path, text, 
     meta_path(tmp_path, MANIFEST).parent.mkdir()
     meta_path(tmp_path, MANIFEST).write_text(text)
     with pytest.raises(ResumeError) as e:
-        check_output_dir(tmp_path, True, 2)
+        check_output_dir(tmp_path, True, IDENTITY)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith(f"{meta_path(tmp_path, MANIFEST)}: not a valid run manifest ({why}")
     assert "delete it to resume" in msg

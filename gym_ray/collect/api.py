@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from gym_ray.collect import storage
+from gym_ray.collect.identity import difference, run_identity
 from gym_ray.collect.layout import CONFIG, MANIFEST, METRICS, manifest_path, meta_path
 from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metrics
 from gym_ray.collect.plan import GroupSpec, plan_groups
@@ -80,6 +81,7 @@ class Collector:
             max_retries=c.max_retries,
         )
         self.num_repeats = c.num_repeats
+        self._policy = setup.policy
         self.scheduler = Scheduler(setup, c.num_agents, c.concurrency, c.max_retries)
 
     async def start(self) -> list[dict]:
@@ -132,11 +134,10 @@ class Collector:
 
     async def _collect_into(self, tasks: list[Task], output_dir: Path, resume: bool, progress: bool, out) -> dict:
         c = self.config.collect
-        run_id = _open_run(output_dir, resume, self.num_repeats, len(tasks))
+        run_id, done = _open_run(output_dir, resume, run_identity(self.config, tasks, self._policy))
         groups = plan_groups(tasks, self.num_repeats, run_id)
         config = redact(self.config.model_dump_json(indent=2))
         _write_atomic(meta_path(output_dir, CONFIG), json.loads(config))
-        done = done_groups(output_dir) if resume else {}
         todo = [g for g in groups if g.key not in done]
         acc = MetricsAccumulator()
         if done:
@@ -246,37 +247,54 @@ def _retried_in(table: pa.Table) -> int:
     return int(pc.sum(pc.and_(first, pc.greater(table["attempt"], 0))).as_py() or 0)
 
 
-def check_output_dir(output_dir: str | Path, resume: bool, num_repeats: int) -> str | None:
-    """The run id to resume, or None for a new run; refuses a directory this run cannot complete (the CLI
-    calls it before deploying, `_open_run` again under the lock)."""
-    output_dir = storage.run_dir(output_dir)
+def check_output_dir(output_dir: str | Path, resume: bool, identity: dict) -> str | None:
+    """The run id to resume, or None for a new run. Refuses, in one line, a directory this run cannot
+    complete: rows without `resume`, another run (`identity`, from `run_identity`: other tasks, group size or
+    data-shaping config), a part file that cannot be read or an incomplete group. The CLI calls it before Ray
+    starts, `_open_run` again under the lock."""
+    return _check(storage.run_dir(output_dir), resume, identity)[0]
+
+
+def _check(output_dir: Path, resume: bool, identity: dict) -> tuple[str | None, dict, dict[tuple[str, str], str]]:
+    """(run id or None, the manifest or {}, the groups already written)."""
+    if not resume:
+        if part_files(output_dir):
+            raise ResumeError(f"{output_dir} already holds rollouts; pass --resume to complete that run, "
+                              "or choose another collect.output_dir")
+        return None, {}, {}
     manifest = manifest_path(output_dir)
-    if resume and storage.is_file(manifest):
-        data = _read_manifest(manifest)
-        if data["num_repeats"] != num_repeats:
-            raise ResumeError(f"{output_dir}: written with num_repeats={data['num_repeats']}, "
-                              f"resumed with {num_repeats}; groups would not be complete")
-        return data["run_id"]
-    if part_files(output_dir) and not resume:
-        raise ResumeError(f"{output_dir} already holds rollouts; pass --resume to complete that run, "
-                          "or choose another collect.output_dir")
-    return None
+    data = _read_manifest(manifest) if storage.is_file(manifest) else {}
+    if data:
+        why = difference(data.get("identity") or _recorded_before_identities(data, identity), identity)
+        if why:
+            raise ResumeError(f"{output_dir}: --resume refused: {why}; resume with the run's own tasks and "
+                              "config, or choose another collect.output_dir")
+    return data.get("run_id"), data, done_groups(output_dir)
 
 
-def _open_run(output_dir: Path, resume: bool, num_repeats: int, num_tasks: int) -> str:
-    """Create or reopen a run directory; its manifest pins the run id (hence the group ids) and group size."""
-    run_id = check_output_dir(output_dir, resume, num_repeats)
-    if run_id is None:
-        run_id = uuid.uuid4().hex
-        _write_atomic(meta_path(output_dir, MANIFEST), {"run_id": run_id, "num_repeats": num_repeats, "num_tasks": num_tasks})
-    return run_id
+def _recorded_before_identities(data: dict, identity: dict) -> dict:
+    """A manifest older than run identities records only the group size; the rest is taken as this run's."""
+    return {**identity, "collect": {**identity["collect"], "num_repeats": data["num_repeats"]}}
+
+
+def _open_run(output_dir: Path, resume: bool, identity: dict) -> tuple[str, dict[tuple[str, str], str]]:
+    """Create or reopen a run directory: (run id, groups already written). The manifest pins the run id
+    (hence the group ids) and records what the run is, so a resume can tell its own data from another's."""
+    run_id, data, done = _check(output_dir, resume, identity)
+    if run_id is None or "identity" not in data:
+        run_id = run_id or uuid.uuid4().hex
+        _write_atomic(meta_path(output_dir, MANIFEST), {
+            "run_id": run_id, "num_repeats": identity["collect"]["num_repeats"],
+            "num_tasks": identity["tasks"]["count"], "identity": identity})
+    return run_id, done
 
 
 def _read_manifest(path: Path) -> dict:
     try:
         data = json.loads(storage.read_bytes(path).decode("utf-8"))
-        if not (isinstance(data["run_id"], str) and isinstance(data["num_repeats"], int)):
-            raise TypeError("run_id or num_repeats has the wrong type")
+        if not (isinstance(data["run_id"], str) and isinstance(data["num_repeats"], int)
+                and isinstance(data.get("identity", {}), dict)):
+            raise TypeError("run_id, num_repeats or identity has the wrong type")
     except (OSError, ValueError, KeyError, TypeError) as e:
         empty = isinstance(e, json.JSONDecodeError) and not e.doc.strip()
         why = "the file is empty" if empty else f"{type(e).__name__}: {e}".splitlines()[0]

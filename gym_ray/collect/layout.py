@@ -1,7 +1,8 @@
 """The run directory's layout: the Parquet parts at the top, everything else in the hidden `.gym_ray/`.
 
     RUN_DIR/part-000000-<hex>.parquet ...   the rows: the dataset itself
-    RUN_DIR/.gym_ray/run.json               manifest: run id (hence group ids), num_repeats, num_tasks
+    RUN_DIR/.gym_ray/run.json               manifest: run id (hence group ids), num_repeats, num_tasks, and
+                                            what the run is (identity.py), which a resume must match
     RUN_DIR/.gym_ray/lock                   the flock of the run writing here (runlock.py)
     RUN_DIR/.gym_ray/config.json            the run's validated config
     RUN_DIR/.gym_ray/metrics.json           the metrics summary

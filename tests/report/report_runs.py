@@ -12,6 +12,7 @@ from pathlib import Path
 from gym_ray.agents.base import EpisodeContext, load_tokenizer
 from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.collect.api import _open_run, _write_atomic
+from gym_ray.collect.identity import run_identity
 from gym_ray.collect.layout import CONFIG, METRICS, meta_path
 from gym_ray.collect.metrics import metrics_from_dir, write_metrics
 from gym_ray.collect.plan import plan_groups
@@ -88,7 +89,7 @@ def collect(out: Path, script: str, num_repeats: int = 4, limit: int | None = No
                                                 f"model.chat_template={template}", *overrides])
     env_cfg = cfg.envs["weather"]
     tasks = load_tasks(env_cfg.data, default_env="weather", limit=limit)
-    run_id = _open_run(out, False, num_repeats, len(tasks))
+    run_id, _ = _open_run(out, False, run_identity(cfg, tasks))
     _write_atomic(meta_path(out, CONFIG), json.loads(cfg.model_dump_json()))
     policy = _InProcess(ScriptedPolicy(cfg.model, tokenizer_path_for(cfg.model)))
     tokenizer = load_tokenizer(tokenizer_path_for(cfg.model), template)

@@ -72,9 +72,13 @@ def test_run_dir_loads_with_datasets_pandas_and_ray(tmp_path, serve_http_port, c
 
 
 def _make_legacy(out: Path) -> None:
-    """The layout before `.gym_ray/`: manifest, lock and metrics beside the parts."""
+    """The layout before `.gym_ray/`: manifest (which recorded no run identity then), lock and metrics beside
+    the parts."""
     meta = out / ".gym_ray"
-    os.replace(meta / MANIFEST, out / "_run.json")
+    manifest = json.loads((meta / MANIFEST).read_text())
+    del manifest["identity"]
+    (out / "_run.json").write_text(json.dumps(manifest))
+    (meta / MANIFEST).unlink()
     os.replace(meta / METRICS, out / "metrics.json")
     os.replace(meta / "lock", out / "_lock")
     shutil.rmtree(meta)
@@ -104,7 +108,8 @@ def test_old_run_dir_loads_with_metrics_resumes_and_moves_into_the_new_layout(tm
     assert main(["run", str(cfg), "--resume"]) == 0, capsys.readouterr().err[-3000:]
     assert "resuming" in capsys.readouterr().out
     assert part_files(out)[:len(first)] == first and len(part_files(out)) > len(first)
-    assert json.loads(meta_path(out, MANIFEST).read_text())["run_id"] == run_id  # the same groups
+    manifest = json.loads(meta_path(out, MANIFEST).read_text())
+    assert manifest["run_id"] == run_id and manifest["identity"]["tasks"]["count"] == 3  # the same groups, now known
     assert read_rollout_table(out).num_rows == 6
     assert [p.name for p in out.iterdir() if not p.name.startswith("part-")] == [".gym_ray"]
     _loads_everywhere(out, 6, tmp_path / "hf")
