@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gym_ray.agents.tokenizer import ChatTokenizer
+from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
-from gym_ray.models.base import Generation
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 

@@ -11,7 +11,7 @@ import asyncio
 
 import ray
 
-from gym_ray.models.base import Generation
+from gym_ray.clients import Generation
 from gym_ray.types import Rollout, StepResult, VerifyResult
 
 

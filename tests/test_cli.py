@@ -93,7 +93,7 @@ def test_serve_config_builds_the_apps_collect_looks_for():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from gym_ray.collect.wiring import import_object
+    from gym_ray.importer import import_object
 
     spec = ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "deploy" / "serve_config.yaml").read_text()))
     names = []

@@ -20,7 +20,7 @@ import ray
 from collect_fakes import FakeAgent, FakeEnv, FakePolicy
 
 from gym_ray.collect.api import Collector
-from gym_ray.collect.metrics import MetricsAccumulator, metrics_from_dir, pass_at_k
+from gym_ray.collect.metrics import MetricsAccumulator, metrics_from_dir
 from gym_ray.collect.plan import plan_groups
 from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, part_files, read_rollout_table
 from gym_ray.config import validate_config
@@ -65,15 +65,6 @@ def test_plan_groups_are_complete_and_stable():
     assert a[0].group_id != plan_groups(tasks, 3, "run-b")[0].group_id
     with pytest.raises(ValueError, match="t0.*twice"):
         plan_groups([_task(0), _task(0)], 2, "r")
-
-
-def test_pass_at_k_unbiased_estimator():
-    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
-    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
-    assert pass_at_k(4, 0, 4) == 0.0
-    assert pass_at_k(4, 3, 2) == 1.0
-    with pytest.raises(ValueError):
-        pass_at_k(2, 1, 3)
 
 
 def test_metrics_per_env_pass_at_k_and_failures():

@@ -8,8 +8,8 @@ import pickle
 
 import pytest
 
+from gym_ray.clients import Generation, PolicyClient
 from gym_ray.config import ModelConfig, SamplingConfig
-from gym_ray.models.base import Generation, PolicyClient
 from gym_ray.models.scripted import ScriptedPolicy, ScriptError
 
 TOOL_REPLY = {"name": "get_weather", "arguments": {"city": "Paris"}}

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from gym_ray.clients import PolicyClient
 from gym_ray.config import SamplingConfig
-from gym_ray.models.base import PolicyClient
 from gym_ray.resources.verifiers import (
     extract_choice,
     last_boxed,

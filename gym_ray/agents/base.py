@@ -7,9 +7,8 @@ from functools import cache
 from typing import Any, Protocol, runtime_checkable
 
 from gym_ray.agents.tokenizer import ChatTokenizer, as_chat_tokenizer, load_tokenizer, tokenizer_fingerprint
+from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.config import AgentConfig, SamplingConfig
-from gym_ray.models.base import PolicyClient
-from gym_ray.resources.client import EnvClient
 from gym_ray.resources.runtime import SessionLostError
 from gym_ray.types import Delivery, Failure, FailureKind, FailureStage, Rollout, Task
 

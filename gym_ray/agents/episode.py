@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from gym_ray.agents.base import EpisodeContext, InfraError, infra_failure, is_infra_error
 from gym_ray.agents.tokenizer import ChatTokenizer
 from gym_ray.agents.transcript import Transcript, TranscriptError
-from gym_ray.models.base import Generation
+from gym_ray.clients import Generation
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import SeedError, cap_output
 from gym_ray.tasks import FAILED_ROW_KEEP_CHARS, failed_row_texts, messages_json

@@ -75,7 +75,7 @@ class ExternalAgent:
                              "or agent.kwargs.command")
         self.program: Any = None
         if program:
-            from gym_ray.collect.wiring import import_object
+            from gym_ray.importer import import_object
 
             self.program = import_object(program) if isinstance(program, str) else program
             if not callable(self.program):

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from math import comb
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gym_ray.stats import pass_at_k
+
 _COLUMNS = [
     "group_id", "env", "task_id", "rollout_index", "group_size", "segment_index", "num_segments",
     "reward", "status", "num_turns", "num_tool_calls", "truncated", "response_loss_mask", "prompt_token_ids",
 ]
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased estimator of P(at least one of k samples passes) from n samples with c passes (Chen et al. 2021)."""
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - comb(n - c, k) / comb(n, k)
 
 
 def _ks(n: int) -> list[int]:

@@ -18,7 +18,7 @@ def check_parts(cfg: RunConfig, source: str, *, hosted: bool = True) -> None:
     """Import every env's server and agent class; build `hosting: local` envs with their `config:` and
     local scripted policies' scripts. `hosted=False` skips the server classes of Serve-hosted envs (they
     already run elsewhere: `gym-ray collect`)."""
-    from gym_ray.collect.wiring import import_object
+    from gym_ray.importer import import_object
     from gym_ray.resources.runtime import EnvRuntime, import_server
 
     for name, env in cfg.envs.items():

@@ -3,13 +3,12 @@ telling infrastructure failures (retry) from everything else (a status row)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.config import EnvConfig, ModelConfig, SamplingConfig
-from gym_ray.models.base import PolicyClient
-from gym_ray.resources.client import EnvClient
+from gym_ray.importer import import_object
 
 
 @dataclass
@@ -36,15 +35,6 @@ class WorkerSetup:
     concurrency: int = 32
     flush_interval_s: float = 0.05
     flush_groups: int = 64
-
-
-def import_object(path: str) -> Any:
-    """`package.module:Name` (or `package.module.Name`) -> the object, with an error naming the path."""
-    module, _, name = path.partition(":") if ":" in path else path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ImportError(f"cannot import {path!r}: {e}") from e
 
 
 def build_policy(setup: WorkerSetup) -> PolicyClient:

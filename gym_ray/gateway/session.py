@@ -34,8 +34,8 @@ from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import get_parser
 from gym_ray.agents.tokenizer import TemplateError
 from gym_ray.agents.transcript import TranscriptError
+from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
-from gym_ray.models.base import Generation
 from gym_ray.types import Failure, FailureKind, FailureStage, Message, Status, ToolCall
 
 # Requests whose messages hold more text than this are tokenized in a worker thread (other episodes

@@ -31,7 +31,7 @@ import threading
 import typing
 from typing import Any
 
-from gym_ray.collect.wiring import import_object
+from gym_ray.importer import import_object
 from gym_ray.integrations.gymnasium import BadAction, jsonable, malformed_action
 from gym_ray.integrations.mcp import on_mcp_loop as _on_client_loop  # one loop thread per process
 from gym_ray.resources.runtime import EnvError

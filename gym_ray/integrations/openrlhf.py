@@ -27,12 +27,12 @@ from openrlhf.utils.agent import AgentExecutorBase
 from pydantic import ValidationError
 
 from gym_ray.agents.base import load_tokenizer
+from gym_ray.clients import Generation
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.wiring import EnvSpec
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig, SamplingConfig, load_config
 from gym_ray.integrations.export import shipped_env_configs
-from gym_ray.models.base import Generation
 from gym_ray.models.callable import CallablePolicy
 from gym_ray.types import Rollout, Status, Task
 

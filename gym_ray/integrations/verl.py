@@ -22,11 +22,11 @@ from typing import Any
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
+from gym_ray.clients import Generation
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.wiring import EnvSpec, load_tokenizer
 from gym_ray.config import RunConfig, SamplingConfig, load_config
-from gym_ray.models.base import Generation
 from gym_ray.models.callable import CallablePolicy
 from gym_ray.types import Rollout, Status, Task
 

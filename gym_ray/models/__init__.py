@@ -1,6 +1,6 @@
 """Policy models: hosting (vLLM on Serve, scripted), external endpoints, and the `PolicyClient` factory.
 
-Names are imported lazily so that `gym_ray.models.base` stays light (no Ray Serve import).
+Names are imported lazily so that importing `gym_ray.models` does not import Ray Serve.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ _EXPORTS = {
     "PolicyEndpoint": "gym_ray.models.deploy",
     "make_policy_client": "gym_ray.models.client",
     "HandlePolicyClient": "gym_ray.models.client",
-    "Generation": "gym_ray.models.base",
-    "PolicyClient": "gym_ray.models.base",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
+from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
-from gym_ray.models.base import Generation
 from gym_ray.types import Message, ToolSpec
 
 TokenFn = Callable[[list[int], SamplingConfig, str], Awaitable[Generation]]

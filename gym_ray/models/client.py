@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gym_ray.clients import Generation, PolicyClient
 from gym_ray.config import ModelConfig, SamplingConfig
-from gym_ray.models.base import Generation, PolicyClient
 from gym_ray.models.names import policy_deployment_name, tokenizer_path_for
 from gym_ray.resources.serve_batch import Coalescer
 from gym_ray.types import Message, ToolSpec

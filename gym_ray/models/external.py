@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
+from gym_ray.clients import Generation
 from gym_ray.config import ModelConfig, SamplingConfig
-from gym_ray.models.base import Generation
 from gym_ray.redact import register_secret
 from gym_ray.types import Message, ToolSpec
 

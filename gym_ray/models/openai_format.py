@@ -12,8 +12,8 @@ import time
 import uuid
 from typing import Any
 
+from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
-from gym_ray.models.base import Generation
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 

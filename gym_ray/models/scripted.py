@@ -13,8 +13,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from gym_ray.clients import Generation
 from gym_ray.config import ModelConfig, SamplingConfig
-from gym_ray.models.base import Generation
 from gym_ray.models.openai_format import chat_response, render_tool_call
 from gym_ray.types import Message, ToolSpec
 

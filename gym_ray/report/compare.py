@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gym_ray.collect.metrics import pass_at_k
 from gym_ray.collect.sink import part_files, read_rollout_table
 from gym_ray.report import RunInputError
+from gym_ray.stats import pass_at_k
 
 _COLUMNS = ["env", "task_id", "segment_index", "num_segments", "status", "reward"]
 ALL = "ALL"

@@ -4,7 +4,7 @@ Write an environment by subclassing `ResourceServer` (see README.md in this fold
 in-process or on Ray Serve with `make_env_client` / `deploy_env`.
 """
 
-from gym_ray.resources.client import EnvClient, make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.resources.messages import extract_tag, final_answer, tool_results
 from gym_ray.resources.pool import ProcessPool, ProcessTimeout, run_in_process
 from gym_ray.resources.runtime import EnvError, EnvRuntime
@@ -13,7 +13,6 @@ from gym_ray.resources.tools import tool
 from gym_ray.types import Message, StepResult, Task, VerifyResult
 
 __all__ = [
-    "EnvClient",
     "EnvError",
     "EnvRuntime",
     "Message",

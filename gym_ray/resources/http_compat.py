@@ -143,7 +143,7 @@ def aggregate_metrics(verify_responses: list[dict]) -> dict:
     """NeMo Gym's `AggregateMetrics` for `/aggregate_metrics`: mean / min / max of every top-level number
     of the verify responses, per task (`_ng_task_index`) and overall, plus `pass@k/reward` (k = every
     rollout count up to the smallest group; reward 1.0 passes), the estimator gym_ray's metrics use."""
-    from gym_ray.collect.metrics import pass_at_k
+    from gym_ray.stats import pass_at_k
 
     def stats(rows: list[dict]) -> dict[str, float]:
         keys = sorted({k for r in rows for k, v in r.items()

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+from gym_ray.clients import Generation, PolicyClient
 from gym_ray.config import SamplingConfig
-from gym_ray.models.base import Generation, PolicyClient
 from gym_ray.models.callable import CallablePolicy
 
 

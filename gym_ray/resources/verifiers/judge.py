@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
+from gym_ray.clients import PolicyClient
 from gym_ray.config import SamplingConfig
-from gym_ray.models.base import PolicyClient
 from gym_ray.resources.verifiers.text import strip_think
 from gym_ray.types import FailureKind, Message, VerifyResult
 
