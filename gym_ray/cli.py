@@ -11,6 +11,7 @@
     gym-ray export openrlhf TASKS... OUT.parquet|OUT.jsonl [--config RUN.yaml]
     gym-ray export nemo-gym TASKS... OUT.jsonl [--config RUN.yaml] [--agent-name NAME]
     gym-ray export trl TASKS... OUT.parquet|OUT.jsonl
+    gym-ray envs                     (installed environment packages; what each adapter reaches)
 """
 
 from __future__ import annotations
@@ -227,6 +228,14 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"prompt: {args.prompt}\nreply:  {out['text']}\n({len(out['token_ids'])} tokens, {out['finish_reason']})")
 
 
+def _envs(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from gym_ray.catalogue import installed, reachable, render
+
+    print(render(installed(), reachable(Path.cwd())))
+
+
 def _export_verl(args: argparse.Namespace) -> None:
     from gym_ray.integrations.export import export_verl
 
@@ -284,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default=None, help="checkpoint path (default: the embedded default)")
     gen.add_argument("--max-tokens", type=int, default=32)
     gen.set_defaults(func=_generate)
+
+    envs = sub.add_parser("envs", help="list the installed environment packages and what each adapter reaches")
+    envs.set_defaults(func=_envs)
 
     def with_config(name: str, help: str, func) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)

@@ -33,6 +33,9 @@ def show(hand: list[str]) -> str:
 
 
 class Blackjack(ResourceServer):
+    verifier = "win 1, push 0.5, loss 0 (step rewards)"
+    origin = "native"
+
     def __init__(self, dealer_stands_on: int = 17) -> None:
         self.dealer_stands_on = dealer_stands_on
 

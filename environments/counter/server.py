@@ -4,6 +4,9 @@ from gym_ray.resources import ResourceServer, VerifyResult, tool
 
 
 class Counter(ResourceServer):
+    verifier = "the session's final count"
+    origin = "NeMo Gym's `example_session_state_mgmt`"
+
     def seed(self, task):
         return {"count": int(task.verifier_metadata.get("initial_count", 0)), "calls": 0}
 

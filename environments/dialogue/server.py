@@ -46,6 +46,9 @@ def same(field: str, got, want) -> bool:
 
 
 class Dialogue(ResourceServer):
+    verifier = "the booking's fields against the user's hidden profile"
+    origin = "native (tau-bench style; the user is a second policy)"
+
     def __init__(self, user: dict | None = None, user_app: str | None = None, sampling: dict | None = None,
                  max_user_turns: int = 8, client: PolicyClient | None = None) -> None:
         if client is None:

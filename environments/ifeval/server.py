@@ -12,6 +12,9 @@ from gym_ray.types import VerifyResult
 
 
 class IFEval(ResourceServer):
+    verifier = "IFEval-style instruction checks in code (strict prompt-level, or partial credit)"
+    origin = "native (IFEval's instruction ids)"
+
     def __init__(self, partial_credit: bool = False) -> None:
         self.partial_credit = partial_credit
 

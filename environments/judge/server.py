@@ -11,6 +11,9 @@ from gym_ray.resources.verifiers import JUDGE_PROMPT, verify_with_judge
 
 
 class Judge(ResourceServer):
+    verifier = "an LLM judge against a reference answer"
+    origin = "native"
+
     def __init__(
         self,
         judge: dict | None = None,

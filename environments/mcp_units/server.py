@@ -22,6 +22,9 @@ def close_to(x: float, expected: float) -> bool:
 
 
 class UnitsEnv(MCPEnv):
+    verifier = "the env's own: the tool's value in the answer"
+    origin = "MCP (`mcp` SDK server over stdio)"
+
     def verify(self, task, messages):
         meta = task.verifier_metadata
         expected = convert_value(float(meta["value"]), meta["from_unit"], meta["to_unit"])

@@ -16,6 +16,9 @@ def answer_word(answer: str) -> str | None:
 
 
 class OneWord(ResourceServer):
+    verifier = "one word (partial credit by length), `on_topic` reported"
+    origin = "native"
+
     def score(self, task, answer):
         word = answer_word(answer)
         words = max(len(answer.split()), 1)

@@ -5,6 +5,9 @@ from gym_ray.resources.verifiers import verify_reasoning_gym
 
 
 class ReasoningGym(ResourceServer):
+    verifier = "the dataset's own `score_answer`"
+    origin = "reasoning-gym (package)"
+
     def __init__(self, timeout_s: float = 10.0):
         self.timeout_s = timeout_s
 

@@ -57,6 +57,9 @@ class BM25:
 
 
 class Search(ResourceServer):
+    verifier = "exact match or F1 of `<answer>`"
+    origin = "native (shipped corpus)"
+
     def __init__(self, corpus: str = "data/corpus.jsonl", top_k: int = 3, metric: str = "em") -> None:
         if metric not in ("em", "f1"):
             raise ValueError(f"config.metric: {metric!r}; expected 'em' or 'f1'")

@@ -15,6 +15,9 @@ def forecast(city: str) -> tuple[str, int]:
 
 
 class Weather(ResourceServer):
+    verifier = "called the tool + condition and temperature in the answer"
+    origin = "NeMo Gym's `example_single_tool_call`"
+
     @tool
     def get_weather(self, city: str) -> str:
         """Get the current weather in a city.

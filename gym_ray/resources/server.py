@@ -51,6 +51,9 @@ class ResourceServer:
 
     session_ttl_s: ClassVar[float] = 1800.0
     max_sessions: ClassVar[int] = 100_000
+    # One line each for `gym-ray envs`: how an episode is scored, and where the environment comes from.
+    verifier: ClassVar[str] = ""
+    origin: ClassVar[str] = ""
     tool_defs: ClassVar[dict[str, ToolDef]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -8,6 +8,8 @@ import re
 import shlex
 from pathlib import Path
 
+from gym_ray.catalogue import installed
+from gym_ray.cli import main
 from gym_ray.config import load_config
 from gym_ray.environments import entry_points
 from gym_ray.resources.runtime import import_server
@@ -60,3 +62,18 @@ def test_every_folder_is_an_installed_package_its_config_names_by_entry_point():
         assert load_config(config).envs[name].server == ep.value
         for tool in import_server(ep.value).tool_defs:
             assert f"`{tool}`" in tools, (name, tool)
+
+
+def test_gym_ray_envs_lists_each_package_as_the_catalogue_does(capsys):
+    """What `gym-ray envs` says of each environment package is the catalogue's row: the kind it derives
+    from the server class starts the row's kind, and the class's verifier and origin are the row's."""
+    _, rows = catalogue()
+    packages = {p.name: p for p in installed()}
+    assert set(packages) == {n for n in rows if (ENVIRONMENTS / n / "server.py").is_file()}
+    for name, p in packages.items():
+        _, kind, _, verifier, origin, _ = rows[name]
+        assert kind.startswith(p.kind) and (p.verifier, p.origin) == (verifier, origin), name
+    assert main(["envs"]) == 0
+    out = capsys.readouterr().out
+    for p in packages.values():
+        assert re.search(rf"^{p.name} +{p.kind} .*{re.escape(p.package)}$", out, re.M), p.name

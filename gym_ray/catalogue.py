@@ -1,0 +1,135 @@
+"""What `gym-ray envs` lists: the installed environment packages, and what each adapter can reach.
+
+Only metadata and imports: no Ray. An environment package's kind and tools come from its server class
+(`reset` makes it step-driven, `@tool` methods are its tools), its verifier and origin from the class's
+`verifier` / `origin` lines. A package that fails to import is listed with the error, not skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from gym_ray.environments import entry_points
+
+
+@dataclass(frozen=True)
+class EnvPackage:
+    name: str
+    kind: str
+    tools: str
+    verifier: str
+    origin: str
+    package: str  # distribution and version
+    server: str  # what the short name resolves to
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What one adapter can reach here: `count` of `unit`, named in a config as `server`."""
+
+    adapter: str
+    count: int
+    unit: str
+    server: str
+    names: tuple[str, ...] = ()
+
+
+def installed() -> list[EnvPackage]:
+    """Every installed environment package, by name."""
+    from gym_ray.resources.server import ResourceServer
+
+    out = []
+    for name, ep in sorted(entry_points().items()):
+        package = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "?"
+        try:
+            cls = ep.load()
+        except Exception as e:  # a broken package is listed with its cause; the others still are
+            out.append(EnvPackage(name, f"error: {type(e).__name__}: {e}", "", "", "", package, ep.value))
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, ResourceServer)):
+            out.append(EnvPackage(name, "error: not a ResourceServer subclass", "", "", "", package, ep.value))
+            continue
+        out.append(EnvPackage(name, kind_of(cls), tools_of(cls), cls.verifier, cls.origin, package, ep.value))
+    return out
+
+
+def kind_of(cls: type) -> str:
+    from gym_ray.resources.server import ResourceServer
+
+    if cls.reset is not ResourceServer.reset:
+        return "env step"
+    return "tool calling" if cls.tool_defs or cls.forwards_tools() else "single turn"
+
+
+def tools_of(cls: type) -> str:
+    tools = list(cls.tool_defs)
+    if cls.forwards_tools():
+        tools.append("(forwarded)")
+    return ", ".join(tools) or "none"
+
+
+def reachable(root: Path) -> list[Reach]:
+    """Each adapter's reachable set; NeMo Gym's from the `.venv-nemogym-*` venvs under `root`."""
+    out = [_verifiers(), _reasoning_gym(), _textarena()]
+    out += [_nemo_gym(venv) for venv in sorted(root.glob(".venv-nemogym-*")) if venv.is_dir()]
+    return [r for r in out if r is not None]
+
+
+def _requires(dist: metadata.Distribution, name: str) -> bool:
+    return any(re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() == name for r in dist.requires or ())
+
+
+def _verifiers() -> Reach | None:
+    """verifiers environment packages: installed distributions that require `verifiers`."""
+    try:
+        metadata.distribution("verifiers")
+    except metadata.PackageNotFoundError:
+        return None
+    names = sorted({d.metadata["Name"] for d in metadata.distributions() if _requires(d, "verifiers")})
+    return Reach("verifiers", len(names), "installed environment packages", "verifiers:<name>", tuple(names))
+
+
+def _reasoning_gym() -> Reach | None:
+    try:
+        factory = importlib.import_module("reasoning_gym.factory")
+    except ImportError:
+        return None
+    names = tuple(sorted(factory.DATASETS))
+    return Reach("reasoning-gym", len(names), "datasets", "reasoning_gym (each task names its dataset)", names)
+
+
+def _textarena() -> Reach | None:
+    try:
+        registration = importlib.import_module("textarena.envs.registration")
+    except ImportError:
+        return None
+    names = tuple(sorted(registration.ENV_REGISTRY))
+    return Reach("textarena", len(names), "games (single-player ones run)", "textarena (config.env_id)", names)
+
+
+def _nemo_gym(venv: Path) -> Reach | None:
+    servers = sorted(p.parent.name for p in venv.glob("lib/python*/site-packages/resources_servers/*/configs"))
+    if not servers:
+        return None
+    return Reach(f"nemo-gym ({venv.name})", len(servers), "resources servers",
+                 "gym_ray.integrations.nemo_gym.bridge:NemoGymResources (config.server)", tuple(servers))
+
+
+def render(packages: list[EnvPackage], reach: list[Reach]) -> str:
+    """The two tables `gym-ray envs` prints."""
+    rows = [("env", "kind", "tools", "verifier", "origin", "package")]
+    rows += [(p.name, p.kind, p.tools, p.verifier, p.origin, p.package) for p in packages]
+    lines = [f"{len(packages)} environment packages (entry points of 'gym_ray.environments'; server: <env>)",
+             *_table(rows), "", "what each adapter reaches"]
+    lines += _table([("adapter", "count", "server"),
+                     *((r.adapter, f"{r.count} {r.unit}", r.server) for r in reach)])
+    return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
