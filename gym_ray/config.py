@@ -116,6 +116,10 @@ class EnvConfig(_Strict):
     # "serve": a Serve app shared by all agent actors; "local": an instance inside each agent actor
     # (no hop per call; right for pure-Python envs whose state lives in the episode's session)
     hosting: Literal["serve", "local"] = "serve"
+    # Ray's runtime_env for the env's Serve replicas: how a cluster gets an environment package the driver
+    # does not have (`pip` from an index; `py_modules` / `working_dir` as URIs). The driver does not import
+    # such a server: name it `module:Class`.
+    runtime_env: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +139,24 @@ class EnvConfig(_Strict):
     def _server_by_name(cls, server: str) -> str:
         """`server: <name>` names an installed environment package (gym_ray.environments)."""
         return resolve_server(server)
+
+    @field_validator("runtime_env")
+    @classmethod
+    def _runtime_env_uris(cls, runtime_env: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Serve uploads nothing for a deployment (Ray does that only for a job): code comes as URIs."""
+        modules = (runtime_env or {}).get("py_modules") or []
+        for key, value in [("working_dir", (runtime_env or {}).get("working_dir")),
+                           *((f"py_modules[{i}]", m) for i, m in enumerate(modules))]:
+            if isinstance(value, str) and "://" not in value:
+                raise ValueError(f"runtime_env.{key}: {value!r} is a local path; a Serve replica takes a URI "
+                                 "(local:///dir present on every node, s3://, gs://, https://...zip) or pip")
+        return runtime_env
+
+    @model_validator(mode="after")
+    def _runtime_env_on_serve(self) -> EnvConfig:
+        if self.runtime_env and self.hosting != "serve":
+            raise ValueError("runtime_env applies to the Serve replicas: it needs hosting: serve")
+        return self
 
 
 class CollectConfig(_Strict):

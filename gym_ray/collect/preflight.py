@@ -3,7 +3,8 @@
 A part that cannot be built inside the agent actors (`hosting: local` envs, a local scripted policy)
 would otherwise fail every episode: 100% env_error / model_error rows and exit 0. Here it fails in
 seconds, as one line naming the config file, the part's key and the cause. Serve-hosted parts are only
-imported (their replicas build them; `deploy_env` / `deploy_policy` surface a replica's own exception).
+imported (their replicas build them; `deploy_env` / `deploy_policy` surface a replica's own exception),
+and not even that when their package comes with the replicas' `runtime_env`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def check_parts(cfg: RunConfig, source: str, *, hosted: bool = True) -> None:
     from gym_ray.resources.runtime import EnvRuntime, import_server
 
     for name, env in cfg.envs.items():
-        if hosted or env.hosting == "local":
+        if (hosted and not env.runtime_env) or env.hosting == "local":  # runtime_env: the replicas import it
             _build(source, f"envs.{name}.server", lambda env=env: import_server(env.server))
         if env.hosting == "local":
             _build(source, f"envs.{name}.config", lambda name=name, env=env: EnvRuntime.from_config(name, env))

@@ -273,6 +273,8 @@ def env_serve_options(name: str, cfg: EnvConfig) -> dict[str, Any]:
         options["num_replicas"] = cfg.num_replicas
     if is_sticky(cfg):
         options["request_router_config"] = {"request_router_class": STICKY_ROUTER}
+    if cfg.runtime_env:
+        options["ray_actor_options"] = {**EnvDeployment.ray_actor_options, "runtime_env": cfg.runtime_env}
     return options
 
 
@@ -286,7 +288,8 @@ def deploy_env(name: str, cfg: EnvConfig, *, route_prefix: str | None = None) ->
     replicas fail to start.
     """
     try:
-        import_server(cfg.server)  # fail here, with the path in the message, not inside a replica
+        if not cfg.runtime_env:  # else the package may be in the replicas' runtime_env only
+            import_server(cfg.server)  # fail here, with the path in the message, not inside a replica
     except ValueError as e:
         raise DeploymentError(f"envs.{name}.server: {e}") from None
     app = EnvDeployment.options(**env_serve_options(name, cfg)).bind(name, cfg.model_dump())
