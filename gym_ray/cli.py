@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Iterator
@@ -37,10 +38,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "fix your config/data", printed as one line with exit status 2."""
     from gym_ray.collect.runlock import RunDirError
     from gym_ray.collect.scheduler import ActorStartError
-    from gym_ray.collect.sink import ResumeError
+    from gym_ray.collect.sink import ResumeError, RunInputError
     from gym_ray.integrations.export import ExportError
     from gym_ray.models.scripted import ScriptError
-    from gym_ray.report import RunInputError
     from gym_ray.resources.serve import DeploymentError
 
     return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError, RunDirError,
@@ -167,15 +167,29 @@ def _collect_cmd(args: argparse.Namespace) -> None:
                 ray.shutdown()
 
 
+def _in_run_dir(command):
+    """check, report, compare and metrics also write into the run directory: a place there that cannot be
+    written (read-only, `.gym_ray` not a directory) is one line, like a part file that cannot be read."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace):
+        from gym_ray.collect.sink import RunInputError
+
+        try:
+            return command(args)
+        except OSError as e:
+            raise RunInputError(f"{e.filename2 or e.filename}: cannot write ({e.strerror or e})") from None
+
+    return run
+
+
+@_in_run_dir
 def _metrics(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from gym_ray.collect.layout import LEGACY_MANIFEST, LEGACY_METRICS, METRICS, meta_path
     from gym_ray.collect.metrics import format_table, metrics_from_dir, write_metrics
-    from gym_ray.collect.sink import part_files
 
-    if not part_files(args.output_dir):
-        raise ConfigError(f"{args.output_dir}: no rollout files (part-*.parquet) found")
     summary = metrics_from_dir(args.output_dir, args.pass_threshold)
     write_metrics(summary, meta_path(args.output_dir, METRICS))
     if (Path(args.output_dir) / LEGACY_MANIFEST).is_file():  # an old run's stale top-level copy
@@ -183,6 +197,7 @@ def _metrics(args: argparse.Namespace) -> None:
     print(format_table(summary))
 
 
+@_in_run_dir
 def _check(args: argparse.Namespace) -> int:
     from gym_ray.report.checks import format_check, run_checks, write_check
 
@@ -192,12 +207,14 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if report.contract_broken else 0
 
 
+@_in_run_dir
 def _report(args: argparse.Namespace) -> None:
     from gym_ray.report.finish import write_report
 
     print(f"report: {write_report(args.run_dir, args.output, pass_threshold=args.pass_threshold)}")
 
 
+@_in_run_dir
 def _compare(args: argparse.Namespace) -> None:
     from gym_ray.report.compare import compare_runs, format_compare, write_compare_html
 

@@ -137,9 +137,10 @@ def write_metrics(summary: dict, path: str | Path) -> None:
 
 
 def metrics_from_dir(output_dir: str | Path, pass_threshold: float = 1.0) -> dict:
-    """Recompute the summary from the Parquet files of a run directory."""
-    from gym_ray.collect.sink import read_rollout_table
+    """Recompute the summary from the Parquet files of a run directory (`RunInputError` when there are none,
+    or one is not rollout rows)."""
+    from gym_ray.collect.sink import read_run
 
     acc = MetricsAccumulator(pass_threshold)
-    acc.add(read_rollout_table(output_dir))
+    acc.add(read_run(output_dir, _COLUMNS))
     return acc.summary()

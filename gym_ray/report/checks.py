@@ -16,8 +16,7 @@ from typing import Any
 
 from gym_ray.agents.parsers import get_parser
 from gym_ray.collect.layout import CHECK, CONFIG, manifest_path, meta_path
-from gym_ray.collect.sink import part_files, read_rollout_table
-from gym_ray.report import RunInputError
+from gym_ray.collect.sink import read_rollout_table, read_run
 from gym_ray.types import Rollout, RolloutInvariantError
 
 ERROR, WARNING = "error", "warning"
@@ -94,9 +93,7 @@ class CheckReport:
 def run_checks(run_dir: str | Path, *, pass_threshold: float = 1.0, tokenizer: Any = None) -> CheckReport:
     """Every check over the finished rows of `run_dir`. `tokenizer` (an HF tokenizer) decodes generated
     tokens for `text_token_mismatch`; by default the run's own (from `.gym_ray/config.json`)."""
-    if not part_files(run_dir):
-        raise RunInputError(f"{run_dir}: no rollout files (part-*.parquet) found")
-    rows = read_rollout_table(run_dir, _COLUMNS).to_pylist()
+    rows = read_run(run_dir, _COLUMNS).to_pylist()
     report = CheckReport(run_dir=str(run_dir), rollouts=sum(r["segment_index"] == 0 for r in rows))
     if tokenizer is None:
         tokenizer, why = run_tokenizer(run_dir)
@@ -110,7 +107,7 @@ def run_checks(run_dir: str | Path, *, pass_threshold: float = 1.0, tokenizer: A
             add(Finding(check, detail, **where))
     _identity_findings(rows, add)
     _outcome_findings(rows, pass_threshold, add)
-    _manifest_findings(run_dir, rows, add)
+    _manifest_findings(run_dir, rows, report)
     return report
 
 
@@ -229,15 +226,22 @@ def _outcome_findings(rows: list[dict], threshold: float, add) -> None:
                         group_id))
 
 
-def _manifest_findings(run_dir: str | Path, rows: list[dict], add) -> None:
+def _manifest_findings(run_dir: str | Path, rows: list[dict], report: CheckReport) -> None:
     path = manifest_path(run_dir)
     try:
-        expected = json.loads(path.read_text())["num_tasks"]
-    except (OSError, ValueError, KeyError, TypeError):
+        expected = json.loads(path.read_text(encoding="utf-8"))["num_tasks"]
+    except FileNotFoundError:
         return  # no manifest (rows written by other tools): nothing to compare with
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        report.skipped.append(f"missing_groups: {path} is not a run manifest ({type(e).__name__}: {e})"[:300])
+        return
+    if type(expected) is not int:
+        report.skipped.append(f"missing_groups: {path} has num_tasks {expected!r}, not a number of tasks"[:300])
+        return
     found = len({(r["env"], r["task_id"]) for r in rows})
     if found < expected:
-        add(Finding("missing_groups", f"{found} of {expected} tasks have rows ({path})", "", "", ""))
+        report.findings.append(Finding("missing_groups", f"{found} of {expected} tasks have rows ({path})", "", "",
+                                       ""))
 
 
 def _json_list(text: str | None) -> list[dict]:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gym_ray.collect.sink import part_files, read_rollout_table
-from gym_ray.report import RunInputError
+from gym_ray.collect.sink import RunInputError, read_run
 from gym_ray.stats import pass_at_k
 
 _COLUMNS = ["env", "task_id", "segment_index", "num_segments", "status", "reward"]
@@ -51,10 +50,8 @@ class Comparison:
 
 def _per_task(run_dir: str | Path, threshold: float) -> dict[tuple[str, str], list[tuple[float, int]]]:
     """(env, task_id) -> (reward, passed) per episode; a failed episode scores 0 and does not pass."""
-    if not part_files(run_dir):
-        raise RunInputError(f"{run_dir}: no rollout files (part-*.parquet) found")
     out: dict[tuple[str, str], list[tuple[float, int]]] = defaultdict(list)
-    for r in read_rollout_table(run_dir, _COLUMNS).to_pylist():
+    for r in read_run(run_dir, _COLUMNS).to_pylist():
         if r["segment_index"] == r["num_segments"] - 1:
             ok = r["status"] == "ok"
             out[(r["env"], r["task_id"])].append((r["reward"] if ok else 0.0, int(ok and r["reward"] >= threshold)))

@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gym_ray.collect.layout import CONFIG, manifest_path, meta_path
 from gym_ray.collect.metrics import metrics_from_dir
-from gym_ray.collect.sink import part_files, read_rollout_table
-from gym_ray.report import RunInputError
+from gym_ray.collect.sink import part_files, read_part, read_run
 from gym_ray.report.checks import CHECKS, CheckReport, run_tokenizer
+from gym_ray.types import ROLLOUT_SCHEMA
 
 _INDEX_COLUMNS = ["rollout_id", "group_id", "task_id", "env", "rollout_index", "segment_index", "num_segments",
                   "status", "reward", "num_turns", "num_tool_calls", "truncated", "created_at", "metrics_json",
@@ -39,9 +39,7 @@ _DETAIL_COLUMNS = ["rollout_id", "segment_index", "prompt_token_ids", "response_
 def build_report(run_dir: str | Path, checks: CheckReport, *, pass_threshold: float = 1.0,
                  detail_rows: int = 1000, seed: int = 0) -> str:
     d = Path(run_dir)
-    if not part_files(d):
-        raise RunInputError(f"{d}: no rollout files (part-*.parquet) found")
-    table = read_rollout_table(d, _INDEX_COLUMNS)
+    table = read_run(d, _INDEX_COLUMNS)
     rows = _index_rows(table)
     verdicts = checks.verdicts()
     metrics = metrics_from_dir(d, pass_threshold)
@@ -105,8 +103,9 @@ def _details(run_dir: Path, chosen: set[tuple[str, int]]) -> tuple[dict[str, Any
     tokenizer, _ = run_tokenizer(run_dir)
     ids_seen: set[int] = set()
     out: dict[str, Any] = {}
+    schema = pa.schema([ROLLOUT_SCHEMA.field(c) for c in _DETAIL_COLUMNS])
     for f in part_files(run_dir):
-        part = pq.read_table(f, columns=_DETAIL_COLUMNS)
+        part = read_part(f, schema)
         keep = [i for i, (rid, seg) in enumerate(zip(part["rollout_id"].to_pylist(), part["segment_index"].to_pylist(),
                                                      strict=True)) if (rid, seg) in chosen]
         if not keep:
@@ -242,6 +241,7 @@ def _plots(rows: list[dict], metrics: dict, threshold: float) -> list[tuple[str,
 
 def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str:
     manifest = _loads(_read(manifest_path(d)), {})
+    run_id = manifest.get("run_id", "?") if isinstance(manifest, dict) else "?"
     config = _read(meta_path(d, CONFIG))
     from gym_ray.collect.metrics import format_table
 
@@ -259,17 +259,18 @@ def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str
                    "(every flagged row first, then an even sample per env and status)")
     return _TEMPLATE.format(
         title=html.escape(f"gym_ray report: {d.name}"), run=html.escape(str(d)),
-        run_id=html.escape(str(manifest.get("run_id", "?"))), table=html.escape(format_table(metrics)),
+        run_id=html.escape(str(run_id)), table=html.escape(format_table(metrics)),
         checks=check_rows, skipped=skipped, verdict="CONTRACT BROKEN" if checks.contract_broken else "contract holds",
         verdict_class="error" if checks.contract_broken else "ok", figures=figures, data=payload,
-        sample_note=html.escape(sample_note), config=html.escape(config or "(no .gym_ray/config.json)"),
+        sample_note=html.escape(sample_note), config=html.escape(config or "(no readable .gym_ray/config.json)"),
         css=_CSS, js=_JS)
 
 
 def _read(path: Path) -> str:
+    """The file's text, or "" when it is missing or unreadable (the report shows that it is absent)."""
     try:
         return path.read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return ""
 
 
