@@ -252,7 +252,7 @@ def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str
     skipped = "".join(f"<p class='muted'>skipped: {html.escape(s)}</p>" for s in checks.skipped)
     figures = "".join(f"<figure id='plot-{pid}'><figcaption>{html.escape(t)}</figcaption>{svg}</figure>"
                       for pid, t, svg in plots)
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    payload = _script_json(data)
     sample_note = (f"all {data['total_rows']} rows carry their conversation and tokens"
                    if data["detail_rows"] == data["total_rows"] else
                    f"{data['detail_rows']} of {data['total_rows']} rows carry their conversation and tokens "
@@ -264,6 +264,14 @@ def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str
         verdict_class="error" if checks.contract_broken else "ok", figures=figures, data=payload,
         sample_note=html.escape(sample_note), config=html.escape(config or "(no readable .gym_ray/config.json)"),
         css=_CSS, js=_JS)
+
+
+def _script_json(data: dict) -> str:
+    """JSON to sit inside a <script> block: `<`, `>` and `&` as JSON escapes, so that no text of the rows
+    (`</script`, `<!--`, `<script`) can end the block or put the HTML parser in a state that swallows the
+    page's own script; JSON.parse reads them back as the same characters."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _read(path: Path) -> str:

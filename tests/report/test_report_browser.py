@@ -5,6 +5,7 @@ rollout's token view is the row's token ids and loss mask. Screenshots go to run
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -14,10 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import report_runs
 from playwright.sync_api import sync_playwright
 
-from gym_ray.collect.sink import part_files
+from gym_ray.collect.sink import part_files, read_rollout_table
 from gym_ray.report.finish import finish_run, write_report
+from gym_ray.types import rollouts_from_arrow
 
 SHOTS = Path(__file__).resolve().parents[2] / "runs" / "test-screenshots"
 PLOTS = ["reward", "passk", "tokens", "latency", "status", "components", "spread", "throughput"]
@@ -91,6 +94,32 @@ def test_report_loads_plots_filters_and_token_view_matches_parquet(run_dir, brow
     page.check("#show-prompt")
     assert page.locator("#tokens .tok.prompt").count() == len(row.prompt_token_ids)
     page.locator("#detail").screenshot(path=str(SHOTS / "report-rollout.png"))
+    assert errors == []
+    page.close()
+
+
+# `<!--<script>` in a script block makes the HTML parser read the `</script>` after it as text: the data block
+# would swallow the browser's own script. The rest is what a page must never run or follow.
+HOSTILE = ('<!--<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+           '<a href="javascript:window.pwned = 3">click</a></script><script>window.pwned = 4</script>')
+
+
+def test_a_reply_that_looks_like_markup_stays_text_and_the_browser_runs(run_dir, browser, tmp_path):
+    rows = rollouts_from_arrow(read_rollout_table(run_dir))
+    messages = json.loads(rows[0].messages_json)
+    messages[-1]["content"] = HOSTILE
+    rows[0] = rows[0].model_copy(update={"messages_json": json.dumps(messages)})
+    hostile = tmp_path / "hostile"
+    shutil.copytree(run_dir / ".gym_ray", hostile / ".gym_ray")
+    report_runs.write_rows(hostile, rows)
+    page, errors = _open(browser, write_report(hostile, tmp_path / "hostile.html"))
+
+    assert page.locator("#count").inner_text() == f"{len(rows)} of {len(rows)} rows"
+    page.locator(f"#rows tr[data-rollout='{rows[0].rollout_id}']").click()
+    conversation = page.locator("#conversation")
+    assert HOSTILE in conversation.inner_text()
+    assert conversation.locator("script, img, a").count() == 0
+    assert page.evaluate("window.pwned") is None
     assert errors == []
     page.close()
 
