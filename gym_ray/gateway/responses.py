@@ -11,12 +11,14 @@ Responses event sequence (created, output items with their text / argument delta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from typing import Any
 
-from gym_ray.gateway.session import GatewayError, GatewaySession, _text
+from gym_ray.gateway.params import GatewayError, check_responses
+from gym_ray.gateway.session import OFF_LOOP_SIZE, GatewaySession, _text
 
 
 def _chat_tools(tools: list | None) -> list[dict] | None:
@@ -67,17 +69,17 @@ def chat_messages(body: dict) -> list[dict]:
     return msgs
 
 
-async def create_response(session: GatewaySession, body: dict) -> dict:
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the body must be a JSON object")
-    for key in ("previous_response_id", "conversation"):
-        if body.get(key):
-            raise GatewayError(400, f"{key}: the gateway keeps no server-side history; send the whole input")
-    chat_body: dict[str, Any] = {"model": body.get("model"), "messages": chat_messages(body),
-                                 "tools": _chat_tools(body.get("tools")), "tool_choice": body.get("tool_choice")}
-    if body.get("max_output_tokens"):
-        chat_body["max_tokens"] = body["max_output_tokens"]
-    chat, gen, prompt = await session.chat_completion(chat_body)
+def _chat_body(body: dict) -> dict[str, Any]:
+    return {"model": body.get("model"), "messages": chat_messages(body), "tools": _chat_tools(body.get("tools")),
+            "tool_choice": body.get("tool_choice")}
+
+
+async def create_response(session: GatewaySession, body: Any, size: int = 0) -> dict:
+    """Answer one Responses request (`size`: the body's bytes; a big one is converted off the event loop)."""
+    session.check_open()
+    req = check_responses(body, session.ctx.sampling, session.ep.limit)
+    chat_body = await asyncio.to_thread(_chat_body, body) if size > OFF_LOOP_SIZE else _chat_body(body)
+    chat, gen, prompt = await session.chat_completion(chat_body, req, size)
     choice = chat["choices"][0]
     msg = choice["message"]
     output: list[dict] = []
@@ -102,6 +104,7 @@ async def create_response(session: GatewaySession, body: dict) -> dict:
                   "total_tokens": len(prompt) + len(gen.token_ids),
                   "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}},
         "policy_version": gen.policy_version,
+        **({"ignored_params": chat["ignored_params"]} if "ignored_params" in chat else {}),
     }
 
 

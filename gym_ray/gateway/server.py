@@ -30,9 +30,11 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from typing import Any
 
 from gym_ray.agents.episode import Episode
-from gym_ray.gateway.session import GatewayError, GatewaySession
+from gym_ray.gateway.params import GatewayError
+from gym_ray.gateway.session import OFF_LOOP_SIZE, GatewaySession
 from gym_ray.types import Failure, FailureKind, FailureStage, Status
 
 UDS_NAME = "gateway.sock"
@@ -43,6 +45,11 @@ def _error(e: GatewayError):
     from starlette.responses import JSONResponse
 
     return JSONResponse(e.body(), status_code=e.status)
+
+
+def _too_large(what: str, cap: int) -> GatewayError:
+    return GatewayError(413, f"the request body {what}; this gateway takes at most {cap} bytes "
+                             "(agent.kwargs.max_request_bytes)", code="request_too_large")
 
 
 class Gateway:
@@ -93,17 +100,31 @@ class Gateway:
         from starlette.responses import JSONResponse, StreamingResponse
         from starlette.routing import Route
 
-        async def body_of(request: Request):
+        async def body_of(request: Request, s: GatewaySession) -> tuple[Any, int]:
+            """The JSON body and its size in bytes. Over the session's cap: 413, from Content-Length before
+            reading and again while reading (a chunked upload declares none). A big body is parsed in a
+            worker thread, off the loop that serves the actor's other sessions."""
+            cap = s.max_request_bytes
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise _too_large(f"is {int(declared)} bytes", cap)
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise _too_large(f"exceeds {cap} bytes", cap)
+                chunks.append(chunk)
+            raw = b"".join(chunks)
             try:
-                return await request.json()
-            except ValueError as e:
+                return (await asyncio.to_thread(json.loads, raw) if size > OFF_LOOP_SIZE else json.loads(raw)), size
+            except (ValueError, RecursionError) as e:
                 raise GatewayError(400, f"request body is not JSON: {e}") from None
 
         async def chat(request: Request):
             try:
                 s = self._session(request.path_params["sid"])
-                body = await body_of(request)
-                response, _, _ = await s.chat_completion(body)
+                body, size = await body_of(request, s)
+                response, _, _ = await s.chat_completion(body, size=size)
             except GatewayError as e:
                 return _error(e)
             except Exception as e:  # a gateway bug: the episode must not pass as ok
@@ -125,8 +146,8 @@ class Gateway:
 
             try:
                 s = self._session(request.path_params["sid"])
-                body = await body_of(request)
-                response = await create_response(s, body)
+                body, size = await body_of(request, s)
+                response = await create_response(s, body, size)
             except GatewayError as e:
                 return _error(e)
             except Exception as e:
@@ -154,7 +175,7 @@ class Gateway:
         async def call_tool(request: Request):
             try:
                 s = self._session(request.path_params["sid"])
-                args = await body_of(request)
+                args, _ = await body_of(request, s)
                 if not isinstance(args, dict):
                     raise GatewayError(400, "the body must be the tool's arguments as a JSON object")
                 return JSONResponse({"output": await s.call_tool(request.path_params["name"], args)})
@@ -230,11 +251,12 @@ async def _sse(response: dict, body: dict) -> AsyncIterator[bytes]:
     base = {"id": response["id"], "object": "chat.completion.chunk", "created": response["created"],
             "model": response["model"]}
 
-    def event(delta: dict, finish: str | None = None, logprobs: dict | None = None) -> bytes:
+    def event(delta: dict, finish: str | None = None, logprobs: dict | None = None, **extra) -> bytes:
         c = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
-        return b"data: " + json.dumps({**base, "choices": [c]}).encode() + b"\n\n"
+        return b"data: " + json.dumps({**base, "choices": [c], **extra}).encode() + b"\n\n"
 
-    yield event({"role": "assistant", "content": ""})
+    ignored = {"ignored_params": response["ignored_params"]} if "ignored_params" in response else {}
+    yield event({"role": "assistant", "content": ""}, **ignored)
     if msg.get("content"):
         yield event({"content": msg["content"]}, logprobs=choice.get("logprobs"))
     for i, call in enumerate(msg.get("tool_calls") or ()):

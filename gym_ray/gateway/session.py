@@ -34,25 +34,18 @@ from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import get_parser
 from gym_ray.agents.tokenizer import TemplateError
 from gym_ray.agents.transcript import TranscriptError
-from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
+from gym_ray.gateway.params import GatewayError, Request, check_chat
+from gym_ray.models.base import Generation
 from gym_ray.types import Failure, FailureKind, FailureStage, Message, Status, ToolCall
 
-# Requests whose messages hold more text than this are tokenized in a worker thread (other episodes
-# of the actor share the event loop).
-_OFF_LOOP_CHARS = 8192
+# Requests bigger than this (bytes of body, characters of message text) are parsed and tokenized in a
+# worker thread: other episodes of the actor share the event loop.
+OFF_LOOP_SIZE = 8192
+# The largest request body taken (`agent.kwargs.max_request_bytes`): far above any context window's text
+# (a 1M-token history is ~4 MB), far below what parsing would stall the actor's other sessions on.
+MAX_REQUEST_BYTES = 8 << 20
 _BRANCHES_KEPT = 64  # recorded sequences a later request may extend (most recent)
-
-
-class GatewayError(Exception):
-    """An error the gateway answers with an HTTP status and an OpenAI-shaped error body."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "code": self.code or str(self.status)}}
 
 
 def _text(content: Any) -> str:
@@ -135,6 +128,11 @@ class GatewaySession:
         self.chat = episode.chat
         self.model_name = model_name
         self.parser = get_parser(self.ctx.config.tool_parser)
+        self.max_request_bytes = self.ctx.config.kwargs.get("max_request_bytes", MAX_REQUEST_BYTES)
+        if isinstance(self.max_request_bytes, bool) or not isinstance(self.max_request_bytes, int) \
+                or self.max_request_bytes <= 0:
+            raise ValueError(f"agent.kwargs.max_request_bytes must be a positive number of bytes, got "
+                             f"{self.max_request_bytes!r}")
         self.lock = asyncio.Lock()
         self.ended: str | None = None  # why the session no longer takes calls
         self.infra_error: InfraError | None = None
@@ -153,45 +151,47 @@ class GatewaySession:
             raise GatewayError(410, f"session {self.id} has ended ({self.ended}); no more calls are taken",
                                "session_ended", "session_ended")
 
-    async def chat_completion(self, body: dict) -> tuple[dict, Generation, list[int]]:
-        """Answer one chat request; returns the response, the generation and the prompt ids sent."""
+    async def chat_completion(self, body: dict, request: Request | None = None,
+                              size: int = 0) -> tuple[dict, Generation, list[int]]:
+        """Answer one chat request; returns the response, the generation and the prompt ids sent.
+        `request`: its parameters when already checked (a Responses call); `size`: the body's bytes."""
         self.check_open()
         self.requests += 1
-        msgs, tools, sampling = self._parse(body)
+        req = request or check_chat(body, self.ctx.sampling, self.ep.limit)
+        msgs, tools = await asyncio.to_thread(self._parse, body) if size > OFF_LOOP_SIZE else self._parse(body)
         prompt = await self._prompt(msgs, tools)
         room = self.ep.limit - len(prompt)
         if room <= 0:
             self.context_refusals += 1
             self.last_refused = True
             raise GatewayError(400, f"this request's prompt is {len(prompt)} tokens; the episode's limit is "
-                                    f"{self.ep.limit}", "invalid_request_error", "context_length_exceeded")
+                                    f"{self.ep.limit}", "invalid_request_error", "context_length_exceeded", "messages")
+        sampling = req.sampling
         if sampling.max_tokens > room:
+            if req.max_tokens_param:
+                req.ignored[req.max_tokens_param] = f"cut to the {room} tokens left in the context window"
             sampling = sampling.model_copy(update={"max_tokens": room})
         gen = await self._generate(prompt, sampling)
-        return await self._record(body, msgs, tools, prompt, gen), gen, prompt
+        response = await self._record(body, msgs, tools, prompt, gen)
+        if req.ignored:  # reported, never silently dropped
+            response["ignored_params"] = req.ignored
+            counts = self.ep.info.setdefault("ignored_params", {})
+            for name in req.ignored:
+                counts[name] = counts.get(name, 0) + 1
+        return response, gen, prompt
 
-    def _parse(self, body: dict) -> tuple[list[Message], list[dict] | None, SamplingConfig]:
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            raise GatewayError(400, "messages: a non-empty list is required")
-        if (body.get("n") or 1) != 1:
-            raise GatewayError(400, "only n=1 is supported: one call is one recorded generation")
+    @staticmethod
+    def _parse(body: dict) -> tuple[list[Message], list[dict] | None]:
+        """The request's messages and tools (its other parameters are `check_chat`'s)."""
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            raise GatewayError(400, "messages: a non-empty list is required", param="messages")
         tools = body.get("tools") or None
         if tools is not None and not isinstance(tools, list):
-            raise GatewayError(400, "tools must be a list")
+            raise GatewayError(400, "tools must be a list", param="tools")
         if body.get("tool_choice") not in (None, "auto", "none"):
             raise GatewayError(400, "tool_choice: only 'auto' and 'none' are supported (the policy is not "
-                                    "constrained; forcing a call would change what it samples)")
-        msgs = [to_message(m) for m in body["messages"]]
-        # The run's sampling is what the trainer learns from: the agent may only shorten a call or add stops.
-        sampling = self.ctx.sampling
-        update: dict[str, Any] = {}
-        asked = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(asked, int) and 0 < asked < sampling.max_tokens:
-            update["max_tokens"] = asked
-        stop = body.get("stop")
-        if stop:
-            update["stop"] = [*sampling.stop, *([stop] if isinstance(stop, str) else list(stop))]
-        return msgs, tools, sampling.model_copy(update=update) if update else sampling
+                                    "constrained; forcing a call would change what it samples)", param="tool_choice")
+        return [to_message(m) for m in body["messages"]], tools
 
     async def _prompt(self, msgs: list[Message], tools: list[dict] | None) -> list[int]:
         """The exact ids for this call: a recorded sequence + the delta of the appended messages when the
@@ -199,7 +199,7 @@ class GatewaySession:
         rendered."""
         tools_key = json.dumps(tools, sort_keys=True) if tools else ""
         keys = [_key(m) for m in msgs]
-        big = sum(len(m.content) for m in msgs) > _OFF_LOOP_CHARS
+        big = sum(len(m.content) for m in msgs) > OFF_LOOP_SIZE
         async with self.lock:
             best: _Branch | None = None
             # The longest match wins; among equal ones the latest (two replies with the same text, e.g. a
