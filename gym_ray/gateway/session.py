@@ -34,9 +34,9 @@ from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import get_parser
 from gym_ray.agents.tokenizer import TemplateError
 from gym_ray.agents.transcript import TranscriptError
+from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
 from gym_ray.gateway.params import GatewayError, Request, check_chat
-from gym_ray.models.base import Generation
 from gym_ray.types import Failure, FailureKind, FailureStage, Message, Status, ToolCall
 
 # Requests bigger than this (bytes of body, characters of message text) are parsed and tokenized in a
