@@ -7,10 +7,10 @@ Three test shapes, all in `verifier_metadata`:
   line with a JSON-text output);
 - `unit_tests: {inputs, outputs}` without `fn_name`: the solution is a program, fed stdin, stdout compared.
 
-The sandbox only computes values and never holds an expected one: a runner loads the solution, calls
-the function (or runs the program, or evaluates the asserts' operands) and reports each value in a
-strict by-value encoding (exact plain types; a subclass or any other object is an error for that
-test). `verify_code` decodes the report into plain values and compares them with the expectations only
+The sandbox only computes values and never holds an expected one: a runner (code_runner.py) loads the
+solution, calls the function (or runs the program, or evaluates the asserts' operands) and reports each
+value in a strict by-value encoding (exact plain types; a subclass or any other object is an error for
+that test). `verify_code` decodes the report into plain values and compares them with the expectations only
 it holds. Whatever the solution does inside (walk the stack, patch builtins or json, print fake
 reports, exit early, read every file and /proc), what comes back is values, which pass only if right.
 The report carries a per-run nonce so that a second report (the solution's own) fails the run.
@@ -38,156 +38,14 @@ import operator
 import secrets
 import sys
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any, Literal
 
 from gym_ray.resources.sandbox import Sandbox, SandboxLimits, SandboxResult
 from gym_ray.resources.verifiers.text import last_code_block, strip_think
 from gym_ray.types import VerifyResult
 
-_RUNNER = r"""
-import importlib, json, os, signal, subprocess, sys, traceback
-
-dumps = json.dumps
-report_fd = os.dup(1)
-os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # what the solution prints goes nowhere
-nonce = sys.stdin.readline().strip()
-spec = json.load(open("tests.json"))
-per_test, budget = spec["timeout_s"], spec["budget"]
-BIG = 1 << 12000  # larger ints travel as hex: json refuses int<->str conversions past 4300 digits
-PLAIN = "None, bool, int, float, str, bytes, list, tuple, dict, set or frozenset"
-
-
-class TestTimeout(BaseException):
-    pass
-
-
-def on_alarm(*_):
-    raise TestTimeout()
-
-
-signal.signal(signal.SIGALRM, on_alarm)
-
-
-def enc(x):
-    t = type(x)
-    if x is None or t is bool or t is str or t is float:
-        return x
-    if t is int:
-        return x if -BIG < x < BIG else {"int": format(x, "x")}
-    if t is list:
-        return [enc(v) for v in x]
-    if t is dict:
-        return {"dict": [[enc(k), enc(v)] for k, v in x.items()]}
-    if t is tuple or t is set or t is frozenset:
-        return {t.__name__: [enc(v) for v in x]}
-    if t is bytes:
-        return {"bytes": x.hex()}
-    raise TypeError("got a %s, not a plain value (%s)" % (t.__qualname__, PLAIN))
-
-
-def short(e):
-    return "".join(traceback.format_exception_only(type(e), e)).strip()[-300:]
-
-
-def timed(fn):
-    signal.setitimer(signal.ITIMER_REAL, per_test)
-    try:
-        return fn()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-def run_test(thunks):
-    # One test's values under one per-test timer.
-    out = []
-    signal.setitimer(signal.ITIMER_REAL, per_test)
-    try:
-        for thunk in thunks:
-            try:
-                out.append(["ok", enc(thunk())])
-            except TestTimeout:
-                raise
-            except BaseException as e:
-                out.append(["err", short(e)])
-    except TestTimeout:
-        out += [["err", "timed out after %ss" % per_test]] * (len(thunks) - len(out))
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    return out
-
-
-def run_program(stdin):
-    p = subprocess.Popen([sys.executable, "solution.py"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = p.communicate(stdin.encode(), timeout=per_test)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.communicate(timeout=1)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-        return [["err", "timed out after %ss" % per_test]]
-    if p.returncode != 0:
-        return [["err", "exit %d: %s" % (p.returncode, err.decode(errors="replace").strip()[-300:])]]
-    return [["ok", out.decode(errors="replace")]]
-
-
-def evaluator(ns, expr):
-    def thunk():
-        for name in expr["modules"]:
-            if name not in ns:
-                ns[name] = importlib.import_module(name)
-        return eval(compile(expr["src"], "<test>", "eval"), ns)
-    return thunk
-
-
-def load_solution(ns):
-    try:
-        timed(lambda: exec(compile(open("solution.py").read(), "solution.py", "exec"), ns))
-    except TestTimeout:
-        return "loading the solution timed out"
-    except BaseException as e:
-        return "loading the solution failed: " + short(e)
-    return None
-
-
-def item_text(item):
-    global budget
-    try:
-        text = dumps(item)
-    except (ValueError, RecursionError) as e:
-        text = dumps(["err", "cannot report the value: " + short(e)])
-    if len(text) > budget:
-        text = dumps(["err", "value too large to report (%d bytes)" % len(text)])
-    budget -= len(text)
-    return text
-
-
-def main():
-    mode, load, results = spec["mode"], None, []
-    if mode == "stdio":
-        results = [run_program(stdin) for stdin in spec["inputs"]]
-    elif mode == "pristine":
-        results = [run_test([evaluator({}, e) for e in exprs]) for exprs in spec["tests"]]
-    else:
-        ns = {"__name__": "solution"}
-        load = load_solution(ns)
-        fn = ns.get(spec.get("fn_name") or "")
-        if load is None and mode == "call" and not callable(fn):
-            load = "the solution defines no function %r" % spec["fn_name"]
-        if load is None and mode == "call":
-            results = [run_test([lambda args=args: fn(*args)]) for args in spec["inputs"]]
-        elif load is None:
-            results = [run_test([evaluator(ns, e) for e in exprs]) for exprs in spec["tests"]]
-    body = "[%s]" % ",".join("[%s]" % ",".join(item_text(i) for i in items) for items in results)
-    data = ("\n%s{\"load\": %s, \"results\": %s}\n" % (nonce, dumps(load), body)).encode()
-    while data:
-        data = data[os.write(report_fd, data):]
-
-
-main()
-"""
+_RUNNER = files(__package__).joinpath("code_runner.py").read_text()  # run in the sandbox as runner.py
 
 _BUILTINS = frozenset(dir(builtins))
 _STDLIB = frozenset(sys.stdlib_module_names)

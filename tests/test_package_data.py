@@ -1,0 +1,25 @@
+"""The files gym_ray reads from its own package at run time ship in its wheel: the program the code verifier
+runs in the sandbox. Built from a copy of the sources, so the working tree gets no build output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_FILES = ["gym_ray/resources/verifiers/code_runner.py"]
+
+
+def test_wheel_ships_the_package_files(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "gym_ray", src / "gym_ray", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--wheel-dir", str(tmp_path / "dist"), str(src)], check=True, timeout=600)
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    assert [f for f in PACKAGE_FILES if f not in shipped] == []
