@@ -4,7 +4,7 @@
     gym-ray serve CONFIG [key=value ...] [--address ADDR] [--nemo-gym DIR]
     gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
     gym-ray metrics OUTPUT_DIR
-    gym-ray check RUN_DIR            (exit 1 when the data breaks the contract)
+    gym-ray check RUN_DIR            (exit 1 when the data breaks the contract, 2 when it cannot be read)
     gym-ray report RUN_DIR [-o report.html]
     gym-ray compare RUN_A RUN_B ... [--html compare.html]
     gym-ray export verl TASKS... OUT.parquet
