@@ -1,6 +1,6 @@
-"""`--resume` completes the run the directory holds, and only that run: other tasks, or a config that
-changes what the rows are, are refused in one line before Ray starts, while operational settings
-(concurrency) may change."""
+"""`--resume` completes the run the directory holds, and only that run: other tasks or a config that changes
+what the rows are, and a part file that cannot be read, are refused in one line before Ray starts, while
+operational settings (concurrency) may change."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import json
 import textwrap
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from gym_ray.cli import main
-from gym_ray.collect.api import _open_run, check_output_dir
+from gym_ray.collect.api import _open_run, check_output_dir, load_run_tasks
 from gym_ray.collect.identity import run_identity
 from gym_ray.collect.layout import MANIFEST, meta_path
-from gym_ray.collect.sink import ResumeError, part_files, read_rollout_table
-from gym_ray.config import validate_config
-from gym_ray.types import Task
+from gym_ray.collect.sink import ParquetSink, ResumeError, part_files, read_rollout_table
+from gym_ray.config import load_config, validate_config
+from gym_ray.types import Rollout, Task, rollouts_to_arrow
 
 WEATHER = "gym_ray_env_weather.server:Weather"
 
@@ -41,6 +42,15 @@ def _one_error_line(capsys) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gym-ray: error: "), lines
     return lines[0]
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails the test if the CLI gets as far as connecting to Ray."""
+    def connect_ray(*_):
+        raise AssertionError("the CLI connected to Ray before refusing the directory")
+
+    monkeypatch.setattr("gym_ray.collect.deploy.connect_ray", connect_ray)
 
 
 def test_resume_with_other_tasks_or_config_is_refused_before_ray(tmp_path, serve_http_port, capsys, monkeypatch):
@@ -70,6 +80,35 @@ def test_resume_with_other_tasks_or_config_is_refused_before_ray(tmp_path, serve
     assert main(["run", str(cfg), "--resume", "collect.concurrency=3"]) == 0, capsys.readouterr().err[-3000:]
     assert "2 of 2 groups already written" in capsys.readouterr().out
     assert read_rollout_table(out).num_rows == 4
+
+
+def _part_of_another_schema(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["weather in Paris?"], "answer": ["sunny"]}), path)
+
+
+def _truncated_part(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(("damage", "why"), [(_truncated_part, "not a readable Parquet file"),
+                                             (_part_of_another_schema, "not rollout rows: no column")])
+def test_resume_over_a_damaged_part_is_one_line_before_ray(tmp_path, capsys, no_ray, damage, why):
+    cfg = _config(tmp_path, [_tasks_file(tmp_path / "a.jsonl", ["Paris", "Oslo"])])
+    out = tmp_path / "out"
+    loaded = load_config(cfg)
+    _open_run(out, False, run_identity(loaded, load_run_tasks(loaded)))
+    sink = ParquetSink(out, rows_per_file=2)
+    for group in ("g1", "g2"):  # two finished parts of whole groups
+        sink.write(rollouts_to_arrow([Rollout(rollout_id=f"{group}-{i}", group_id=group, env="weather", task_id=group,
+                                              rollout_index=i, group_size=2) for i in range(2)]))
+    good, bad = part_files(out)
+    damage(bad)
+    assert main(["run", str(cfg), "--resume"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{bad}: {why}" in line and "move it out of the directory" in line and good.name not in line
 
 
 IDENTITY_CONFIG = {"model": {"kind": "scripted", "replies": ["sunny"]},

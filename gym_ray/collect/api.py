@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.collect import storage
 from gym_ray.collect.identity import difference, run_identity
 from gym_ray.collect.layout import CONFIG, MANIFEST, METRICS, manifest_path, meta_path
@@ -29,12 +30,17 @@ from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metr
 from gym_ray.collect.plan import GroupSpec, plan_groups
 from gym_ray.collect.runlock import hold
 from gym_ray.collect.scheduler import Scheduler
-from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, part_files, read_rollout_table
+from gym_ray.collect.sink import (
+    ParquetSink,
+    ResumeError,
+    RunInputError,
+    done_groups,
+    part_files,
+    read_rollout_table,
+)
 from gym_ray.collect.wiring import EnvSpec, WorkerSetup
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig
-from gym_ray.models.base import PolicyClient
 from gym_ray.redact import redact
-from gym_ray.resources.client import EnvClient
 from gym_ray.types import RolloutGroup, Task, rollouts_from_arrow
 
 
@@ -269,7 +275,12 @@ def _check(output_dir: Path, resume: bool, identity: dict) -> tuple[str | None, 
         if why:
             raise ResumeError(f"{output_dir}: --resume refused: {why}; resume with the run's own tasks and "
                               "config, or choose another collect.output_dir")
-    return data.get("run_id"), data, done_groups(output_dir)
+    try:
+        done = done_groups(output_dir)
+    except RunInputError as e:  # a part cut short or of another schema
+        raise ResumeError(f"{e}; move it out of the directory and --resume runs its groups again "
+                          "(a part holds whole groups)") from None
+    return data.get("run_id"), data, done
 
 
 def _recorded_before_identities(data: dict, identity: dict) -> dict:
