@@ -18,4 +18,4 @@ test: install
 	$(VENV)/bin/python -m pytest -ra --durations=20 $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check gym_ray tests benchmarks
+	$(VENV)/bin/ruff check gym_ray tests benchmarks environments
