@@ -159,13 +159,14 @@ class GatewaySession:
         self.requests += 1
         req = request or check_chat(body, self.ctx.sampling, self.ep.limit)
         msgs, tools = await asyncio.to_thread(self._parse, body) if size > OFF_LOOP_SIZE else self._parse(body)
+        chars = sum(len(m.content) for m in msgs)
+        if chars > self.ep.limit * self.chat.longest_token_chars:  # as vLLM: too long whatever it tokenizes to
+            raise self._too_long(f"this request's messages hold {chars} characters, more than any "
+                                 f"{self.ep.limit} tokens of this tokenizer spell")
         prompt = await self._prompt(msgs, tools)
         room = self.ep.limit - len(prompt)
         if room <= 0:
-            self.context_refusals += 1
-            self.last_refused = True
-            raise GatewayError(400, f"this request's prompt is {len(prompt)} tokens; the episode's limit is "
-                                    f"{self.ep.limit}", "invalid_request_error", "context_length_exceeded", "messages")
+            raise self._too_long(f"this request's prompt is {len(prompt)} tokens")
         sampling = req.sampling
         if sampling.max_tokens > room:
             if req.max_tokens_param:
@@ -179,6 +180,13 @@ class GatewaySession:
             for name in req.ignored:
                 counts[name] = counts.get(name, 0) + 1
         return response, gen, prompt
+
+    def _too_long(self, what: str) -> GatewayError:
+        """The refusal of a prompt that does not fit the episode (the program may stop on it: a token budget)."""
+        self.context_refusals += 1
+        self.last_refused = True
+        return GatewayError(400, f"{what}; the episode's limit is {self.ep.limit}", "invalid_request_error",
+                            "context_length_exceeded", "messages")
 
     @staticmethod
     def _parse(body: dict) -> tuple[list[Message], list[dict] | None]:

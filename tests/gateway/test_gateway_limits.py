@@ -81,10 +81,14 @@ def test_request_size_is_capped(chat):
     assert len(policy.calls) == 1  # only the request under the cap reached the policy
 
 
-def test_big_body_does_not_stall_other_sessions(chat):
+def test_big_body_does_not_stall_other_sessions(chat, monkeypatch):
     """While one session's 1 MiB request is parsed and tokenized (~400k tokens, seconds of CPU), another
     session's GET /v1/models keeps being answered: the longest gap between its answers is a small part of
-    the big request's time (the tokenizer no longer holds the event loop's GIL for all of it)."""
+    the big request's time (the tokenizer no longer holds the event loop's GIL for all of it). The same
+    body sent to an episode whose window it cannot fit is refused by its length, without tokenizing it."""
+    encoded: list[int] = []
+    encode = chat.encode
+    monkeypatch.setattr(chat, "encode", lambda text: encoded.append(len(text)) or encode(text))
 
     async def main():
         gw = await get_gateway()
@@ -100,6 +104,9 @@ def test_big_body_does_not_stall_other_sessions(chat):
                 answered.append(time.perf_counter())
 
         async with httpx.AsyncClient(timeout=300) as http:
+            small, _, _ = _open(gw, chat)  # the default 2048-token window
+            hopeless = await http.post(gw.base_url(small) + "/chat/completions", json=body)
+            hopeless_encoded = list(encoded)
             poller = asyncio.create_task(poll(http))
             while not answered:  # the poller is running before the big request starts
                 await asyncio.sleep(0.001)
@@ -109,9 +116,12 @@ def test_big_body_does_not_stall_other_sessions(chat):
             done.set()
             await poller
         stamps = [t0, *(t for t in answered if t0 < t < t1), t1]
-        return r, t1 - t0, max(b - a for a, b in itertools.pairwise(stamps)), len(policy.calls[0][0])
+        gap = max(b - a for a, b in itertools.pairwise(stamps))
+        return r, t1 - t0, gap, len(policy.calls[0][0]), hopeless, hopeless_encoded
 
-    r, took, gap, prompt_len = asyncio.run(main())
+    r, took, gap, prompt_len, hopeless, hopeless_encoded = asyncio.run(main())
+    assert hopeless.status_code == 400 and hopeless.json()["error"]["code"] == "context_length_exceeded"
+    assert max(hopeless_encoded, default=0) < 10_000, "the hopeless prompt was tokenized"
     assert r.status_code == 200, r.text
     assert prompt_len > 300_000 and took > 0.5, (prompt_len, took)  # a big job was done, not skipped
     assert gap < 0.25 * took, f"the event loop stalled {gap:.2f} s of a {took:.2f} s request"
