@@ -7,14 +7,16 @@ agent:
     program: mypkg.agents:run        # async def run(base_url, model, task) -> str | None (a plain
     #                                  def runs in a worker thread)
     # or: command: "python my_agent.py"   (a list or a string; OPENAI_BASE_URL / OPENAI_API_KEY point
-    #     at the gateway, GYM_RAY_TASK holds the task as JSON, also on stdin)
+    #     at the gateway, GYM_RAY_TASK holds the task as JSON, also on stdin; of the actor's environment
+    #     it gets PATH, HOME, the locale and the Python environment only; add more with `env:`)
     # sandbox: true                  # the command runs in gym_ray's bubblewrap sandbox; only the
     #                                  gateway is reachable (through a Unix socket and a forwarder)
     timeout_s: 120                   # the program's time; past it the row says `timeout`
 ```
 
-The episode: seed the env session, open a gateway session, run the program, close the gateway session
-(later calls answer 410), then the env's `verify` scores the conversation the gateway recorded (the last
+The episode: seed the env session, open a gateway session bound to the program (only its processes may
+call it: 403 for any other), run the program, close the gateway session the moment it ends (later calls
+answer 410; a command's whole process group is killed), then the env's `verify` scores the conversation the gateway recorded (the last
 call's messages and the reply). The env's tools are offered over HTTP at `<base_url minus /v1>/tools`
 (`GYM_RAY_TOOLS_URL` for commands; a callable with a `tools_url` parameter gets it): plain HTTP because
 any program can call it, and it is the resource servers' own surface (`POST /<tool>`). The tools run in the
@@ -32,7 +34,6 @@ import contextlib
 import inspect
 import os
 import shlex
-import signal
 import traceback
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,15 @@ from gym_ray.agents.episode import Episode, failed
 from gym_ray.config import AgentConfig
 from gym_ray.gateway.server import UDS_NAME, get_gateway
 from gym_ray.gateway.session import GatewaySession
+from gym_ray.resources.process import spawn
 from gym_ray.resources.sandbox import Sandbox
 from gym_ray.types import Failure, FailureKind, FailureStage, Rollout, Status, Task
 
 _TAIL = 2000  # characters of a program's output / traceback kept in the row
+_KEPT_BYTES = 64 * 1024  # of a command's stdout / stderr, read while it runs
+_DRAIN_S = 1.0  # after the group is killed, how long its pipes may take to reach EOF
+_PASSED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+                         "VIRTUAL_ENV", "PYTHONPATH"})
 SANDBOX_PORT = 8000  # the forwarder's port on the sandbox's private loopback
 SANDBOX_MOUNT = "/run/gym_ray"  # where the gateway's socket directory appears in the sandbox
 _FORWARDER = ".gym_ray_forward.py"
@@ -169,26 +175,35 @@ class ExternalAgent:
                "GYM_RAY_TOOLS_URL": tools_url(base_url), "GYM_RAY_TASK": task.model_dump_json(),
                **self.extra_env}
         if self.sandbox:
-            return await self._run_sandboxed(env, task, gw)
-        return await self._run_subprocess(env, task)
+            return await self._run_sandboxed(env, task, session, gw)
+        return await self._run_subprocess(env, task, session, gw)
 
-    async def _run_subprocess(self, env: dict[str, str], task: Task) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env={**os.environ, **env}, start_new_session=True)
+    async def _run_subprocess(self, env: dict[str, str], task: Task, session: GatewaySession, gw) -> str:
+        """The command as a child of the actor, with the minimal environment and no descriptor of ours; its
+        session answers only its process tree. When it exits (or times out), the session closes first (any
+        later call answers 410), then its whole process group is killed and our ends of its pipes closed."""
+        env = {**_passed_env(), **env}
+        child = await spawn(self.command, env=env, on_start=lambda pid: gw.bind(session, pid))
+        out, err = bytearray(), bytearray()
+        pumps = [asyncio.ensure_future(_keep_tail(child.stdout, out)),
+                 asyncio.ensure_future(_keep_tail(child.stderr, err))]
+        child.feed(task.model_dump_json().encode())
         try:
-            out, err = await asyncio.wait_for(proc.communicate(task.model_dump_json().encode()), self.timeout_s)
+            code = await asyncio.wait_for(child.wait(), self.timeout_s)
         except TimeoutError:
             raise ProgramTimeout(f"agent command ran past timeout_s={self.timeout_s:g}") from None
-        finally:
-            if proc.returncode is None:  # timed out or cancelled: the whole process group goes
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    await proc.wait()
-        if proc.returncode != 0:
-            raise ProgramFailed(f"agent command exited with {proc.returncode}: "
-                                f"{err.decode(errors='replace')[-_TAIL:]}")
+        finally:  # also on cancellation
+            gw.close(session, "the agent program finished")
+            child.kill_group()
+            # EOF follows at once unless a process that left the group holds the pipes: it is not waited for
+            await asyncio.wait(pumps, timeout=_DRAIN_S)
+            for t in pumps:
+                t.cancel()
+            child.close()
+            with contextlib.suppress(Exception):
+                await child.wait()
+        if code != 0:
+            raise ProgramFailed(f"agent command exited with {code}: {err.decode(errors='replace')[-_TAIL:]}")
         return out.decode(errors="replace")
 
     def _make_sandbox(self, kw: dict) -> Any:
@@ -199,7 +214,7 @@ class ExternalAgent:
         return Sandbox(SandboxLimits(**limits), max_concurrency=int(kw.get("sandbox_concurrency", 4)),
                        python=str(kw.get("sandbox_python", "/usr/bin/python3")))
 
-    async def _run_sandboxed(self, env: dict[str, str], task: Task, gw) -> str:
+    async def _run_sandboxed(self, env: dict[str, str], task: Task, session: GatewaySession, gw) -> str:
         """The command in bubblewrap (no network but a private loopback), with the gateway's socket
         directory bound in and a forwarder on the sandbox's loopback: the gateway is all it can reach."""
         from gym_ray.resources.sandbox import SandboxStatus
@@ -210,7 +225,8 @@ class ExternalAgent:
         command = [sb.python, f"/work/{_FORWARDER}", str(SANDBOX_PORT), f"{SANDBOX_MOUNT}/{UDS_NAME}", "--",
                    *self.command]
         result = await sb.run(command, stdin=task.model_dump_json(), env=env,
-                              files={**self.files, _FORWARDER: _FORWARD_CODE}, ro_binds={gw.uds_dir: SANDBOX_MOUNT})
+                              files={**self.files, _FORWARDER: _FORWARD_CODE}, ro_binds={gw.uds_dir: SANDBOX_MOUNT},
+                              on_start=lambda pid: gw.bind(session, pid))
         if result.status == SandboxStatus.TIMEOUT:
             raise ProgramTimeout(f"agent command ran past timeout_s={self.timeout_s:g} (sandbox)")
         if result.status != SandboxStatus.OK:
@@ -218,6 +234,19 @@ class ExternalAgent:
                                 f"{f' ({result.limit})' if result.limit else ''}, exit {result.exit_code}"
                                 f"{f', {result.signal}' if result.signal else ''}: {result.stderr[-_TAIL:]}")
         return result.stdout
+
+
+def _passed_env() -> dict[str, str]:
+    """What an unsandboxed command gets of the actor's environment: where programs and the user's files
+    are, the locale, the Python environment; never the rest (credentials, Ray's settings)."""
+    return {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
+
+
+async def _keep_tail(stream: asyncio.StreamReader, buf: bytearray) -> None:
+    """Read to EOF keeping the last `_KEPT_BYTES` (a program that floods its output costs no memory)."""
+    while chunk := await stream.read(65536):
+        buf += chunk
+        del buf[:-_KEPT_BYTES]
 
 
 def _exc_text() -> str:

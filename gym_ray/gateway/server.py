@@ -12,8 +12,9 @@ Routes, under `/sessions/<id>`:
 - `GET /v1/models`
 - `GET /tools`, `POST /tools/<name>` (body: the arguments object; answer `{"output": ...}`): the
   environment's tools, run in the episode's env session.
-Session ids are random tokens (not rollout ids), so one episode's program cannot write into another's.
-An unknown id answers 404; an ended episode's id answers 410 (neither is retried by the `openai` client).
+Session ids are random tokens (not rollout ids), and a live session answers only its own program: any
+other process that learned its URL gets 403 (`peer.py`). An unknown id answers 404; an ended episode's id
+answers 410 (none of these is retried by the `openai` client).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -34,11 +36,13 @@ from typing import Any
 
 from gym_ray.agents.episode import Episode
 from gym_ray.gateway.params import GatewayError
+from gym_ray.gateway.peer import PEER_KEY, Peer, belongs, peer_protocol
 from gym_ray.gateway.session import OFF_LOOP_SIZE, GatewaySession
 from gym_ray.types import Failure, FailureKind, FailureStage, Status
 
 UDS_NAME = "gateway.sock"
 _ENDED_KEPT = 65536  # ended session ids remembered (410 instead of 404)
+_SESSION_PATH = re.compile(r"/sessions/([^/]+)/")
 
 
 def _error(e: GatewayError):
@@ -61,10 +65,11 @@ class Gateway:
         self.uds_dir: str | None = None
         self.uds_path: str | None = None
         self.sessions: dict[str, GatewaySession] = {}
+        self._owners: dict[str, int] = {}  # session id -> the pid whose process tree runs its program
         self._ended: OrderedDict[str, str] = OrderedDict()
         self._server = None
         self._task: asyncio.Task | None = None
-        self.app = self._build_app()
+        self.app = self._guarded(self._build_app())
 
     # -- sessions --------------------------------------------------------------------------------
     def open(self, episode: Episode, model_name: str) -> GatewaySession:
@@ -76,10 +81,39 @@ class Gateway:
     def close(self, session: GatewaySession, reason: str = "the episode ended") -> None:
         """No more calls for this session: later ones answer 410."""
         session.end(reason)
+        self._owners.pop(session.id, None)
         if self.sessions.pop(session.id, None) is not None:
             self._ended[session.id] = session.ended or reason
             while len(self._ended) > _ENDED_KEPT:
                 self._ended.popitem(last=False)
+
+    def bind(self, session: GatewaySession, pid: int) -> None:
+        """Only the process tree of `pid` (the program started for this session) may call it from now on;
+        until then (and for programs called in-process) only this process may."""
+        self._owners[session.id] = pid
+
+    def _guarded(self, app):
+        """The app behind the caller check: a live session answers 403 to any process but its program's."""
+
+        async def guarded(scope, receive, send):
+            if scope["type"] == "http" and (m := _SESSION_PATH.match(scope["path"])):
+                s = self.sessions.get(m[1])
+                if s is not None and not self._may_call(s, scope.get("state", {}).get(PEER_KEY)):
+                    e = GatewayError(403, f"session {s.id} belongs to another program; its calls come only from "
+                                          "the process gym_ray started for it", "permission_error", "session_not_yours")
+                    return await _error(e)(scope, receive, send)
+            return await app(scope, receive, send)
+
+        return guarded
+
+    def _may_call(self, s: GatewaySession, peer: Peer | None) -> bool:
+        if peer is None:
+            return False
+        if s.id not in peer.allowed:
+            if not belongs(peer, self._owners.get(s.id)):
+                return False
+            peer.allowed.add(s.id)
+        return True
 
     def base_url(self, session: GatewaySession) -> str:
         return f"http://{self.host}:{self.port}/sessions/{session.id}/v1"
@@ -221,8 +255,10 @@ class Gateway:
         uds.bind(self.uds_path)
         os.chmod(self.uds_path, 0o777)
         socks = [tcp, uds]
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
         config = uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False,
-                                timeout_keep_alive=30, backlog=4096)
+                                timeout_keep_alive=30, backlog=4096, http=peer_protocol(AutoHTTPProtocol))
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=socks))
         deadline = time.monotonic() + 30

@@ -42,6 +42,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from gym_ray.resources.process import spawn
+
 # Host paths the sandbox sees, read-only. Everything else of the host is absent.
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC_FILES = (
@@ -438,9 +440,11 @@ class Sandbox:
         limits: SandboxLimits | None = None,
         env: dict[str, str] | None = None,
         ro_binds: dict[str, str] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> SandboxResult:
         """Run `command` in /work (holding `files`, paths relative to it); never raises for the program's faults.
-        `ro_binds` (host path -> path inside) shows host directories read-only, e.g. a socket to one server."""
+        `ro_binds` (host path -> path inside) shows host directories read-only, e.g. a socket to one server;
+        `on_start(pid)` learns the host pid of the sandbox (every process of the run descends from it)."""
         if not command:
             raise ValueError("command must not be empty")
         limits = limits or self.limits
@@ -450,7 +454,7 @@ class Sandbox:
             fds: list[int] = []
             try:
                 argv, fds = self._argv(command, work_files, limits, self._pick_uid(), env or {}, cgroup, ro_binds)
-                return await self._execute(argv, fds, stdin, limits, cgroup)
+                return await self._execute(argv, fds, stdin, limits, cgroup, on_start)
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -470,25 +474,26 @@ class Sandbox:
         stdin: str | bytes | None,
         limits: SandboxLimits,
         cgroup: Path | None,
+        on_start: Callable[[int], None] | None = None,
     ) -> SandboxResult:
         start = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            pass_fds=fds,
+        proc = await spawn(
+            argv,
             env=_HOST_ENV,
+            stdin=stdin is not None,
+            pass_fds=tuple(fds),
             cwd="/",  # sh exports PWD, which would name the host's working directory
+            on_start=on_start,
         )
         out, err = bytearray(), bytearray()
         budget = [limits.max_output_bytes]
         over, memory_over = asyncio.Event(), asyncio.Event()
         over_memory = self._over_memory(cgroup, proc.pid, limits)
+        if stdin is not None:
+            proc.feed(stdin.encode() if isinstance(stdin, str) else stdin)
 
         async def pump(stream: asyncio.StreamReader, buf: bytearray) -> None:
-            # Read to EOF even past the budget: asyncio's wait() only returns once every pipe is closed.
+            # Read to EOF even past the budget: the run ends when its pipes close as well as its process.
             while chunk := await stream.read(_READ_CHUNK):
                 keep = min(len(chunk), budget[0])
                 buf += chunk[:keep]
@@ -496,16 +501,6 @@ class Sandbox:
                 if keep < len(chunk) and not over.is_set():
                     over.set()
                     _kill_group(proc.pid)
-
-        async def feed() -> None:
-            if stdin is None or proc.stdin is None:
-                return
-            try:
-                proc.stdin.write(stdin.encode() if isinstance(stdin, str) else stdin)
-                await proc.stdin.drain()
-                proc.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
         async def guard() -> None:
             """Kill the whole sandbox at its first OOM kill (cgroup) or past the limit (watchdog)."""
@@ -517,7 +512,6 @@ class Sandbox:
         tasks = [
             asyncio.ensure_future(pump(proc.stdout, out)),
             asyncio.ensure_future(pump(proc.stderr, err)),
-            asyncio.ensure_future(feed()),
             asyncio.ensure_future(proc.wait()),
         ]
         watchdog = asyncio.ensure_future(guard())
@@ -527,10 +521,11 @@ class Sandbox:
         finally:  # also on cancellation: nothing of the run may outlive it
             watchdog.cancel()
             _kill_group(proc.pid)
-            # The group is dead, so the pipes reach EOF; let the readers drain them (wait() needs that).
+            # The group is dead, so the pipes reach EOF; let the readers drain them.
             _, pending = await asyncio.wait(tasks, timeout=_DRAIN_S)
             for t in pending:
                 t.cancel()
+            proc.close()
         if cgroup is not None and over_memory():  # an OOM kill the guard had no time to see
             memory_over.set()
         return _classify(
