@@ -236,7 +236,7 @@ RESUME_SCRIPT = textwrap.dedent("""
     cfg = validate_config({"envs": {"fake": {"server": "unused:Unused"}},
                            "collect": {"num_repeats": 3, "concurrency": 6, "rows_per_file": 6}})
     tasks = [Task(task_id=f"t{i}", env="fake", prompt=[{"role": "user", "content": str(i)}],
-                  verifier_metadata={"sleep_s": 0.0 if resume else 0.25}) for i in range(40)]
+                  verifier_metadata={"sleep_s": 0.25}) for i in range(40)]  # the same tasks: resume checks
     col = Collector(cfg, FakePolicy(model), envs={"fake": FakeEnv()}, agent_classes={"fake": FakeAgent})
     asyncio.run(col.collect_to_dir(tasks, out, resume=resume, progress=False))
 """)
