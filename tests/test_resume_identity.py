@@ -135,6 +135,7 @@ def _with(change: dict, base: dict = IDENTITY_CONFIG) -> dict:
     ({"model.replies": ["rain"]}, TASKS, 'the config differs at model.replies: ["sunny"] -> ["rain"]'),
     ({"envs.weather.config.units": "F"}, TASKS, 'envs.weather.config.units: "C" -> "F"'),
     ({"envs.other": {"server": WEATHER}}, TASKS, "envs.other.agent.cls: (not set) ->"),
+    ({"models.judge": {"kind": "scripted"}}, TASKS, "the config differs at models.judge.chat_template: (not set)"),
 ])
 def test_what_differs_is_named(tmp_path, change, tasks, why):
     _open_run(tmp_path, False, run_identity(validate_config(IDENTITY_CONFIG), TASKS))

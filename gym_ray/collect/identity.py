@@ -70,11 +70,12 @@ _ABSENT = object()
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted paths (`envs.weather.agent.max_turns`); lists and scalars are leaves."""
+    """Nested mappings as dotted paths (`envs.weather.agent.max_turns`); lists and scalars are leaves, an
+    empty mapping adds none (so a model added to `models` is named by its own keys)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         path = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict):
             out.update(_flat(v, path + "."))
         else:
             out[path] = v
