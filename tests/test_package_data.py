@@ -1,5 +1,6 @@
 """The files gym_ray reads from its own package at run time ship in its wheel: the program the code verifier
-runs in the sandbox. Built from a copy of the sources, so the working tree gets no build output."""
+runs in the sandbox, report.html's template, style and script. Built from a copy of the sources, so the
+working tree gets no build output."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_FILES = ["gym_ray/resources/verifiers/code_runner.py"]
+PACKAGE_FILES = ["gym_ray/resources/verifiers/code_runner.py",
+                 "gym_ray/report/page.html", "gym_ray/report/page.css", "gym_ray/report/page.js"]
 
 
 def test_wheel_ships_the_package_files(tmp_path):

@@ -1,5 +1,5 @@
 """`gym-ray report RUN_DIR`: one self-contained report.html (no network: plots are inline SVG from
-matplotlib, the browser is a few hundred lines of inline JS).
+matplotlib; the page's template, style and browser script, page.html, page.css and page.js, are inlined).
 
 Size on big runs: every episode is in the browser's index (a few columns, filtered and paged in the
 page, 50 rows a page), but only `detail_rows` episodes (default 1,000) carry their conversation and
@@ -14,6 +14,7 @@ import io
 import json
 import random
 from collections import defaultdict
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -257,13 +258,18 @@ def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str
                    if data["detail_rows"] == data["total_rows"] else
                    f"{data['detail_rows']} of {data['total_rows']} rows carry their conversation and tokens "
                    "(every flagged row first, then an even sample per env and status)")
-    return _TEMPLATE.format(
+    return _asset("page.html").format(
         title=html.escape(f"gym_ray report: {d.name}"), run=html.escape(str(d)),
         run_id=html.escape(str(run_id)), table=html.escape(format_table(metrics)),
         checks=check_rows, skipped=skipped, verdict="CONTRACT BROKEN" if checks.contract_broken else "contract holds",
         verdict_class="error" if checks.contract_broken else "ok", figures=figures, data=payload,
         sample_note=html.escape(sample_note), config=html.escape(config or "(no readable .gym_ray/config.json)"),
-        css=_CSS, js=_JS)
+        css=_asset("page.css"), js=_asset("page.js"))
+
+
+def _asset(name: str) -> str:
+    """One of the page's own files: page.html (a `str.format` template), page.css, page.js."""
+    return files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
 def _script_json(data: dict) -> str:
@@ -288,146 +294,3 @@ def _loads(text: str | None, default):
     except ValueError:
         return default
 
-
-_CSS = """
-body{font:13px/1.45 system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#1f2937;color:#fff;padding:10px 18px}header h1{font-size:17px;margin:0}
-header .muted{color:#cbd5e1}main{padding:12px 18px}section{margin-bottom:22px}
-h2{font-size:15px;border-bottom:1px solid #ddd;padding-bottom:3px}
-pre{background:#fff;border:1px solid #e5e7eb;padding:8px;overflow:auto;font-size:12px}
-.muted{color:#6b7280}.plots{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0;background:#fff;border:1px solid #e5e7eb;padding:6px}figure svg{width:480px;height:auto}
-figcaption{font-weight:600;margin-bottom:4px}
-table{border-collapse:collapse;background:#fff}td,th{border:1px solid #e5e7eb;padding:3px 7px;text-align:left}
-tr.error td:first-child{color:#b91c1c;font-weight:700}tr.warning td:first-child{color:#b45309;font-weight:700}
-tr.ok td:first-child{color:#15803d}.verdict.error{color:#b91c1c}.verdict.ok{color:#15803d}
-#filters{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-bottom:8px}
-#filters label{display:flex;gap:4px;align-items:center}
-#rollouts tbody tr{cursor:pointer}#rollouts tbody tr:hover{background:#eef2ff}
-#rollouts tbody tr.sel{background:#e0e7ff}.flag{color:#b45309}
-#pager{margin:6px 0;display:flex;gap:8px;align-items:center}
-#detail{background:#fff;border:1px solid #e5e7eb;padding:10px;margin-top:10px}
-.msg{border-left:3px solid #cbd5e1;padding:3px 8px;margin:4px 0;white-space:pre-wrap}
-.msg.assistant{border-color:#6366f1}.msg.tool{border-color:#10b981}.msg.user{border-color:#f59e0b}
-.role{font-weight:700;font-size:11px;text-transform:uppercase;color:#6b7280}
-#tokens{font:12px/1.9 ui-monospace,monospace;white-space:pre-wrap;word-break:break-all;background:#fff;
-border:1px solid #e5e7eb;padding:8px}
-.tok{border-radius:2px}.tok.ctx{color:#6b7280;background:#f3f4f6}.tok.gen{color:#111}
-.tok.prompt{color:#9ca3af}.span-start{border-left:2px solid #4338ca;margin-left:2px;padding-left:1px}
-.fin{font-size:10px;background:#4338ca;color:#fff;border-radius:3px;padding:0 3px;margin:0 2px}
-.legend span{margin-right:10px}
-"""
-
-_JS = r"""
-const DATA = JSON.parse(document.getElementById('data').textContent);
-const R = DATA.rows, N = R.rollout_id.length, PAGE = 50;
-let view = [], page = 0;
-const $ = id => document.getElementById(id);
-function opts(sel, values){ for (const v of values){ const o=document.createElement('option'); o.value=v; o.textContent=v; sel.appendChild(o);} }
-opts($('f-env'), [...new Set(R.env)].sort());
-opts($('f-status'), [...new Set(R.status)].sort());
-opts($('f-flag'), Object.keys(DATA.checks).filter(c => DATA.checks[c].count > 0));
-function applyFilters(){
-  const env=$('f-env').value, st=$('f-status').value, task=$('f-task').value.trim().toLowerCase();
-  const lo=parseFloat($('f-rmin').value), hi=parseFloat($('f-rmax').value), flag=$('f-flag').value;
-  view = [];
-  for (let i=0;i<N;i++){
-    if (env && R.env[i]!==env) continue;
-    if (st && R.status[i]!==st) continue;
-    if (task && !R.task_id[i].toLowerCase().includes(task)) continue;
-    if (!isNaN(lo) && R.reward[i] < lo) continue;
-    if (!isNaN(hi) && R.reward[i] > hi) continue;
-    if (flag === '*' ? R.flags[i].length===0 : (flag && !R.flags[i].includes(flag))) continue;
-    view.push(i);
-  }
-  page = 0; render();
-}
-function cell(tr, text, cls){ const td=document.createElement('td'); td.textContent=text; if(cls) td.className=cls; tr.appendChild(td); }
-function render(){
-  const body=$('rows'); body.replaceChildren();
-  const pages=Math.max(1, Math.ceil(view.length/PAGE));
-  for (const i of view.slice(page*PAGE, (page+1)*PAGE)){
-    const tr=document.createElement('tr'); tr.dataset.index=i; tr.dataset.rollout=R.rollout_id[i];
-    cell(tr,R.env[i]); cell(tr,R.task_id[i]); cell(tr,R.rollout_index[i]); cell(tr,R.segment_index[i]);
-    cell(tr,R.status[i]); cell(tr,R.reward[i]); cell(tr,R.num_turns[i]); cell(tr,R.num_tool_calls[i]);
-    cell(tr,R.gen_tokens[i]); cell(tr,R.latency[i]===null?'':R.latency[i]); cell(tr,R.flags[i].join(' '),'flag');
-    tr.onclick=()=>openRow(i, tr); body.appendChild(tr);
-  }
-  $('count').textContent = view.length + ' of ' + N + ' rows';
-  $('pageinfo').textContent = 'page ' + (page+1) + ' / ' + pages;
-}
-function esc(s){ return String(s).replace(/[&<>"]/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c])); }
-function tokText(id){ const t = DATA.vocab[id]; return t === undefined ? '\u27e8'+id+'\u27e9' : t; }
-function openRow(i, tr){
-  document.querySelectorAll('#rows tr.sel').forEach(x=>x.classList.remove('sel')); if (tr) tr.classList.add('sel');
-  const key = R.rollout_id[i] + '/' + R.segment_index[i], d = DATA.details[key], box = $('detail');
-  box.hidden = false; box.dataset.key = key;
-  let h = '<h3>' + esc(R.env[i]) + ' / ' + esc(R.task_id[i]) + ' #' + R.rollout_index[i] + ' segment ' + R.segment_index[i] +
-          '</h3><p>rollout <code>' + esc(R.rollout_id[i]) + '</code>, status <b>' + esc(R.status[i]) + '</b>, reward ' + R.reward[i] +
-          (R.flags[i].length ? ', <span class="flag">flags: ' + esc(R.flags[i].join(', ')) + '</span>' : '') + '</p>';
-  if (!d){ box.innerHTML = h + '<p class="muted" id="nodetail">Not in the report\'s sample: read it with pandas.read_parquet(' +
-           esc(JSON.stringify(DATA.run)) + ') where rollout_id == ' + esc(JSON.stringify(R.rollout_id[i])) + '.</p>'; return; }
-  if (d.error) h += '<p><b>error</b> (' + esc(d.failure.join(' / ')) + '): ' + esc(d.error) + '</p>';
-  h += '<p class="muted">model ' + esc(d.model) + ', policy version ' + d.policy_version + ', attempt ' + d.attempt +
-       ', sampling ' + esc(JSON.stringify(d.sampling)) + '</p><h4>Conversation</h4><div id="conversation">';
-  for (const m of d.messages){
-    let c = m.content || '';
-    if (m.tool_calls) c += (c ? '\n' : '') + m.tool_calls.map(t => { const f = t.function || t, a = f.arguments;
-      return '\u2192 ' + f.name + '(' + (typeof a === 'string' ? a : JSON.stringify(a)) + ')'; }).join('\n');
-    h += '<div class="msg ' + esc(m.role) + '"><div class="role">' + esc(m.role) + (m.name ? ' ' + esc(m.name) : '') + '</div>' + esc(c) + '</div>';
-  }
-  h += '</div><h4>Tokens</h4><p class="legend"><span class="tok prompt">prompt</span><span class="tok gen">generated (mask 1, ' +
-       'shaded by logprob)</span><span class="tok ctx">tool / template (mask 0)</span><span class="fin">finish</span> ' +
-       d.prompt.length + ' prompt + ' + d.ids.length + ' response tokens, ' + d.starts.length + ' generation spans</p>' +
-       '<label><input type="checkbox" id="show-prompt"> show the prompt tokens</label><div id="tokens"></div>';
-  box.innerHTML = h;
-  const tokens = $('tokens');
-  function paint(){
-    const parts = [];
-    if ($('show-prompt').checked) for (const id of d.prompt) parts.push('<span class="tok prompt" title="prompt id ' + id + '">' + esc(tokText(id)) + '</span>');
-    const starts = new Set(d.starts), ends = new Map(d.ends.map((e, k) => [e, k]));
-    for (let p = 0; p < d.ids.length; p++){
-      const id = d.ids[p], gen = d.mask[p] === 1, lp = d.lp[p];
-      const style = gen ? ' style="background:rgba(99,102,241,' + Math.min(0.6, (-lp) / 5).toFixed(3) + ')"' : '';
-      parts.push('<span class="tok ' + (gen ? 'gen' : 'ctx') + (starts.has(p) ? ' span-start' : '') + '" data-id="' + id +
-                 '" data-mask="' + d.mask[p] + '" title="pos ' + p + ' id ' + id + (gen ? ' logprob ' + lp : ' mask 0') + '"' + style + '>' +
-                 esc(tokText(id)) + '</span>');
-      if (ends.has(p + 1)) parts.push('<span class="fin">' + esc(d.finish[ends.get(p + 1)]) + '</span>');
-    }
-    tokens.innerHTML = parts.join('');
-  }
-  $('show-prompt').onchange = paint; paint();
-}
-['f-env','f-status','f-flag'].forEach(id => $(id).onchange = applyFilters);
-['f-task','f-rmin','f-rmax'].forEach(id => $(id).oninput = applyFilters);
-$('prev').onclick = () => { if (page > 0){ page--; render(); } };
-$('next').onclick = () => { if ((page+1)*PAGE < view.length){ page++; render(); } };
-applyFilters();
-"""
-
-_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{css}</style></head>
-<body><header><h1>{title}</h1><div class="muted">{run} &middot; run id {run_id}</div></header><main>
-<section id="summary"><h2>Metrics</h2><pre>{table}</pre></section>
-<section id="checks"><h2>Health checks: <span class="verdict {verdict_class}">{verdict}</span></h2>
-<table><tr><th></th><th>check</th><th>count</th><th>what</th></tr>{checks}</table>{skipped}</section>
-<section><h2>Plots</h2><div class="plots">{figures}</div></section>
-<section id="browser"><h2>Rollouts</h2><p class="muted">{sample_note}</p>
-<div id="filters">
-<label>env <select id="f-env"><option value="">all</option></select></label>
-<label>status <select id="f-status"><option value="">all</option></select></label>
-<label>reward <input id="f-rmin" type="number" step="any" placeholder="min" size="5"> to
-<input id="f-rmax" type="number" step="any" placeholder="max" size="5"></label>
-<label>task <input id="f-task" type="search" placeholder="task id contains"></label>
-<label>check <select id="f-flag"><option value="">any</option><option value="*">passed every check</option></select></label>
-<span id="count"></span></div>
-<table id="rollouts"><thead><tr><th>env</th><th>task</th><th>#</th><th>seg</th><th>status</th><th>reward</th><th>turns</th>
-<th>tools</th><th>gen tok</th><th>seconds</th><th>flags</th></tr></thead><tbody id="rows"></tbody></table>
-<div id="pager"><button id="prev">&larr; prev</button><span id="pageinfo"></span><button id="next">next &rarr;</button></div>
-<div id="detail" hidden></div></section>
-<section><h2>Run config</h2><pre>{config}</pre></section>
-</main>
-<script type="application/json" id="data">{data}</script>
-<script>{js}</script>
-</body></html>
-"""
