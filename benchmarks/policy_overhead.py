@@ -108,8 +108,10 @@ def make_caller():
         async def raw_handle(self, app, deployment, prompts, sampling, concurrency, grpc):
             from ray import serve
 
+            from gym_ray import compat
+
             h = serve.get_deployment_handle(deployment, app)
-            h = h.options(_by_reference=False) if grpc else h
+            h = compat.with_transport(h, by_reference=False) if grpc else h
             s = sampling.model_dump()
 
             async def gen(p):

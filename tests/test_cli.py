@@ -114,7 +114,8 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
     import threading
 
     import ray
-    from ray import serve
+
+    from gym_ray import compat
 
     address = ray.get_runtime_context().gcs_address
     config = str(ROOT / "environments" / "weather" / "config.yaml")
@@ -146,5 +147,5 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
         server.send_signal(signal.SIGINT)
         server.wait(timeout=300)  # a fresh-clone run at load ~4 took over 120 s to leave the cluster
         for app in ("cli_policy", "weather"):
-            serve.delete(app, _blocking=True)
+            compat.delete_app(app)
     assert server.returncode == 0

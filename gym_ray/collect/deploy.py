@@ -11,6 +11,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from gym_ray import compat
 from gym_ray.config import ModelConfig, RunConfig
 
 
@@ -59,7 +60,7 @@ def _job_env_vars() -> dict:
     import json
 
     try:
-        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        job = json.loads(compat.job_config_json() or "{}")
         return dict((job.get("runtime_env") or {}).get("env_vars") or {})
     except (ValueError, TypeError, AttributeError):
         return {}
@@ -68,28 +69,21 @@ def _job_env_vars() -> dict:
 def start_serve(cfg: RunConfig) -> str:
     """Start Serve's HTTP proxy (or reuse a running one); a busy configured port falls back to a free one."""
     from ray import serve
-    from ray.serve.context import _get_global_client
 
-    try:
-        client = _get_global_client()
-    except Exception:
-        client = None
-    if client is None:
+    http = compat.serve_http_options()
+    if http is None:
         host, port = cfg.ray.http_host, cfg.ray.http_port
         if not _port_free(host, port):
             with socket.socket() as s:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         serve.start(http_options={"host": host, "port": port})
-        client = _get_global_client()
-    http = client.http_config
+        http = compat.serve_http_options()
     return f"http://{'127.0.0.1' if http.host in ('0.0.0.0', '') else http.host}:{http.port}"
 
 
 def dashboard_url() -> str | None:
-    import ray
-
-    url = ray.get_runtime_context().worker.node.address_info.get("webui_url")
+    url = compat.dashboard_address()
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
@@ -166,7 +160,5 @@ def running_apps(cfg: RunConfig) -> dict[str, str]:
 
 
 def teardown(dep: Deployment) -> None:
-    from ray import serve
-
     for app in dict.fromkeys(dep.apps.values()):
-        serve.delete(app, _blocking=True)
+        compat.delete_app(app)

@@ -33,6 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from gym_ray import compat
 from gym_ray.integrations.mcp import on_mcp_loop, result_text, tool_spec
 from gym_ray.resources.runtime import EnvError
 from gym_ray.resources.server import ResourceServer
@@ -112,13 +113,12 @@ class VerifiersEnv(ResourceServer):
     def __init__(self, taskset: str, taskset_args: dict[str, Any] | None = None,
                  env_args: dict[str, Any] | None = None, num_tasks: int = 256) -> None:
         import verifiers.v1 as vf
-        from verifiers.v1.configs.agent import agent_config_fields
 
         self.taskset_id = taskset
         self.env = _load(taskset, dict(taskset_args or {}), dict(env_args or {}))
         self.num_tasks = num_tasks
         self.task_cls = type(self.env.taskset).task_type()
-        seats = list(agent_config_fields(self.env.config))
+        seats = compat.agent_seats(self.env.config)
         if len(seats) != 1:
             raise ValueError(f"config.taskset: {taskset!r}'s env {type(self.env).__name__} has seats {seats}; "
                              "gym_ray plays one seat (the policy)")
@@ -130,12 +130,10 @@ class VerifiersEnv(ResourceServer):
     # --- tasks ----------------------------------------------------------------------------------
     def tasks(self, env: str, limit: int | None = None) -> list[Task]:
         """The taskset's tasks as gym_ray rows (at most `limit`, else `num_tasks`: tasksets may be infinite)."""
-        from verifiers.v1.types import content_text
-
         rows = []
         for t in self.env.taskset.take(limit or self.num_tasks):
             task_id = t.data.id or t.data.name or f"{self.taskset_id}-{t.data.idx}"
-            prompt = [{"role": m.role, "content": content_text(m.content) if m.content else ""} for m in _opening(t)]
+            prompt = [{"role": m.role, "content": compat.content_text(m.content) if m.content else ""} for m in _opening(t)]
             if not prompt:
                 raise ValueError(f"{self.taskset_id}: task {task_id} has no prompt (gym_ray needs an opening message)")
             data = t.data.model_dump(mode="json", exclude_defaults=True)
@@ -150,8 +148,7 @@ class VerifiersEnv(ResourceServer):
 
         tools: dict[str, Any] = {}
         for ts in toolsets:
-            ts._pull_state = _episode_state  # the state channel, in process: the episode's own State
-            ts._push_state = _kept
+            compat.serve_toolset_state(ts, _episode_state, _kept)  # in process: the episode's own State
             await ts.setup()
             if task is not None:
                 await ts.setup_task(task)
@@ -194,7 +191,6 @@ class VerifiersEnv(ResourceServer):
     # --- episodes ---------------------------------------------------------------------------------
     async def seed(self, task: Task) -> _Episode:
         import verifiers.v1 as vf
-        from verifiers.v1.state import state_cls
 
         data = (task.verifier_metadata or {}).get("verifiers")
         if data is None:
@@ -203,7 +199,7 @@ class VerifiersEnv(ResourceServer):
         trace = vf.Trace(task=vf.TraceTask(type=type(vf_task).__name__, data=vf_task.data, key=vf_task.key,
                                            hash=vf_task.hash),
                          agent=vf.AgentInfo(config=vf.AgentConfig(), name=self.seat),
-                         state=state_cls(self.task_cls)())
+                         state=compat.state_class(self.task_cls)())
         ep = _Episode(task=vf_task, trace=trace, history=_opening(vf_task))
         ep.servers, ep.toolsets = await on_mcp_loop(_bound(ep, self._serve(
             self.task_cls.toolsets(self.env.taskset.config.task), vf_task)))
@@ -314,7 +310,7 @@ async def _closed(ep: _Episode) -> None:
 async def _released(toolsets: list[Any]) -> None:
     """What the toolsets' `setup` entered (their exit stacks), released."""
     for ts in toolsets:
-        await ts._exit_stack.aclose()
+        await compat.release_toolset(ts)
 
 
 # --- messages ------------------------------------------------------------------------------------------
@@ -353,9 +349,8 @@ def _vf_messages(messages: list[Message]) -> list[Any]:
 def _commit(trace: Any, prompt: list[Any], reply: Any) -> None:
     """One sampled turn into the trace's message graph, as verifiers' interception commits it."""
     import verifiers.v1 as vf
-    from verifiers.v1.graph import prepare_turn
 
-    prepare_turn(trace, prompt).commit(vf.Response(
+    compat.prepare_turn(trace, prompt).commit(vf.Response(
         id=f"turn-{len(trace.nodes)}", created=int(time.time()), model="gym_ray", message=reply,
         finish_reason="tool_calls" if reply.tool_calls else "stop"))
 
@@ -363,19 +358,16 @@ def _commit(trace: Any, prompt: list[Any], reply: Any) -> None:
 def _record(trace: Any, messages: list[Any]) -> None:
     """A whole transcript into the trace: each assistant message a sampled turn, trailing input after it."""
     import verifiers.v1 as vf
-    from verifiers.v1.graph import prepare_turn
 
     for i, m in enumerate(messages):
         if isinstance(m, vf.AssistantMessage):
             _commit(trace, messages[:i], m)
     if messages and not isinstance(messages[-1], vf.AssistantMessage):
-        prepare_turn(trace, messages).commit_prompt()
+        compat.prepare_turn(trace, messages).commit_prompt()
 
 
 def _text(message: Any) -> str:
     """A verifiers user turn (text or messages) as the observation's text."""
-    from verifiers.v1.types import content_text
-
     if message is None or isinstance(message, str):
         return message or ""
-    return "\n\n".join(t for m in message if (t := content_text(m.content)))
+    return "\n\n".join(t for m in message if (t := compat.content_text(m.content)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gym_ray import compat
 from gym_ray.clients import Generation, PolicyClient
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.names import policy_deployment_name, tokenizer_path_for
@@ -47,7 +48,7 @@ class HandlePolicyClient:
             from ray import serve
 
             self._handle = serve.get_deployment_handle(self.deployment, self.app_name)
-            self._fast = self._handle.options(_by_reference=False) if self.grpc else self._handle
+            self._fast = compat.with_transport(self._handle, by_reference=False) if self.grpc else self._handle
             if self.batch:
                 self._calls = Coalescer(self._fast, sticky=self.sticky)
         return self._handle

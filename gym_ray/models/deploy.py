@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
 
+from gym_ray import compat
 from gym_ray.config import HOT_PATH_LOGGING, ModelConfig
 from gym_ray.models.default_model import resolve_model_path
 from gym_ray.models.names import (
@@ -48,9 +49,7 @@ def build_policy_app(cfg: ModelConfig) -> Application:
 
 def serve_http_base(route_prefix: str) -> str:
     """http://host:port<prefix> of the running Serve proxy."""
-    from ray.serve.context import _get_global_client
-
-    http = _get_global_client().http_config
+    http = compat.serve_http_options()
     host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
     return f"http://{host}:{http.port}{route_prefix.rstrip('/')}"
 
@@ -87,4 +86,4 @@ def deploy_policy(cfg: ModelConfig, app_name: str, route_prefix: str | None = No
 
 def delete_policy(app_name: str) -> None:
     """Remove the policy's Serve app (its replicas and engines); a missing app is not an error."""
-    serve.delete(app_name, _blocking=True)
+    compat.delete_app(app_name)

@@ -4,6 +4,7 @@ the vLLM server, kept here (no Serve or vLLM import) so imports among those thre
 
 from __future__ import annotations
 
+from gym_ray import compat
 from gym_ray.config import ModelConfig
 from gym_ray.models.default_model import resolve_model_path
 from gym_ray.resources.serve_batch import STICKY_ROUTER
@@ -22,8 +23,8 @@ def tokenizer_path_for(cfg: ModelConfig) -> str:
 
 
 def llm_deployment_name(cfg: ModelConfig) -> str:
-    """serve.llm names the engine deployment `<server class>:<model id>` (builder._get_deployment_name)."""
-    return f"{VLLM_SERVER_CLASS}:" + cfg.name.replace("/", "--").replace(".", "_")
+    """The engine deployment serve.llm makes for `cfg` (named after our server class and the model)."""
+    return compat.llm_deployment_name(VLLM_SERVER_CLASS, cfg.name)
 
 
 def policy_deployment_name(cfg: ModelConfig) -> str | None:

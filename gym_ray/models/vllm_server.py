@@ -19,6 +19,7 @@ from typing import Any
 from ray.serve.llm import LLMConfig, LLMServingArgs, build_openai_app
 from ray.serve.llm.deployment import LLMServer
 
+from gym_ray.compat import engine_client
 from gym_ray.config import ModelConfig
 from gym_ray.models.default_model import resolve_model_path
 from gym_ray.models.names import VLLM_SERVER_CLASS, serve_options
@@ -40,6 +41,7 @@ class GymLLMServer(LLMServer):
 
     async def __init__(self, llm_config: LLMConfig, **kwargs: Any):
         self._policy_version = 0
+        self._model_id = llm_config.model_id
         await super().__init__(llm_config, **kwargs)
 
     async def generate(self, prompt_token_ids: list[int], sampling: dict) -> dict:
@@ -58,12 +60,12 @@ class GymLLMServer(LLMServer):
         )
         version = self._policy_version
         final = None
-        async for out in self.engine._engine_client.generate(
+        async for out in engine_client(self).generate(
             engine_input(list(prompt_token_ids)), params, uuid.uuid4().hex
         ):
             final = out
         if final is None:  # aborted (pause with mode="abort") before any output
-            return {"token_ids": [], "logprobs": [], "finish_reason": "abort", "model": self._llm_config.model_id,
+            return {"token_ids": [], "logprobs": [], "finish_reason": "abort", "model": self._model_id,
                     "policy_version": version, "text": ""}
         c = final.outputs[0]
         ids = list(c.token_ids)
@@ -71,7 +73,7 @@ class GymLLMServer(LLMServer):
             "token_ids": ids,
             "logprobs": [lp[t].logprob for t, lp in zip(ids, c.logprobs, strict=True)],
             "finish_reason": c.finish_reason or "abort",
-            "model": self._llm_config.model_id,
+            "model": self._model_id,
             "policy_version": version,
             "text": c.text,
             # what the engine actually ran on, so callers can check their transcript against it
@@ -83,7 +85,7 @@ class GymLLMServer(LLMServer):
         from ray.serve.llm.openai_api_models import ChatCompletionRequest
 
         fields: dict[str, Any] = {
-            "model": self._llm_config.model_id, "messages": messages, "max_tokens": sampling.get("max_tokens"),
+            "model": self._model_id, "messages": messages, "max_tokens": sampling.get("max_tokens"),
             "temperature": sampling.get("temperature"), "top_p": sampling.get("top_p"),
             "seed": sampling.get("seed"), "stop": sampling.get("stop") or None,
             "logprobs": True, "return_token_ids": True, "stream": False,

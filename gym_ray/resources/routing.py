@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray.serve.experimental.consistent_hash_router import ConsistentHashRouter
-
+from gym_ray import compat
 from gym_ray.resources.serve_batch import REPLICA_KEY_PREFIX
 
 
-class PinnedRouter(ConsistentHashRouter):
+class PinnedRouter(compat.consistent_hash_router()):
     """`ConsistentHashRouter`, except that a `gym-ray-replica-<id>` key goes to replica `<id>` only and
     no key means the next replica in turn."""
 
@@ -45,5 +44,5 @@ class PinnedRouter(ConsistentHashRouter):
         replica = self._by_key.get(key)
         if replica is None:
             return await super().choose_replicas(candidate_replicas, pending_request)
-        pending_request.routing_context.should_backoff = True  # a busy replica is waited for, not bypassed
+        compat.wait_for_replica(pending_request)  # a busy replica is waited for, not bypassed
         return [[replica]]

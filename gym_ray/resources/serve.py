@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 
+from gym_ray import compat
 from gym_ray.config import HOT_PATH_LOGGING, EnvConfig
 from gym_ray.resources.http_compat import (
     SESSION_COOKIE,
@@ -324,7 +325,7 @@ class HandleEnvClient:
 
     def _call(self, method: str, session_id: str | None, *args: Any) -> asyncio.Future:
         if self._calls is None:
-            handle = serve.get_app_handle(self.app_name).options(_by_reference=self.by_reference)
+            handle = compat.with_transport(serve.get_app_handle(self.app_name), by_reference=self.by_reference)
             self._calls = Coalescer(handle, sticky=self.sticky, by_reference=self.by_reference)
         return self._calls.call(method, *args, session_id=session_id)
 

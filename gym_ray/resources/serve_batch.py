@@ -22,7 +22,6 @@ calls with that error, which is what each call would have met alone.
 from __future__ import annotations
 
 import asyncio
-import os
 import pickle
 import time
 import uuid
@@ -32,13 +31,15 @@ from typing import Any
 
 from ray import cloudpickle
 
+from gym_ray import compat
+
 STICKY_ROUTER = "gym_ray.resources.routing:PinnedRouter"  # the request router of sticky deployments
 REPLICA_KEY_PREFIX = "gym-ray-replica-"  # + a replica's unique id: the routing key of its sessions
 MAX_HOMES = 1 << 17  # sessions whose replica a Coalescer remembers; the oldest unused one goes first
 MAX_BATCH = 64  # calls per request: more would keep replica-side queue metrics (autoscaling) blind
 # Serve's limit on a gRPC handle message (its own setting, read the way Serve reads it), and the share of
 # it a batch response may fill with answers (the rest is framing and room for error)
-TRANSPORT_LIMIT = int(os.environ.get("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", 4 * 1024 * 1024))
+TRANSPORT_LIMIT = compat.grpc_message_limit()
 ANSWER_BUDGET = TRANSPORT_LIMIT * 3 // 4
 KEPT_ANSWER_TTL_S = 300.0  # an answer kept for a client that never fetched it (its caller gave up) expires
 
@@ -174,10 +175,10 @@ class Coalescer:
     def _route(self, key: str | None, by_reference: bool = False) -> Any:
         h = self._routed.get((key, by_reference))
         if h is None:
-            options: dict[str, Any] = {"_by_reference": True} if by_reference else {}
-            if key is not None:
-                options["session_id"] = key
-            h = self._routed[(key, by_reference)] = self._handle.options(**options) if options else self._handle
+            h = self._handle.options(session_id=key) if key is not None else self._handle
+            if by_reference:
+                h = compat.with_transport(h, by_reference=True)
+            self._routed[(key, by_reference)] = h
         return h
 
     def _flush(self, loop: asyncio.AbstractEventLoop, key: str | None) -> None:
