@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import warnings
 from pathlib import Path
 
@@ -37,6 +38,15 @@ def test_an_import_that_climbs_fails_naming_it(tmp_path):
     result = lint_imports(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "gym_ray.stats -> gym_ray.collect.metrics" in result.stdout, result.stdout
+
+
+def test_every_part_of_gym_ray_has_a_layer():
+    """A part no layer names is checked by no contract: its imports could climb unnoticed."""
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {part.strip(" ()") for layer in layers for part in layer.replace(":", "|").split("|")}
+    parts = {p.stem for p in (ROOT / "gym_ray").iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert parts <= named, f"parts of gym_ray in no layer of pyproject.toml's layers contract: {sorted(parts - named)}"
 
 
 def test_no_module_over_max_lines():

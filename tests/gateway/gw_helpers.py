@@ -63,7 +63,7 @@ def weather_setup(model_path: str, agent_kwargs: dict, *, template: str = "chatm
                   script: str = "gw_helpers:weather_script", policy_cls=None, **agent_fields):
     """An EpisodeRunner over the real weather env with an ExternalAgent, its tasks and the recording policy."""
     env_cfg: EnvConfig = load_config(WEATHER / "config.yaml").envs["weather"]
-    agent = AgentConfig(cls="gym_ray.agents.external:ExternalAgent", kwargs=agent_kwargs, **agent_fields)
+    agent = AgentConfig(cls="gym_ray.gateway.agent:ExternalAgent", kwargs=agent_kwargs, **agent_fields)
     env_cfg = env_cfg.model_copy(update={"agent": agent})
     tasks = load_tasks(env_cfg.data, default_env="weather")
     policy = (policy_cls or RecordingPolicy)(

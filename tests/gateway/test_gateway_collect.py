@@ -27,7 +27,7 @@ def _run(tmp_path, model: dict, num_repeats: int, limit: int, max_tokens: int):
         "envs": {"weather": {
             "server": "gym_ray_env_weather.server:Weather", "hosting": "local",
             "data": [str(WEATHER / "data" / "example.jsonl")],
-            "agent": {"cls": "gym_ray.agents.external:ExternalAgent", "max_total_tokens": 2048,
+            "agent": {"cls": "gym_ray.gateway.agent:ExternalAgent", "max_total_tokens": 2048,
                       "kwargs": {"program": "gym_ray.gateway.examples:openai_tool_loop",
                                  "timeout_s": 240}}}},
         "collect": {"limit": limit, "num_repeats": num_repeats, "concurrency": 8, "episode_timeout_s": 300,

@@ -2,7 +2,7 @@
 
 ```yaml
 agent:
-  cls: gym_ray.agents.external:ExternalAgent
+  cls: gym_ray.gateway.agent:ExternalAgent
   kwargs:
     program: mypkg.agents:run        # async def run(base_url, model, task) -> str | None (a plain
     #                                  def runs in a worker thread)
@@ -55,7 +55,7 @@ _PASSED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LA
 SANDBOX_PORT = 8000  # the forwarder's port on the sandbox's private loopback
 SANDBOX_MOUNT = "/run/gym_ray"  # where the gateway's socket directory appears in the sandbox
 _FORWARDER = ".gym_ray_forward.py"
-_FORWARD_CODE = (Path(__file__).parents[1] / "gateway" / "forward.py").read_bytes()
+_FORWARD_CODE = (Path(__file__).parent / "forward.py").read_bytes()
 
 
 class ProgramTimeout(Exception):
