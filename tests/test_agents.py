@@ -14,16 +14,9 @@ from gym_ray.agents.base import Agent, EpisodeContext, InfraError, load_tokenize
 from gym_ray.agents.env_step import EnvStepAgent
 from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.config import AgentConfig, SamplingConfig
+from gym_ray.errors import FailureStage, Status
 from gym_ray.resources.runtime import SeedError
-from gym_ray.types import (
-    FailureStage,
-    Message,
-    Status,
-    Task,
-    ToolSpec,
-    rollouts_from_arrow,
-    rollouts_to_arrow,
-)
+from gym_ray.types import Message, Task, ToolSpec, rollouts_from_arrow, rollouts_to_arrow
 
 CALL = '<tool_call>\n{{"name": "get_weather", "arguments": {{"city": "{}"}}}}\n</tool_call>'
 TASK = Task(task_id="t1", env="weather", prompt=[Message(role="user", content="Weather in Paris?")],

@@ -6,15 +6,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.types import (
     ROLLOUT_SCHEMA,
-    Failure,
-    FailureKind,
-    FailureStage,
     Message,
     Rollout,
     RolloutInvariantError,
-    Status,
     Task,
     ToolCall,
     ToolSpec,

@@ -9,8 +9,9 @@ from typing import Any, Protocol, runtime_checkable
 from gym_ray.agents.tokenizer import ChatTokenizer, as_chat_tokenizer, load_tokenizer, tokenizer_fingerprint
 from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.config import AgentConfig, SamplingConfig
+from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage
 from gym_ray.resources.runtime import SessionLostError
-from gym_ray.types import Delivery, Failure, FailureKind, FailureStage, Rollout, Task
+from gym_ray.types import Rollout, Task
 
 __all__ = [
     "Agent", "ChatTokenizer", "EpisodeContext", "InfraError", "as_chat_tokenizer", "infra_error_types",

@@ -11,7 +11,8 @@ from __future__ import annotations
 from gym_ray.agents.base import EpisodeContext
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.config import AgentConfig
-from gym_ray.types import FailureStage, Message, Rollout, Status, Task
+from gym_ray.errors import FailureStage, Status
+from gym_ray.types import Message, Rollout, Task
 
 
 class EnvStepAgent:

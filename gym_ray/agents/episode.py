@@ -16,20 +16,11 @@ from gym_ray.agents.base import EpisodeContext, InfraError, infra_failure, is_in
 from gym_ray.agents.tokenizer import ChatTokenizer
 from gym_ray.agents.transcript import Transcript, TranscriptError
 from gym_ray.clients import Generation
+from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import SeedError, cap_output
 from gym_ray.tasks import FAILED_ROW_KEEP_CHARS, failed_row_texts, messages_json
-from gym_ray.types import (
-    Delivery,
-    Failure,
-    FailureKind,
-    FailureStage,
-    Message,
-    Rollout,
-    Status,
-    Task,
-    VerifyResult,
-)
+from gym_ray.types import Message, Rollout, Task, VerifyResult
 
 T = TypeVar("T")
 _FAILED = object()

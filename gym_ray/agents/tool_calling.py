@@ -14,7 +14,8 @@ from gym_ray.agents.base import EpisodeContext
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import HERMES_FORMAT_HINT, get_parser
 from gym_ray.config import AgentConfig
-from gym_ray.types import FailureStage, Message, Rollout, Status, Task, ToolSpec
+from gym_ray.errors import FailureStage, Status
+from gym_ray.types import Message, Rollout, Task, ToolSpec
 
 
 class ToolCallingAgent:

@@ -14,18 +14,9 @@ from gym_ray.agents.base import EpisodeContext, infra_error_types, infra_failure
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.wiring import EnvSpec, build_agent, build_env
 from gym_ray.config import SamplingConfig
+from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
 from gym_ray.tasks import failed_row_texts
-from gym_ray.types import (
-    Delivery,
-    Failure,
-    FailureKind,
-    FailureStage,
-    Message,
-    Rollout,
-    RolloutInvariantError,
-    Status,
-    ToolCall,
-)
+from gym_ray.types import Message, Rollout, RolloutInvariantError, ToolCall
 
 
 def failed_row(g: GroupSpec, index: int, status: Status, error: str, failure: Failure, attempt: int = 0,

@@ -17,15 +17,8 @@ from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import failed_row
 from gym_ray.collect.wiring import WorkerSetup
 from gym_ray.collect.worker import AgentActor
-from gym_ray.types import (
-    Delivery,
-    Failure,
-    FailureKind,
-    FailureStage,
-    Status,
-    rollouts_to_arrow,
-    table_from_ipc,
-)
+from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
+from gym_ray.types import rollouts_to_arrow, table_from_ipc
 
 
 class ActorStartError(RuntimeError):

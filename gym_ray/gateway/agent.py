@@ -41,11 +41,12 @@ from typing import Any
 from gym_ray.agents.base import EpisodeContext
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.config import AgentConfig
+from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.gateway.server import UDS_NAME, get_gateway
 from gym_ray.gateway.session import GatewaySession
 from gym_ray.resources.process import spawn
 from gym_ray.resources.sandbox import Sandbox
-from gym_ray.types import Failure, FailureKind, FailureStage, Rollout, Status, Task
+from gym_ray.types import Rollout, Task
 
 _TAIL = 2000  # characters of a program's output / traceback kept in the row
 _KEPT_BYTES = 64 * 1024  # of a command's stdout / stderr, read while it runs

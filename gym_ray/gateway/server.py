@@ -35,10 +35,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gym_ray.agents.episode import Episode
+from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.gateway.params import GatewayError
 from gym_ray.gateway.peer import PEER_KEY, Peer, belongs, peer_protocol
 from gym_ray.gateway.session import OFF_LOOP_SIZE, GatewaySession
-from gym_ray.types import Failure, FailureKind, FailureStage, Status
 
 UDS_NAME = "gateway.sock"
 _ENDED_KEPT = 65536  # ended session ids remembered (410 instead of 404)

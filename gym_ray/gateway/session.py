@@ -36,8 +36,9 @@ from gym_ray.agents.tokenizer import TemplateError
 from gym_ray.agents.transcript import TranscriptError
 from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
+from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.gateway.params import GatewayError, Request, check_chat
-from gym_ray.types import Failure, FailureKind, FailureStage, Message, Status, ToolCall
+from gym_ray.types import Message, ToolCall
 
 # Requests bigger than this (bytes of body, characters of message text) are parsed and tokenized in a
 # worker thread: other episodes of the actor share the event loop.

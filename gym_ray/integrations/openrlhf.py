@@ -32,9 +32,10 @@ from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.wiring import EnvSpec
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig, SamplingConfig, load_config
+from gym_ray.errors import Status
 from gym_ray.integrations.export import shipped_env_configs
 from gym_ray.models.callable import CallablePolicy
-from gym_ray.types import Rollout, Status, Task
+from gym_ray.types import Rollout, Task
 
 CONFIG_ENV = "GYM_RAY_CONFIG"
 OVERRIDES_ENV = "GYM_RAY_OVERRIDES"

@@ -27,8 +27,9 @@ from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.wiring import EnvSpec, load_tokenizer
 from gym_ray.config import RunConfig, SamplingConfig, load_config
+from gym_ray.errors import Status
 from gym_ray.models.callable import CallablePolicy
-from gym_ray.types import Rollout, Status, Task
+from gym_ray.types import Rollout, Task
 
 logger = logging.getLogger(__name__)
 

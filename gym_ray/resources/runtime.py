@@ -22,12 +22,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from gym_ray.config import EnvConfig
+from gym_ray.errors import FailureKind
 from gym_ray.resources.isolation import EnvHungError, HookThreads
 from gym_ray.resources.messages import final_answer
 from gym_ray.resources.server import ResourceServer, Session, _current
 from gym_ray.resources.sessions import SessionStore
 from gym_ray.resources.tools import ToolArgumentError, json_arguments
-from gym_ray.types import FailureKind, Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
+from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from gym_ray.collect.api import Collector
 from gym_ray.collect.plan import GroupSpec
 from gym_ray.collect.runner import failed_row
 from gym_ray.config import ModelConfig, RunConfig, load_config
+from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.integrations.export import trl_rows
 from gym_ray.integrations.trl import (
     GymRayRollouts,
@@ -25,7 +26,6 @@ from gym_ray.integrations.trl import (
     trl_dataset,
 )
 from gym_ray.tasks import load_tasks
-from gym_ray.types import Failure, FailureKind, FailureStage, Status
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

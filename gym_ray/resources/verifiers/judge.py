@@ -11,8 +11,9 @@ import re
 
 from gym_ray.clients import PolicyClient
 from gym_ray.config import SamplingConfig
+from gym_ray.errors import FailureKind
 from gym_ray.resources.verifiers.text import strip_think
-from gym_ray.types import FailureKind, Message, VerifyResult
+from gym_ray.types import Message, VerifyResult
 
 JUDGE_PROMPT = """You are grading a student's answer against the reference answer.
 
