@@ -20,8 +20,8 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from gym_ray.config import EnvConfig  # noqa: E402
-from gym_ray.resources import deploy_env, make_env_client  # noqa: E402
-from gym_ray.resources.serve import HandleEnvClient  # noqa: E402
+from gym_ray.resources.client import make_env_client  # noqa: E402
+from gym_ray.resources.serve import HandleEnvClient, deploy_env  # noqa: E402
 from gym_ray.types import Message, Task, ToolCall  # noqa: E402
 
 CFG = EnvConfig(server="gym_ray_env_weather.server:Weather")

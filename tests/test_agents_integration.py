@@ -15,7 +15,7 @@ from gym_ray.agents.env_step import EnvStepAgent
 from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.config import EnvConfig, ModelConfig, SamplingConfig, load_config
 from gym_ray.models.scripted import ScriptedPolicy
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import rollouts_from_arrow, rollouts_to_arrow
 

@@ -15,8 +15,9 @@ import pytest
 from ray import serve
 
 from gym_ray.config import AutoscalingConfig, EnvConfig
-from gym_ray.resources import deploy_env, make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.resources.runtime import SessionLostError
+from gym_ray.resources.serve import deploy_env
 from gym_ray.types import Message, Task, ToolCall
 
 pytestmark = pytest.mark.slow

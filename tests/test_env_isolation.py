@@ -15,9 +15,9 @@ import ray
 
 from gym_ray.collect.api import Collector
 from gym_ray.config import validate_config
-from gym_ray.resources import EnvRuntime
 from gym_ray.resources.isolation import EnvHungError, EnvLoop, HookThreads
 from gym_ray.resources.local import LocalEnvClient
+from gym_ray.resources.runtime import EnvRuntime
 from gym_ray.types import Message, Task
 
 ray.cloudpickle.register_pickle_by_value(hostile_envs)

@@ -12,20 +12,12 @@ import time
 import pytest
 
 from gym_ray.config import EnvConfig
-from gym_ray.resources import (
-    EnvError,
-    EnvRuntime,
-    ProcessPool,
-    ProcessTimeout,
-    ResourceServer,
-    StepResult,
-    VerifyResult,
-    make_env_client,
-    tool,
-)
+from gym_ray.resources import EnvError, ResourceServer, StepResult, VerifyResult, tool
+from gym_ray.resources.client import make_env_client
 from gym_ray.resources.http_compat import parse_messages, parse_task, responses_output_to_messages
 from gym_ray.resources.local import LocalEnvClient
-from gym_ray.resources.runtime import SessionLostError
+from gym_ray.resources.pool import ProcessPool, ProcessTimeout
+from gym_ray.resources.runtime import EnvRuntime, SessionLostError
 from gym_ray.resources.sessions import SessionStore
 from gym_ray.types import Message, Task, ToolCall
 

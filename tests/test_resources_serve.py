@@ -14,9 +14,16 @@ from gym_ray_env_weather.server import forecast
 from ray import serve
 
 from gym_ray.config import EnvConfig, load_config
-from gym_ray.resources import EnvError, deploy_env, make_env_client
+from gym_ray.resources import EnvError
+from gym_ray.resources.client import make_env_client
 from gym_ray.resources.runtime import SeedError, cap_output
-from gym_ray.resources.serve import DeploymentError, EnvDeployment, HandleEnvClient, env_serve_options
+from gym_ray.resources.serve import (
+    DeploymentError,
+    EnvDeployment,
+    HandleEnvClient,
+    deploy_env,
+    env_serve_options,
+)
 from gym_ray.types import Message, Task, ToolCall
 
 ROOT = Path(__file__).parents[1]
@@ -373,7 +380,8 @@ class PoolUser:
     async def run(self) -> tuple[int, str]:
         import time
 
-        from gym_ray.resources import ProcessTimeout, run_in_process
+        from gym_ray.resources import run_in_process
+        from gym_ray.resources.pool import ProcessTimeout
 
         value = await run_in_process(pow, 12, 2, timeout_s=60)  # builtins: importable in any worker
         try:
@@ -449,7 +457,7 @@ def test_collect_refuses_an_unrouted_config_for_a_multi_replica_env_app(serve_ht
     would spread a session's calls over both replicas (sessions lost), so it is refused, naming the option."""
     from gym_ray.collect.deploy import running_apps
     from gym_ray.config import validate_config
-    from gym_ray.resources import deploy_env
+    from gym_ray.resources.serve import deploy_env
 
     env = {"server": "gym_ray_env_weather.server:Weather", "hosting": "serve"}
     app = deploy_env("weather_pair", EnvConfig(**{**env, "num_replicas": 2}))

@@ -5,7 +5,7 @@ Reward: win 1, push 0.5, loss or bust 0; a malformed action ends the game with 0
 
 import random
 
-from gym_ray.resources import ResourceServer, StepResult, extract_tag
+from gym_ray import ResourceServer, StepResult, extract_tag
 
 RANKS = ("A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K")
 SUITS = ("♠", "♥", "♦", "♣")

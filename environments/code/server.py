@@ -1,6 +1,6 @@
 """Code: write a Python function; verify runs the task's unit tests in the bubblewrap sandbox."""
 
-from gym_ray.resources import ResourceServer
+from gym_ray import ResourceServer
 from gym_ray.resources.sandbox import Sandbox, SandboxLimits
 from gym_ray.resources.verifiers import verify_code
 

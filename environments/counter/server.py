@@ -1,6 +1,6 @@
 """Counter: per-episode state seeded from the task; the final count must match the task."""
 
-from gym_ray.resources import ResourceServer, VerifyResult, tool
+from gym_ray import ResourceServer, VerifyResult, tool
 
 
 class Counter(ResourceServer):

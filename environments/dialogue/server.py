@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 
+from gym_ray import EnvError, Message, ResourceServer, StepResult, VerifyResult, extract_tag
 from gym_ray.clients import PolicyClient
 from gym_ray.config import ModelConfig, SamplingConfig
-from gym_ray.resources import EnvError, ResourceServer, StepResult, VerifyResult, extract_tag
-from gym_ray.types import Message
 
 FIELDS = ("name", "party_size", "day", "time")
 USER_PROMPT = (

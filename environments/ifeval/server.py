@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from gym_ray_env_ifeval.checks import INSTRUCTIONS, follows
 
-from gym_ray.resources import ResourceServer
-from gym_ray.types import VerifyResult
+from gym_ray import ResourceServer, VerifyResult
 
 
 class IFEval(ResourceServer):

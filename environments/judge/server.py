@@ -4,9 +4,9 @@ The judge is a model of the run: `config.judge` is its ModelConfig (in YAML, `${
 the policy's own deployment, or `${models.<name>}`) and `config.judge_app` the Serve app it runs as.
 """
 
+from gym_ray import ResourceServer
 from gym_ray.clients import PolicyClient
 from gym_ray.config import ModelConfig, SamplingConfig
-from gym_ray.resources import ResourceServer
 from gym_ray.resources.verifiers import JUDGE_PROMPT, verify_with_judge
 
 

@@ -1,6 +1,6 @@
 """Math: the final answer is checked with math-verify (boxed or plain), with a per-answer timeout."""
 
-from gym_ray.resources import ResourceServer
+from gym_ray import ResourceServer
 from gym_ray.resources.verifiers import verify_math
 
 

@@ -7,8 +7,8 @@ import re
 
 from gym_ray_env_mcp_units.mcp_server import convert_value
 
+from gym_ray import VerifyResult, final_answer, tool_results
 from gym_ray.integrations.mcp import MCPEnv
-from gym_ray.resources import VerifyResult, final_answer, tool_results
 
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 

@@ -1,6 +1,6 @@
 """Multiple choice: the chosen letter is read strictly (\\boxed{X} / "Answer: X") or leniently."""
 
-from gym_ray.resources import ResourceServer
+from gym_ray import ResourceServer
 from gym_ray.resources.verifiers import verify_mcqa
 
 

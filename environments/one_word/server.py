@@ -3,8 +3,7 @@ steps (it tends to answer in sentences), so a newcomer's first closed loop shows
 
 import re
 
-from gym_ray.resources import ResourceServer
-from gym_ray.types import VerifyResult
+from gym_ray import ResourceServer, VerifyResult
 
 WORD = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*")  # letters, with inner hyphens/apostrophes: "blue-green"
 

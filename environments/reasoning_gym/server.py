@@ -1,6 +1,6 @@
 """reasoning-gym: any of its procedural datasets, scored by the dataset's own `score_answer`."""
 
-from gym_ray.resources import ResourceServer
+from gym_ray import ResourceServer
 from gym_ray.resources.verifiers import verify_reasoning_gym
 
 

@@ -10,7 +10,7 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from gym_ray.resources import ResourceServer, VerifyResult, extract_tag, final_answer, tool, tool_results
+from gym_ray import ResourceServer, VerifyResult, extract_tag, final_answer, tool, tool_results
 
 _TOKEN = re.compile(r"\w+")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from gym_ray.resources import ResourceServer, VerifyResult, tool
+from gym_ray import ResourceServer, VerifyResult, tool
 from gym_ray.resources.sandbox import Sandbox, SandboxLimits
 
 _RAN = re.compile(r"^Ran (\d+) tests?", re.M)

@@ -3,7 +3,7 @@
 import re
 import zlib
 
-from gym_ray.resources import ResourceServer, VerifyResult, final_answer, tool, tool_results
+from gym_ray import ResourceServer, VerifyResult, final_answer, tool, tool_results
 
 CONDITIONS = ("sunny", "cloudy", "rainy", "snowy", "windy", "foggy")
 

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from gym_ray.config import load_config
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, Task, ToolCall, VerifyResult
 

@@ -10,7 +10,8 @@ import pytest
 from gym_ray_env_blackjack.server import shuffled_deck, total
 
 from gym_ray.config import load_config
-from gym_ray.resources import EnvError, make_env_client
+from gym_ray.resources import EnvError
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, Task
 

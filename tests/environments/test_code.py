@@ -8,7 +8,7 @@ import pytest
 from env_helpers import score
 
 from gym_ray.config import load_config
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 
 ENV_DIR = Path(__file__).parents[2] / "environments" / "code"
@@ -74,7 +74,7 @@ def test_code_env_on_serve(serve_http_port):
     """The sandbox works inside a Serve replica (its own process and event loop), by handle."""
     from ray import serve
 
-    from gym_ray.resources import deploy_env
+    from gym_ray.resources.serve import deploy_env
 
     cfg = load_config(ENV_DIR / "config.yaml").envs["code"]
     app = deploy_env("code-test", cfg)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gym_ray.config import load_config
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.resources.runtime import SessionLostError
 from gym_ray.tasks import load_tasks
 from gym_ray.types import ToolCall

@@ -15,7 +15,7 @@ from gym_ray_env_dialogue.server import FIELDS, Dialogue
 from gym_ray.agents.base import EpisodeContext, load_tokenizer
 from gym_ray.agents.env_step import EnvStepAgent
 from gym_ray.config import ModelConfig, SamplingConfig, load_config
-from gym_ray.resources import EnvRuntime
+from gym_ray.resources.runtime import EnvRuntime
 from gym_ray.tasks import load_tasks
 
 QUESTIONS = {"name": "What name should the booking be under?", "party_size": "How many people will come?",

@@ -9,7 +9,7 @@ import pytest
 from env_helpers import env_and_tasks, score
 from gym_ray_env_ifeval.checks import INSTRUCTIONS, follows, words
 
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 
 FILLER = "the story goes on with calm steps and clear words".split()
 

@@ -10,7 +10,8 @@ from env_helpers import score
 from gym_ray_env_judge.server import Judge
 
 from gym_ray.config import ModelConfig, load_config
-from gym_ray.resources import EnvRuntime, make_env_client
+from gym_ray.resources.client import make_env_client
+from gym_ray.resources.runtime import EnvRuntime
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Task
 

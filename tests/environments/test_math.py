@@ -20,7 +20,7 @@ from sympy.parsing.sympy_parser import (
 )
 
 from gym_ray.config import load_config
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 
 ENV_DIR = Path(__file__).parents[2] / "environments" / "math"
@@ -112,7 +112,7 @@ def test_math_env_on_serve(serve_http_port):
     """math-verify's worker pool works inside a Serve replica, by handle."""
     from ray import serve
 
-    from gym_ray.resources import deploy_env
+    from gym_ray.resources.serve import deploy_env
 
     cfg = load_config(ENV_DIR / "config.yaml").envs["math"]
     app = deploy_env("math-test", cfg)

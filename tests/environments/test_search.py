@@ -10,7 +10,7 @@ import pytest
 from env_helpers import ToolSession, env_and_tasks
 from gym_ray_env_search.server import f1, normalize
 
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.types import Message, ToolCall
 
 _FACTS = {  # what each question asks -> the page sentence that states it

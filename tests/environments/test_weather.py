@@ -8,7 +8,7 @@ from pathlib import Path
 from gym_ray_env_weather.server import CONDITIONS, forecast
 
 from gym_ray.config import load_config
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, ToolCall
 

@@ -15,7 +15,7 @@ from test_textarena import ENVS, collect
 
 from gym_ray.config import EnvConfig, load_config
 from gym_ray.integrations.gymnasium import GymnasiumEnv
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.resources.runtime import import_server
 from gym_ray.types import Message, Task
 

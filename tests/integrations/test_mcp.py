@@ -22,7 +22,8 @@ from gym_ray_env_mcp_units.mcp_server import convert_value
 from ports import free_port
 
 from gym_ray.config import EnvConfig, load_config
-from gym_ray.resources import EnvError, make_env_client
+from gym_ray.resources import EnvError
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Message, ToolCall
 

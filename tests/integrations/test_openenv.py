@@ -20,7 +20,8 @@ from test_textarena import collect
 
 from gym_ray.config import EnvConfig
 from gym_ray.integrations.openenv import _Server
-from gym_ray.resources import EnvError, make_env_client
+from gym_ray.resources import EnvError
+from gym_ray.resources.client import make_env_client
 from gym_ray.types import Message, Task
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the script reaches the agent actors by value

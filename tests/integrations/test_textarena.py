@@ -17,7 +17,7 @@ from fault_helpers import scripted_collect
 
 from gym_ray.collect.api import load_run_tasks
 from gym_ray.config import EnvConfig, load_config
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.types import Message, Task
 
 ray.cloudpickle.register_pickle_by_value(fault_helpers)  # ScriptClient and the scripts reach the agent actors

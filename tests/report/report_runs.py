@@ -20,7 +20,7 @@ from gym_ray.collect.sink import ParquetSink
 from gym_ray.config import load_config
 from gym_ray.models.names import tokenizer_path_for
 from gym_ray.models.scripted import ScriptedPolicy
-from gym_ray.resources import make_env_client
+from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Rollout, rollouts_to_arrow
 

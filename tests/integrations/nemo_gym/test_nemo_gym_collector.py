@@ -49,7 +49,7 @@ from gym_ray.integrations.nemo_gym.launch import (
 from gym_ray.integrations.nemo_gym.resources import write_nemo_gym_dir
 from gym_ray.models.names import tokenizer_path_for
 from gym_ray.report.checks import run_checks
-from gym_ray.resources import deploy_env
+from gym_ray.resources.serve import deploy_env
 from gym_ray.types import rollouts_from_arrow
 
 ray.cloudpickle.register_pickle_by_value(fault_helpers)  # the scripts reach the agent actors by value

@@ -13,7 +13,7 @@ from gym_ray_env_weather.server import forecast
 from ray import serve
 
 from gym_ray.config import load_config
-from gym_ray.resources import deploy_env
+from gym_ray.resources.serve import deploy_env
 
 ROOT = Path(__file__).parents[3]
 
