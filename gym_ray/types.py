@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -118,6 +120,47 @@ class VerifyResult(BaseModel):
     error_kind: FailureKind | None = None  # default `exception`; e.g. `bad_output` for an unparseable verdict
 
 
+@dataclass(frozen=True)
+class ArrowType:
+    """Field metadata: the Arrow type of a value that is narrower than its Python type's default."""
+
+    type: pa.DataType
+
+
+Int32 = Annotated[int, ArrowType(pa.int32())]
+Int8 = Annotated[int, ArrowType(pa.int8())]
+Float32 = Annotated[float, ArrowType(pa.float32())]
+_ARROW_DEFAULTS: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+                                           datetime: pa.timestamp("us", tz="UTC")}
+
+
+def _arrow_type(annotation: Any, metadata: list[Any], where: str) -> pa.DataType:
+    narrowed = [m.type for m in metadata if isinstance(m, ArrowType)]
+    if narrowed:
+        return narrowed[0]
+    if get_origin(annotation) is Annotated:
+        inner, *meta = get_args(annotation)
+        return _arrow_type(inner, meta, where)
+    if get_origin(annotation) in (UnionType, Union):  # `X | None`: Arrow columns are nullable anyway
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        if len(inner) == 1:
+            return _arrow_type(inner[0], [], where)
+    if get_origin(annotation) is list:
+        return pa.list_(_arrow_type(get_args(annotation)[0], [], where))
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return pa.string()
+    if annotation in _ARROW_DEFAULTS:
+        return _ARROW_DEFAULTS[annotation]
+    raise TypeError(f"{where}: no Arrow type for {annotation!r}")
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    """The Arrow schema of a flat pydantic model: one column per field, in declaration order, typed from the
+    annotation (`ArrowType` metadata where the column is narrower than the Python type)."""
+    return pa.schema([(name, _arrow_type(f.annotation, f.metadata, f"{model.__name__}.{name}"))
+                      for name, f in model.model_fields.items()])
+
+
 class RolloutInvariantError(ValueError):
     """A rollout row breaks the token contract; the message names the rollout and the field."""
 
@@ -131,29 +174,29 @@ class Rollout(BaseModel):
     group_id: str
     task_id: str
     env: str
-    rollout_index: int = 0
-    group_size: int = 1
-    segment_index: int = 0
-    num_segments: int = 1
-    attempt: int = 0
+    rollout_index: Int32 = 0
+    group_size: Int32 = 1
+    segment_index: Int32 = 0
+    num_segments: Int32 = 1
+    attempt: Int32 = 0
     model: str = ""
     policy_version: int = 0
     tokenizer_fingerprint: str = ""
     sampling_params_json: str = "{}"
-    prompt_token_ids: list[int] = Field(default_factory=list)
-    response_token_ids: list[int] = Field(default_factory=list)
-    response_loss_mask: list[int] = Field(default_factory=list)
-    response_logprobs: list[float] = Field(default_factory=list)
-    gen_span_starts: list[int] = Field(default_factory=list)
-    gen_span_ends: list[int] = Field(default_factory=list)
+    prompt_token_ids: list[Int32] = Field(default_factory=list)
+    response_token_ids: list[Int32] = Field(default_factory=list)
+    response_loss_mask: list[Int8] = Field(default_factory=list)
+    response_logprobs: list[Float32] = Field(default_factory=list)
+    gen_span_starts: list[Int32] = Field(default_factory=list)
+    gen_span_ends: list[Int32] = Field(default_factory=list)
     call_finish_reasons: list[str] = Field(default_factory=list)
     gen_policy_versions: list[int] = Field(default_factory=list)
     reward: float = 0.0
     reward_component_names: list[str] = Field(default_factory=list)
     reward_component_values: list[float] = Field(default_factory=list)
-    turn_rewards: list[float] = Field(default_factory=list)
-    num_turns: int = 0
-    num_tool_calls: int = 0
+    turn_rewards: list[Float32] = Field(default_factory=list)
+    num_turns: Int32 = 0
+    num_tool_calls: Int32 = 0
     truncated: bool = False
     status: Status = Status.OK
     mask_sample: bool = False
@@ -248,50 +291,8 @@ class RolloutGroup(BaseModel):
         return [r.reward for r in self.rollouts if r.segment_index == r.num_segments - 1]
 
 
-_I32 = pa.list_(pa.int32())
-ROLLOUT_SCHEMA = pa.schema(
-    [
-        ("rollout_id", pa.string()),
-        ("group_id", pa.string()),
-        ("task_id", pa.string()),
-        ("env", pa.string()),
-        ("rollout_index", pa.int32()),
-        ("group_size", pa.int32()),
-        ("segment_index", pa.int32()),
-        ("num_segments", pa.int32()),
-        ("attempt", pa.int32()),
-        ("model", pa.string()),
-        ("policy_version", pa.int64()),
-        ("tokenizer_fingerprint", pa.string()),
-        ("sampling_params_json", pa.string()),
-        ("prompt_token_ids", _I32),
-        ("response_token_ids", _I32),
-        ("response_loss_mask", pa.list_(pa.int8())),
-        ("response_logprobs", pa.list_(pa.float32())),
-        ("gen_span_starts", _I32),
-        ("gen_span_ends", _I32),
-        ("call_finish_reasons", pa.list_(pa.string())),
-        ("gen_policy_versions", pa.list_(pa.int64())),
-        ("reward", pa.float64()),
-        ("reward_component_names", pa.list_(pa.string())),
-        ("reward_component_values", pa.list_(pa.float64())),
-        ("turn_rewards", pa.list_(pa.float32())),
-        ("num_turns", pa.int32()),
-        ("num_tool_calls", pa.int32()),
-        ("truncated", pa.bool_()),
-        ("status", pa.string()),
-        ("mask_sample", pa.bool_()),
-        ("error", pa.string()),
-        ("failure_stage", pa.string()),
-        ("failure_kind", pa.string()),
-        ("failure_delivery", pa.string()),
-        ("prompt_messages_json", pa.string()),
-        ("messages_json", pa.string()),
-        ("task_json", pa.string()),
-        ("metrics_json", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+# The one Parquet schema, from the one declaration of the row above.
+ROLLOUT_SCHEMA = arrow_schema(Rollout)
 
 
 def rollouts_to_arrow(rollouts: list[Rollout]) -> pa.Table:

@@ -68,6 +68,64 @@ def test_arrow_round_trip_keeps_values_and_exact_schema(tmp_path):
     assert not any(pa.types.is_map(f.type) or pa.types.is_union(f.type) for f in back.schema)
 
 
+# The Parquet schema as every reader knows it, written out by hand: the one derived from `Rollout` must stay
+# exactly this (names, order, types, nullability) so existing files and readers are unaffected.
+_I32 = pa.list_(pa.int32())
+FROZEN_SCHEMA = pa.schema([
+    ("rollout_id", pa.string()), ("group_id", pa.string()), ("task_id", pa.string()), ("env", pa.string()),
+    ("rollout_index", pa.int32()), ("group_size", pa.int32()), ("segment_index", pa.int32()),
+    ("num_segments", pa.int32()), ("attempt", pa.int32()), ("model", pa.string()), ("policy_version", pa.int64()),
+    ("tokenizer_fingerprint", pa.string()), ("sampling_params_json", pa.string()), ("prompt_token_ids", _I32),
+    ("response_token_ids", _I32), ("response_loss_mask", pa.list_(pa.int8())),
+    ("response_logprobs", pa.list_(pa.float32())), ("gen_span_starts", _I32), ("gen_span_ends", _I32),
+    ("call_finish_reasons", pa.list_(pa.string())), ("gen_policy_versions", pa.list_(pa.int64())),
+    ("reward", pa.float64()), ("reward_component_names", pa.list_(pa.string())),
+    ("reward_component_values", pa.list_(pa.float64())), ("turn_rewards", pa.list_(pa.float32())),
+    ("num_turns", pa.int32()), ("num_tool_calls", pa.int32()), ("truncated", pa.bool_()), ("status", pa.string()),
+    ("mask_sample", pa.bool_()), ("error", pa.string()), ("failure_stage", pa.string()),
+    ("failure_kind", pa.string()), ("failure_delivery", pa.string()), ("prompt_messages_json", pa.string()),
+    ("messages_json", pa.string()), ("task_json", pa.string()), ("metrics_json", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def test_the_arrow_schema_is_derived_from_rollout_and_unchanged(tmp_path):
+    assert ROLLOUT_SCHEMA.names == list(Rollout.model_fields)  # one declaration: the model's fields
+    assert ROLLOUT_SCHEMA.equals(FROZEN_SCHEMA, check_metadata=True), ROLLOUT_SCHEMA
+    pq.write_table(rollouts_to_arrow([make_rollout(0)]), tmp_path / "part.parquet")
+    assert pq.read_schema(tmp_path / "part.parquet").equals(FROZEN_SCHEMA)
+
+
+def test_a_field_declared_on_the_model_is_its_column():
+    from datetime import datetime
+
+    from pydantic import BaseModel
+
+    from gym_ray.types import Float32, Int8, Int32, arrow_schema
+
+    class Row(BaseModel):
+        ids: list[Int32]
+        mask: list[Int8]
+        logprobs: list[Float32]
+        count: Int32 = 0
+        total: int = 0
+        score: float = 0.0
+        status: Status = Status.OK
+        note: str | None = None
+        at: datetime | None = None
+
+    assert arrow_schema(Row).equals(pa.schema([
+        ("ids", pa.list_(pa.int32())), ("mask", pa.list_(pa.int8())), ("logprobs", pa.list_(pa.float32())),
+        ("count", pa.int32()), ("total", pa.int64()), ("score", pa.float64()), ("status", pa.string()),
+        ("note", pa.string()), ("at", pa.timestamp("us", tz="UTC"))]))
+
+    class Nested(BaseModel):
+        extra: dict[str, int]
+
+    with pytest.raises(TypeError, match=r"Nested\.extra: no Arrow type"):
+        arrow_schema(Nested)
+
+
 def test_failed_rows_are_masked():
     r = make_rollout(0, status=Status.ENV_ERROR, error="tool server down")
     assert r.mask_sample is True
