@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gym_ray.environments import resolve_server
 
@@ -46,50 +56,111 @@ class AutoscalingConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """A policy (or judge) model. `model: null` means the embedded default (SmolLM2-135M-Instruct)."""
+    """A policy (or judge) model: one model per `kind`, so a key of another kind is an error naming it.
 
-    kind: Literal["vllm", "openai", "scripted"] = "vllm"
+    `ModelConfig(...)` and `ModelConfig.model_validate(...)` build the kind's own model (`VllmModelConfig`,
+    `OpenAIModelConfig`, `ScriptedModelConfig`); `model: null` means the embedded default
+    (SmolLM2-135M-Instruct).
+    """
+
+    kind: str
     name: str = "policy"
     model: str | None = None
-    # vllm
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-    num_replicas: int = 1
+    chat_template: str | None = None
+    # where the Hugging Face tokenizer is loaded from (default: `model` when hosted, else the embedded default)
+    tokenizer: str | None = None
+
+    def __new__(cls, *args: Any, **data: Any) -> ModelConfig:
+        if cls is ModelConfig:  # the kind picks the class; Python then runs that class's __init__ on `data`
+            return _MODEL_KINDS[_kind_of(data)].__new__(_MODEL_KINDS[_kind_of(data)])
+        return super().__new__(cls)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> ModelConfig:
+        if cls is ModelConfig:
+            return _ANY_MODEL.validate_python(obj, **kwargs)
+        return super().model_validate(obj, **kwargs)
+
+
+class _Served(ModelConfig):
+    """A model gym_ray hosts on Serve."""
+
+    num_replicas: int = Field(1, ge=1)
     autoscaling: AutoscalingConfig | None = None
     max_ongoing_requests: int = 256
-    kv_cache_gib: int = Field(1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
-    accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # auto: GPU defaults when the cluster has GPUs
-    chat_template: str | None = None
     # Serve handle transport for generate: "grpc" (_by_reference=False) or Ray's "default". On a quiet
     # 2-core machine gRPC gave 1.4-1.6x the rollouts/s of the default (benchmarks/orchestration.py)
     handle_transport: Literal["default", "grpc"] = "grpc"
-    # where the Hugging Face tokenizer is loaded from (default: `model` when hosted, else the embedded default)
-    tokenizer: str | None = None
-    # openai
-    base_url: str | None = None
+
+
+class VllmModelConfig(_Served):
+    """vLLM on Serve (ray.serve.llm); `model: null` is the embedded default."""
+
+    kind: Literal["vllm"] = "vllm"
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    kv_cache_gib: int = Field(1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"  # auto: GPU defaults when the cluster has GPUs
+
+
+class OpenAIModelConfig(ModelConfig):
+    """An OpenAI-compatible endpoint gym_ray does not host."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str
     api_key_env: str | None = None
     max_concurrency: int = 64
     timeout_s: float = 120.0
     max_retries: int = 4
-    # scripted
+
+
+class ScriptedModelConfig(_Served):
+    """Replies from a script or a list, for tests and load tests of environments."""
+
+    kind: Literal["scripted"] = "scripted"
     script: str | None = None
     replies: list[Any] = Field(default_factory=list)
-    # scripted only: "serve" (a Serve app: HTTP, replicas, hooks) or "local" (the script runs inside each
-    # caller, no hop per call: for load-testing environments)
+    # "serve" (a Serve app: HTTP, replicas, hooks) or "local" (the script runs inside each caller, no hop
+    # per call: for load-testing environments)
     hosting: Literal["serve", "local"] = "serve"
 
-    @model_validator(mode="after")
-    def _kind_fields(self) -> ModelConfig:
-        if self.kind == "openai" and not self.base_url:
-            raise ValueError("base_url is required when kind is 'openai'")
-        if self.num_replicas < 1:
-            raise ValueError("num_replicas must be >= 1")
-        return self
+
+_MODEL_KINDS: dict[str, type[ModelConfig]] = {
+    "vllm": VllmModelConfig, "openai": OpenAIModelConfig, "scripted": ScriptedModelConfig}
+
+
+def _kind_of(data: Any) -> str:
+    """The kind a model's keys name (`vllm` when they name none); an unknown kind fails as a bad `kind`."""
+    kind = data.get("kind", "vllm") if isinstance(data, dict) else getattr(data, "kind", None)
+    if kind not in _MODEL_KINDS:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(_MODEL_KINDS)}")
+    return kind
+
+
+def _tag(data: Any) -> str | None:
+    try:
+        return _kind_of(data)
+    except ValueError:
+        return None
+
+
+AnyModelConfig = Annotated[
+    Annotated[VllmModelConfig, Tag("vllm")] | Annotated[OpenAIModelConfig, Tag("openai")]
+    | Annotated[ScriptedModelConfig, Tag("scripted")],
+    Discriminator(_tag, custom_error_type="model_kind",
+                  custom_error_message=f"kind must be one of {', '.join(_MODEL_KINDS)}"),
+]
+_ANY_MODEL: TypeAdapter[ModelConfig] = TypeAdapter(AnyModelConfig)
 
 
 class AgentConfig(_Strict):
-    """Which agent drives an environment's episodes (`cls` is an import path `module:Class`)."""
+    """Which agent drives an environment's episodes and its options.
 
-    cls: str = "gym_ray.agents.tool_calling:ToolCallingAgent"
+    `cls` is an import path `module:Class`; left out, the server picks (gym_ray.agents.choose): the env-step
+    agent for a server with `reset` / `step` and no tools, else the tool-calling agent. `kwargs` are the
+    agent class's own options, checked against its `Options` model before the run (an unknown key fails).
+    """
+
+    cls: str | None = None
     max_turns: int = Field(8, gt=0)
     max_total_tokens: int = Field(2048, gt=0)
     tool_parser: str = "hermes"
@@ -190,8 +261,8 @@ class RayConfig(_Strict):
 class RunConfig(_Strict):
     """Everything one `gym-ray run` needs."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    model: AnyModelConfig = Field(default_factory=VllmModelConfig)
+    models: dict[str, AnyModelConfig] = Field(default_factory=dict)
     envs: dict[str, EnvConfig] = Field(default_factory=dict)
     collect: CollectConfig = Field(default_factory=CollectConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -258,6 +329,15 @@ def _format_loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _model_kind(loc: tuple) -> tuple[tuple, str | None]:
+    """A model's error location without the union's tag (`model.scripted.script` -> `model.script`), and
+    the kind it was checked as."""
+    for i, part in enumerate(loc):
+        if part in _MODEL_KINDS and (loc[:i] == ("model",) or (i == 2 and loc[0] == "models")):
+            return loc[:i] + loc[i + 1:], part
+    return loc, None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load YAML (with includes), apply `key=value` dotlist overrides, resolve, validate."""
     source = str(path) if path else "<defaults>"
@@ -266,12 +346,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value (e.g. collect.concurrency=64)")
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
+        dotlist = OmegaConf.from_dotlist(list(overrides or []))
+        _switch_kinds(cfg, dotlist)
+        cfg = OmegaConf.merge(cfg, dotlist)
         data = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
         raise ConfigError(f"{source}: key {key}: {e.msg if hasattr(e, 'msg') else e}") from e
     return validate_config(data, source)
+
+
+def _switch_kinds(cfg: DictConfig, overrides: DictConfig) -> None:
+    """`model.kind=scripted` on a file written for another kind: the file's keys that the new kind does not
+    have (`engine_kwargs`...) go, so switching a model's kind by override validates. Keys given as overrides
+    stay, and one of another kind is still an error."""
+    blocks = [("model",)] + [("models", str(n)) for n in (overrides.get("models") or {})]
+    for path in blocks:
+        given, have = OmegaConf.select(overrides, ".".join(path)), OmegaConf.select(cfg, ".".join(path))
+        kind = given.get("kind") if isinstance(given, DictConfig) else None
+        if kind in _MODEL_KINDS and isinstance(have, DictConfig):
+            for key in [k for k in have if k not in _MODEL_KINDS[kind].model_fields]:
+                del have[key]
 
 
 def validate_config(data: dict, source: str = "<dict>") -> RunConfig:
@@ -280,11 +375,18 @@ def validate_config(data: dict, source: str = "<dict>") -> RunConfig:
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            key = _format_loc(err["loc"]) or "<top level>"
+            loc, kind = _model_kind(err["loc"])
+            key = _format_loc(loc) or "<top level>"
+            got = err.get("input")
             if err["type"] == "extra_forbidden":
-                lines.append(f"{source}: unknown key {key}")
+                of_kind = f" (not a key of kind {kind!r})" if kind else ""
+                lines.append(f"{source}: unknown key {key}{of_kind}")
+            elif err["type"] == "model_kind":
+                lines.append(f"{source}: key {key}.kind: must be one of {', '.join(_MODEL_KINDS)} "
+                             f"(got {got.get('kind')!r})")
+            elif err["type"] == "missing" and kind:
+                lines.append(f"{source}: key {key}: required when kind is {kind!r}")
             else:
-                got = err.get("input")
                 got_s = "" if isinstance(got, dict) else f" (got {got!r})"
                 lines.append(f"{source}: key {key}: {err['msg']}{got_s}")
         raise ConfigError("\n".join(lines)) from None

@@ -45,6 +45,15 @@ def test_agents_satisfy_the_protocol():
     assert isinstance(EnvStepAgent(AgentConfig()), Agent)
 
 
+def test_an_unknown_or_bad_option_fails_naming_it_and_the_agent():
+    with pytest.raises(ValueError, match=r"^EnvStepAgent: unknown option 'verfy' \(its options: max_context_len, "
+                                         r"verify\)$"):
+        EnvStepAgent(AgentConfig(kwargs={"verfy": True}))
+    with pytest.raises(ValueError, match=r"^ToolCallingAgent: option 'max_context_len': .*greater than 0 \(got 0\)$"):
+        ToolCallingAgent(AgentConfig(kwargs={"max_context_len": 0}))
+    assert ToolCallingAgent(AgentConfig(kwargs={"rerender": True, "cache_tools": False})).rerender
+
+
 def test_tool_round_trip_then_answer(chat):
     policy = FakePolicy(chat, ["Let me check.\n" + CALL.format("Paris"), "It is sunny in Paris."])
     env = FakeEnv()

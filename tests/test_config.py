@@ -5,8 +5,16 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from pydantic import ValidationError
 
-from gym_ray.config import ConfigError, load_config
+from gym_ray.config import (
+    ConfigError,
+    ModelConfig,
+    OpenAIModelConfig,
+    ScriptedModelConfig,
+    VllmModelConfig,
+    load_config,
+)
 
 
 def write(path, text: str):
@@ -64,8 +72,38 @@ def test_override_wrong_type_and_range():
 
 
 def test_kind_specific_requirement():
-    with pytest.raises(ConfigError, match=r"key model: .*base_url is required"):
+    with pytest.raises(ConfigError, match=r"key model\.base_url: required when kind is 'openai'"):
         load_config(None, ["model.kind=openai"])
+
+
+def test_a_key_of_another_model_kind_is_named(tmp_path):
+    """One model per kind: a key the kind does not have fails naming the key and the kind."""
+    with pytest.raises(ConfigError, match=r"^<defaults>: unknown key model\.engine_kwargs \(not a key of kind "
+                                          r"'scripted'\)$"):
+        load_config(None, ["model.kind=scripted", "model.engine_kwargs.max_model_len=64"])
+    p = write(tmp_path / "c.yaml", "models:\n  judge: {kind: openai, base_url: 'http://x/v1', replies: [a]}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key models\.judge\.replies \(not a key of kind 'openai'\)"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"key model\.kind: must be one of vllm, openai, scripted \(got 'tpu'\)"):
+        load_config(None, ["model.kind=tpu"])
+
+
+def test_switching_model_kind_by_override_drops_the_files_keys_of_the_old_kind(tmp_path):
+    p = write(tmp_path / "c.yaml", "model: {kind: vllm, chat_template: chatml_tools, engine_kwargs: {max_model_len: 64},"
+                                   " kv_cache_gib: 2}\n")
+    cfg = load_config(p, ["model.kind=scripted", "model.replies=[hi]"])
+    assert isinstance(cfg.model, ScriptedModelConfig)
+    assert (cfg.model.chat_template, cfg.model.replies) == ("chatml_tools", ["hi"])
+    assert isinstance(load_config(p).model, VllmModelConfig)
+
+
+def test_model_config_builds_the_kinds_own_model():
+    assert type(ModelConfig()) is VllmModelConfig
+    assert type(ModelConfig(kind="scripted", replies=["x"])) is ScriptedModelConfig
+    openai = ModelConfig.model_validate({"kind": "openai", "base_url": "http://x/v1"})
+    assert type(openai) is OpenAIModelConfig and isinstance(openai, ModelConfig)
+    with pytest.raises(ValidationError, match="script"):
+        ModelConfig(kind="vllm", script="m:f")
 
 
 def test_missing_file_and_missing_include(tmp_path):

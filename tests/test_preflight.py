@@ -62,11 +62,38 @@ def _fails_with(capsys, argv: list[str], *expected: str) -> str:
     (_env("gym_ray_env_weather.server:Weather", "local"), {"kind": "scripted", "hosting": "local",
                                                             "replies": [{"arguments": {}}]},
      ["model.replies[0]: expected a string or {name, arguments}"]),
-], ids=["import", "not-a-server", "constructor", "bad-setting", "any-exception", "agent", "script", "reply"])
+    (_env("gym_ray_env_weather.server:Weather", "local", agent={"kwargs": {"rerendr": True}}), None,
+     ["envs.w.agent.kwargs: ToolCallingAgent: unknown option 'rerendr' (its options: max_context_len, rerender,"]),
+    (_env("gym_ray_env_weather.server:Weather", "local",
+          agent={"cls": "gym_ray.gateway.agent:ExternalAgent", "kwargs": {"comand": "python a.py"}}), None,
+     ["envs.w.agent.kwargs: ExternalAgent: unknown option 'comand'"]),
+    (_env("gym_ray_env_weather.server:Weather", "local", agent={"kwargs": {"cache_tools": "sometimes"}}), None,
+     ["envs.w.agent.kwargs: ToolCallingAgent: option 'cache_tools': Input should be a valid boolean"]),
+    (_env("blackjack", "local", agent={"cls": "gym_ray.agents.tool_calling:ToolCallingAgent"}), None,
+     ["envs.w.agent.cls: env 'w': Blackjack is step-driven (reset/step, no tools) but agent.cls is the "
+      "tool-calling agent; set agent.cls: gym_ray.agents.env_step:EnvStepAgent or leave agent.cls out"]),
+    (_env("weather", "local", agent={"cls": "gym_ray.agents.env_step:EnvStepAgent"}), None,
+     ["envs.w.agent.cls: env 'w': agent.cls is the env-step agent but Weather implements no reset/step"]),
+], ids=["import", "not-a-server", "constructor", "bad-setting", "any-exception", "agent", "script", "reply",
+        "agent-option", "external-agent-option", "agent-option-type", "tool-agent-on-step-env",
+        "step-agent-on-tool-env"])
 def test_local_parts_are_built_before_anything_starts(tmp_path, capsys, env, model, expected):
     cfg = _config(tmp_path, {"w": env}, model)
     _fails_with(capsys, ["run", str(cfg)], f"{cfg}: ", *expected)
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
+
+
+def test_the_agent_is_chosen_for_the_server_when_the_config_names_none():
+    from gym_ray.agents.choose import agent_class
+    from gym_ray.agents.env_step import EnvStepAgent
+    from gym_ray.agents.tool_calling import ToolCallingAgent
+
+    cfg = validate_config({"envs": {"cards": _env("blackjack", "local"), "tools": _env("weather", "local"),
+                                    "elsewhere": _env("elsewhere.only:Server", "serve")}})
+    assert agent_class(cfg.envs["cards"]) is EnvStepAgent  # reset/step, no tools
+    assert agent_class(cfg.envs["tools"]) is ToolCallingAgent
+    assert agent_class(cfg.envs["elsewhere"]) is ToolCallingAgent  # not importable here: the default
+    check_parts(cfg, "c.yaml", hosted=False)  # and preflight takes them as they are
 
 
 def test_collect_builds_local_parts_but_not_the_served_ones():

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from gym_ray.agents.tokenizer import ChatTokenizer, as_chat_tokenizer, load_tokenizer, tokenizer_fingerprint
 from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.config import AgentConfig, SamplingConfig
@@ -14,8 +16,8 @@ from gym_ray.resources.runtime import SessionLostError
 from gym_ray.types import Rollout, Task
 
 __all__ = [
-    "Agent", "ChatTokenizer", "EpisodeContext", "InfraError", "as_chat_tokenizer", "infra_error_types",
-    "infra_failure", "is_infra_error", "load_tokenizer", "tokenizer_fingerprint",
+    "Agent", "AgentOptions", "ChatTokenizer", "EpisodeContext", "InfraError", "agent_options", "as_chat_tokenizer",
+    "infra_error_types", "infra_failure", "is_infra_error", "load_tokenizer", "tokenizer_fingerprint",
 ]
 
 
@@ -101,13 +103,45 @@ class EpisodeContext:
         return as_chat_tokenizer(self.tokenizer)
 
 
+class AgentOptions(BaseModel):
+    """An agent's `agent.kwargs`, typed: each agent class names its subclass as `Options`. These hold for
+    every agent that plays through `Episode`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # the policy's context length when neither the policy nor the tokenizer says
+    max_context_len: int | None = Field(None, gt=0)
+
+
+def agent_options(cls: type, kwargs: dict[str, Any]) -> Any:
+    """`kwargs` as `cls.Options`; an unknown or bad option is one line naming it and the agent. An agent
+    class without `Options` takes its kwargs as they are."""
+    options = getattr(cls, "Options", None)
+    if options is None:
+        return kwargs
+    try:
+        return options.model_validate(kwargs)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown option {key!r} (its options: {', '.join(options.model_fields)})")
+            elif key:
+                problems.append(f"option {key!r}: {err['msg']} (got {err['input']!r})")
+            else:
+                problems.append(err["msg"].removeprefix("Value error, "))
+        raise ValueError(f"{cls.__name__}: {'; '.join(problems)}") from None
+
+
 @runtime_checkable
 class Agent(Protocol):
     """Drives one episode. Returns one row per linear segment (usually exactly one).
 
     Contract: never raises for model or environment failures (they become rows with a status); raises
     `InfraError` for infrastructure failures so the collector can retry; lets `asyncio.CancelledError`
-    through (the collector's episode timeout).
+    through (the collector's episode timeout). A class attribute `Options` (an
+    `AgentOptions` subclass) types its `agent.kwargs`; without one they reach the agent unchecked.
     """
 
     def __init__(self, config: AgentConfig) -> None: ...

@@ -3,22 +3,30 @@
 The observation goes to the model as a user message, the assistant's text (stripped) is the action, and
 `env.step` answers with the next observation, a reward and `done`. Rewards per step are kept in
 `turn_rewards`; the episode reward is their sum. Running out of turns before `done` marks it truncated.
-With `kwargs.verify: true` the environment's `verify` scores the episode instead (reward, components).
+With `kwargs.verify: true` the environment's `verify` scores the episode instead (reward, components);
+its options are `EnvStepAgent.Options`.
 """
 
 from __future__ import annotations
 
-from gym_ray.agents.base import EpisodeContext
+from gym_ray.agents.base import AgentOptions, EpisodeContext, agent_options
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.config import AgentConfig
 from gym_ray.errors import FailureStage, Status
 from gym_ray.types import Message, Rollout, Task
 
 
+class EnvStepOptions(AgentOptions):
+    # score the episode with the environment's `verify` instead of the sum of the step rewards
+    verify: bool = False
+
+
 class EnvStepAgent:
+    Options = EnvStepOptions
+
     def __init__(self, config: AgentConfig):
         self.config = config
-        self.verify = bool(config.kwargs.get("verify", False))
+        self.verify = agent_options(EnvStepAgent, config.kwargs).verify
 
     async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
         ep = Episode(task, ctx)

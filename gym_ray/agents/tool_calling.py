@@ -1,16 +1,11 @@
 """The default agent: offer the environment's tools, loop model -> tool calls -> tool results, then verify.
 
-Options in `AgentConfig.kwargs`:
-- `rerender` (bool, default False): re-render the whole conversation with the chat template before each
-  model call instead of appending token deltas (for templates that rewrite history, e.g. drop earlier
-  reasoning). A prompt that no longer extends the previous sequence starts a new segment.
-- `max_context_len` (int): the policy's context length when neither the policy nor the tokenizer says.
-- `cache_tools` (bool, default True): ask the environment for its tools once per env client, not per episode.
+Its options (`agent.kwargs`) are `ToolCallingAgent.Options`.
 """
 
 from __future__ import annotations
 
-from gym_ray.agents.base import EpisodeContext
+from gym_ray.agents.base import AgentOptions, EpisodeContext, agent_options
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import HERMES_FORMAT_HINT, get_parser
 from gym_ray.config import AgentConfig
@@ -18,12 +13,24 @@ from gym_ray.errors import FailureStage, Status
 from gym_ray.types import Message, Rollout, Task, ToolSpec
 
 
+class ToolCallingOptions(AgentOptions):
+    # Re-render the whole conversation with the chat template before each model call instead of appending
+    # token deltas (for templates that rewrite history, e.g. drop earlier reasoning). A prompt that no
+    # longer extends the previous sequence starts a new segment.
+    rerender: bool = False
+    # Ask the environment for its tools once per env client, not per episode.
+    cache_tools: bool = True
+
+
 class ToolCallingAgent:
+    Options = ToolCallingOptions
+
     def __init__(self, config: AgentConfig):
         self.config = config
         self.parser = get_parser(config.tool_parser)
-        self.rerender = bool(config.kwargs.get("rerender", False))
-        self.cache_tools = bool(config.kwargs.get("cache_tools", True))
+        options = agent_options(ToolCallingAgent, config.kwargs)
+        self.rerender = options.rerender
+        self.cache_tools = options.cache_tools
         self._env_tools: dict[int, tuple[object, list[ToolSpec]]] = {}
         self._schema_cache: dict[int, tuple[list[ToolSpec], list[dict] | None]] = {}
 

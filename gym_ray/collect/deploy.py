@@ -41,7 +41,8 @@ def connect_ray(cfg: RunConfig, address: str | None) -> bool:
     if ray.is_initialized():  # a caller (a test, a notebook) already chose the cluster
         return False
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env_vars = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.model.kv_cache_gib), **cfg.ray.env_vars}
+    kv_cache_gib = cfg.model.kv_cache_gib if cfg.model.kind == "vllm" else 1
+    env_vars = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), **cfg.ray.env_vars}
     for key in _job_env_vars():  # inside `ray job submit`: Ray refuses a driver env var the job already sets
         env_vars.pop(key, None)
     if address:

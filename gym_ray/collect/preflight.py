@@ -16,10 +16,12 @@ from gym_ray.config import ConfigError, ModelConfig, RunConfig
 
 
 def check_parts(cfg: RunConfig, source: str, *, hosted: bool = True) -> None:
-    """Import every env's server and agent class; build `hosting: local` envs with their `config:` and
-    local scripted policies' scripts. `hosted=False` skips the server classes of Serve-hosted envs (they
-    already run elsewhere: `gym-ray collect`)."""
-    from gym_ray.importer import import_object
+    """Import every env's server and agent class and check the agent's options (`agent.kwargs`) and that it
+    can play the server; build `hosting: local` envs with their `config:` and local scripted policies'
+    scripts. `hosted=False` skips the server classes of Serve-hosted envs (they already run elsewhere:
+    `gym-ray collect`)."""
+    from gym_ray.agents.base import agent_options
+    from gym_ray.agents.choose import agent_class, check_agent
     from gym_ray.resources.runtime import EnvRuntime, import_server
 
     for name, env in cfg.envs.items():
@@ -27,7 +29,9 @@ def check_parts(cfg: RunConfig, source: str, *, hosted: bool = True) -> None:
             _build(source, f"envs.{name}.server", lambda env=env: import_server(env.server))
         if env.hosting == "local":
             _build(source, f"envs.{name}.config", lambda name=name, env=env: EnvRuntime.from_config(name, env))
-        _build(source, f"envs.{name}.agent.cls", lambda env=env: import_object(env.agent.cls))
+        agent = _build(source, f"envs.{name}.agent.cls", lambda env=env: agent_class(env))
+        _build(source, f"envs.{name}.agent.kwargs", lambda a=agent, env=env: agent_options(a, env.agent.kwargs))
+        _build(source, f"envs.{name}.agent.cls", lambda name=name, env=env: check_agent(name, env))
     models = {"model": cfg.model, **{f"models.{k}": m for k, m in cfg.models.items()}}
     for key, m in models.items():
         if m.kind == "scripted" and m.hosting == "local":
@@ -43,9 +47,9 @@ def _script(source: str, key: str, m: ModelConfig) -> None:
         _build(source, f"{key}.replies[{i}]", lambda i=i, r=r: reply_text(r, f"{key}.replies[{i}]"))
 
 
-def _build(source: str, key: str, build: Callable[[], Any]) -> None:
+def _build(source: str, key: str, build: Callable[[], Any]) -> Any:
     try:
-        build()
+        return build()
     except Exception as e:  # whatever a user's constructor raises, it is the cause to report
         text = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         text = " ".join(text.split()).removeprefix(f"{key}: ").removeprefix("model.script: ")  # already said

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gym_ray.agents.choose import agent_class
 from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.config import EnvConfig, ModelConfig, SamplingConfig
-from gym_ray.importer import import_object
 
 
 @dataclass
@@ -55,7 +55,7 @@ def build_env(name: str, spec: EnvSpec) -> EnvClient:
 
 
 def build_agent(name: str, spec: EnvSpec, override: Any = None) -> Any:
-    cls = override or import_object(spec.config.agent.cls)
+    cls = override or agent_class(spec.config)
     return cls(spec.config.agent)
 
 

@@ -38,12 +38,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from gym_ray.agents.base import EpisodeContext
+from pydantic import Field, model_validator
+
+from gym_ray.agents.base import AgentOptions, EpisodeContext, agent_options
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.config import AgentConfig
 from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.gateway.server import UDS_NAME, get_gateway
-from gym_ray.gateway.session import GatewaySession
+from gym_ray.gateway.session import MAX_REQUEST_BYTES, GatewaySession
 from gym_ray.resources.process import spawn
 from gym_ray.resources.sandbox import Sandbox
 from gym_ray.types import Rollout, Task
@@ -72,14 +74,38 @@ def tools_url(base_url: str) -> str:
     return base_url.removesuffix("/v1") + "/tools"
 
 
+class ExternalOptions(AgentOptions):
+    """`agent.kwargs` of `ExternalAgent` (see the module docstring)."""
+
+    program: Any = None  # module:function, or the callable itself
+    command: str | list[str] | None = None
+    sandbox: bool = False
+    timeout_s: float = Field(120.0, gt=0)
+    model_name: str | None = None
+    api_key: str = "gym-ray"
+    env: dict[str, Any] = Field(default_factory=dict)  # more environment variables for a command
+    files: dict[str, str] = Field(default_factory=dict)  # copied into the sandbox's /work: {relative: host path}
+    sandbox_limits: dict[str, Any] = Field(default_factory=dict)
+    sandbox_concurrency: int = Field(4, gt=0)
+    sandbox_python: str = "/usr/bin/python3"
+    max_request_bytes: int = Field(MAX_REQUEST_BYTES, gt=0)  # the largest request body the gateway takes
+
+    @model_validator(mode="after")
+    def _one_program(self) -> ExternalOptions:
+        if bool(self.program) == bool(self.command):
+            raise ValueError("set exactly one of agent.kwargs.program (module:function) or agent.kwargs.command")
+        if self.sandbox and not self.command:
+            raise ValueError("sandbox: true needs a command (a callable runs in-process)")
+        return self
+
+
 class ExternalAgent:
+    Options = ExternalOptions
+
     def __init__(self, config: AgentConfig):
-        kw = config.kwargs
+        kw = agent_options(ExternalAgent, config.kwargs)
         self.config = config
-        program, command = kw.get("program"), kw.get("command")
-        if bool(program) == bool(command):
-            raise ValueError("ExternalAgent: set exactly one of agent.kwargs.program (module:function) "
-                             "or agent.kwargs.command")
+        program, command = kw.program, kw.command
         self.program: Any = None
         if program:
             from gym_ray.importer import import_object
@@ -89,15 +115,12 @@ class ExternalAgent:
                 raise ValueError(f"ExternalAgent: program {program!r} is not callable")
         self.command: list[str] | None = shlex.split(command) if isinstance(command, str) else (
             list(command) if command else None)
-        self.sandbox = bool(kw.get("sandbox", False))
-        if self.sandbox and self.command is None:
-            raise ValueError("ExternalAgent: sandbox: true needs a command (a callable runs in-process)")
-        self.timeout_s = float(kw.get("timeout_s", 120.0))
-        self.model_name = kw.get("model_name")
-        self.api_key = str(kw.get("api_key", "gym-ray"))
-        self.extra_env = {str(k): str(v) for k, v in (kw.get("env") or {}).items()}
-        # files copied into the sandbox's /work: {relative path: host path}
-        self.files = {str(k): Path(v).read_bytes() for k, v in (kw.get("files") or {}).items()}
+        self.sandbox = kw.sandbox
+        self.timeout_s = kw.timeout_s
+        self.model_name = kw.model_name
+        self.api_key = kw.api_key
+        self.extra_env = {str(k): str(v) for k, v in kw.env.items()}
+        self.files = {str(k): Path(v).read_bytes() for k, v in kw.files.items()}
         self._sandbox = self._make_sandbox(kw) if self.sandbox else None  # fails here if bwrap cannot run
 
     async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
@@ -207,13 +230,12 @@ class ExternalAgent:
             raise ProgramFailed(f"agent command exited with {code}: {err.decode(errors='replace')[-_TAIL:]}")
         return out.decode(errors="replace")
 
-    def _make_sandbox(self, kw: dict) -> Any:
+    def _make_sandbox(self, kw: ExternalOptions) -> Any:
         from gym_ray.resources.sandbox import SandboxLimits
 
         limits = {"wall_time_s": self.timeout_s, "cpu_time_s": int(self.timeout_s) + 1, "memory_mb": 2048,
-                  "total_memory_mb": 2048, "max_processes": 64, **(kw.get("sandbox_limits") or {})}
-        return Sandbox(SandboxLimits(**limits), max_concurrency=int(kw.get("sandbox_concurrency", 4)),
-                       python=str(kw.get("sandbox_python", "/usr/bin/python3")))
+                  "total_memory_mb": 2048, "max_processes": 64, **kw.sandbox_limits}
+        return Sandbox(SandboxLimits(**limits), max_concurrency=kw.sandbox_concurrency, python=kw.sandbox_python)
 
     async def _run_sandboxed(self, env: dict[str, str], task: Task, session: GatewaySession, gw) -> str:
         """The command in bubblewrap (no network but a private loopback), with the gateway's socket

@@ -152,8 +152,9 @@ def policy_model(model: ModelConfig, block: dict) -> ModelConfig:
     `policy_model_name`), reached token-in/token-out like any external gym_ray policy."""
     if not block.get("policy_base_url"):
         return model
-    return model.model_copy(update={"kind": "openai", "base_url": block["policy_base_url"],
-                                    "model": block.get("policy_model_name") or model.model})
+    return ModelConfig(kind="openai", base_url=block["policy_base_url"], name=model.name,
+                       model=block.get("policy_model_name") or model.model, chat_template=model.chat_template,
+                       tokenizer=model.tokenizer)
 
 
 def main() -> None:
