@@ -49,7 +49,7 @@ def build_env(name: str, spec: EnvSpec) -> EnvClient:
     """A given client as is; else through the env's Serve app, or in-process when it has none."""
     if spec.client is not None:
         return spec.client
-    from gym_ray.resources import make_env_client
+    from gym_ray.resources.client import make_env_client
 
     return make_env_client(name, spec.config, app_name=spec.app_name)
 

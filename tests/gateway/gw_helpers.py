@@ -173,7 +173,7 @@ def episode_for(task, policy, chat, *, env=None, config: AgentConfig | None = No
     from gym_ray.agents.episode import Episode
 
     if env is None:
-        from gym_ray.resources import make_env_client
+        from gym_ray.resources.client import make_env_client
 
         env = make_env_client("weather", load_config(WEATHER / "config.yaml").envs["weather"])
     ctx = EpisodeContext(policy=policy, env=env, tokenizer=chat, sampling=SamplingConfig(max_tokens=max_tokens),
