@@ -28,29 +28,28 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Literal
 
+from gym_ray.background import BackgroundLoop
 from gym_ray.resources.runtime import EnvError
 from gym_ray.resources.server import ResourceServer
 from gym_ray.types import Task, ToolSpec
 
-_loop: asyncio.AbstractEventLoop | None = None
+_loop: BackgroundLoop | None = None
 _loop_lock = threading.Lock()
 
 
-def _mcp_loop() -> asyncio.AbstractEventLoop:
+def _mcp_loop() -> BackgroundLoop:
     """The process's MCP loop thread, started on first use."""
     global _loop
     with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="gym_ray-mcp", daemon=True).start()
-            _loop = loop
+        if _loop is None or _loop.closed:
+            _loop = BackgroundLoop("gym_ray-mcp")
         return _loop
 
 
 async def on_mcp_loop(coro: Coroutine) -> Any:
     """Await `coro` on the process's own integration loop thread (MCP sessions here, OpenEnv clients, verifiers episodes in
     `gym_ray.integrations.verifiers`): it outlives the loop of whichever caller started it."""
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, _mcp_loop()))
+    return await _mcp_loop().call(coro)
 
 
 class MCPConnection:
@@ -176,7 +175,7 @@ class MCPEnv(ResourceServer):
         with self._shared_lock:
             if self._shared is None or (self._shared.done() and self._shared.exception() is not None):
                 connection = MCPConnection(self.server, self.timeout_s)
-                self._shared = asyncio.run_coroutine_threadsafe(connection.opened(), _mcp_loop())
+                self._shared = _mcp_loop().submit(connection.opened())
             shared = self._shared
         return await asyncio.wrap_future(shared)
 

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from gym_ray.background import BackgroundLoop
+
 T = TypeVar("T")
 
 
@@ -147,21 +149,12 @@ class EnvLoop:
             return self._loop
 
     def _start(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def main() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-            loop.close()
+        def exited(loop: asyncio.AbstractEventLoop) -> None:
             with self._lock:
                 self._retired.discard(loop)
 
         self.loops_started += 1
-        threading.Thread(target=main, name=f"gym-ray-envloop-{self.name}-{self.loops_started}", daemon=True).start()
-        ready.wait()
-        return loop
+        return BackgroundLoop(f"gym-ray-envloop-{self.name}-{self.loops_started}", on_exit=exited).loop
 
     def _retire(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
