@@ -17,8 +17,8 @@ from gym_ray.agents.base import EpisodeContext, load_tokenizer
 from gym_ray.agents.env_step import EnvStepAgent
 from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.collect.plan import plan_groups
-from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.config import AgentConfig, SamplingConfig
+from gym_ray.episodes import EpisodeService
 from gym_ray.tasks import FAILED_ROW_KEEP_CHARS
 from gym_ray.types import Message, Task, rollouts_to_arrow
 
@@ -96,8 +96,8 @@ def test_oversized_prompt_is_refused_by_size_untokenized_with_a_small_row(chat, 
 def test_failure_rows_of_the_collector_keep_a_cut_task(chat):
     """A row the collector writes itself (here: an env the run does not define) bounds the task too."""
     task = _huge_task().model_copy(update={"env": "nowhere"})
-    runner = EpisodeRunner({}, {}, {}, chat, FakePolicy(chat, ["unused"]), SamplingConfig())
+    service = EpisodeService({}, FakePolicy(chat, ["unused"]), tokenizer=chat, sampling=SamplingConfig())
     [group] = plan_groups([task], 1, "run")
-    [row] = asyncio.run(runner.run(group, 0))
+    [row] = asyncio.run(service.run(task, 0, group))
     assert (row.status, row.failure_stage, row.failure_kind) == ("env_error", "admission", "unknown_env")
     _assert_small_with_record(row, task)

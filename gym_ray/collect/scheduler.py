@@ -14,9 +14,9 @@ import ray
 
 from gym_ray.agents.base import infra_error_types
 from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import failed_row
 from gym_ray.collect.wiring import WorkerSetup
 from gym_ray.collect.worker import AgentActor
+from gym_ray.episodes import failed_row
 from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
 from gym_ray.types import rollouts_to_arrow, table_from_ipc
 
@@ -93,7 +93,7 @@ class Scheduler:
 
         def give_up(chunk: list[GroupSpec], status: Status, cause: str, kind: FailureKind) -> None:
             failure = Failure(stage=FailureStage.AGENT, kind=kind, delivery=Delivery.POSSIBLY_DELIVERED)
-            rows = [failed_row(g, k, status, f"agent actor failed: {cause}", failure, g.attempt)
+            rows = [failed_row(g.task, g, k, status, f"agent actor failed: {cause}", failure, g.attempt)
                     for g in chunk for k in range(g.group_size)]
             if rows:
                 out.put_nowait(rollouts_to_arrow(rows))

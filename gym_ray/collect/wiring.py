@@ -1,23 +1,14 @@
-"""Where collection meets the other parts: building policy/env clients and agents from config, and
-telling infrastructure failures (retry) from everything else (a status row)."""
+"""What an agent actor is built from: its policy (a client, or the config of a hosted model) and the
+environments the episode service reaches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from gym_ray.agents.choose import agent_class
-from gym_ray.clients import EnvClient, PolicyClient
-from gym_ray.config import EnvConfig, ModelConfig, SamplingConfig
-
-
-@dataclass
-class EnvSpec:
-    """How an agent actor reaches one environment: a ready client, or its config (+ Serve app name)."""
-
-    config: EnvConfig
-    client: EnvClient | None = None
-    app_name: str | None = None
+from gym_ray.clients import PolicyClient
+from gym_ray.config import ModelConfig, SamplingConfig
+from gym_ray.episodes import EnvSpec
 
 
 @dataclass
@@ -43,25 +34,4 @@ def build_policy(setup: WorkerSetup) -> PolicyClient:
     from gym_ray.models import make_policy_client
 
     return make_policy_client(setup.policy, setup.policy_app or setup.policy.name)
-
-
-def build_env(name: str, spec: EnvSpec) -> EnvClient:
-    """A given client as is; else through the env's Serve app, or in-process when it has none."""
-    if spec.client is not None:
-        return spec.client
-    from gym_ray.resources.client import make_env_client
-
-    return make_env_client(name, spec.config, app_name=spec.app_name)
-
-
-def build_agent(name: str, spec: EnvSpec, override: Any = None) -> Any:
-    cls = override or agent_class(spec.config)
-    return cls(spec.config.agent)
-
-
-def load_tokenizer(policy: PolicyClient, chat_template: str | None) -> Any:
-    """The run's one tokenizer + chat template (a `ChatTokenizer`), loaded once per actor."""
-    from gym_ray.agents.base import load_tokenizer as load
-
-    return load(policy.tokenizer_path(), chat_template)
 

@@ -1,6 +1,7 @@
 """The agent actor: runs many episodes at once and streams back Arrow tables of finished, complete groups.
 
-One actor builds its policy client, env clients, agents and tokenizer once. Work arrives in chunks of
+One actor builds its policy client and its episode service (env clients, agents, tokenizer) once and
+plays every episode through that service. Work arrives in chunks of
 groups; results leave in batches (a short linger collects groups that finish close together), so the
 driver sees a handful of messages per second instead of one per rollout.
 """
@@ -15,9 +16,9 @@ from collections.abc import AsyncIterator
 import ray
 
 from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import EpisodeRunner
 from gym_ray.collect.telemetry import CollectTelemetry
-from gym_ray.collect.wiring import WorkerSetup, build_policy, load_tokenizer
+from gym_ray.collect.wiring import WorkerSetup, build_policy
+from gym_ray.episodes import EpisodeService
 from gym_ray.redact import install_log_redaction
 from gym_ray.types import Rollout, rollouts_to_arrow, table_to_ipc
 
@@ -31,8 +32,8 @@ class AgentWorker:
         install_log_redaction()
         policy = build_policy(setup)
         self.telemetry = CollectTelemetry(name)
-        self.runner = EpisodeRunner.from_specs(
-            setup.envs, load_tokenizer(policy, setup.chat_template), policy, setup.sampling,
+        self.service = EpisodeService(
+            setup.envs, policy, chat_template=setup.chat_template, sampling=setup.sampling,
             agent_classes=setup.agent_classes, episode_timeout_s=setup.episode_timeout_s,
             max_retries=setup.max_retries, concurrency=setup.concurrency, telemetry=self.telemetry,
         )
@@ -43,14 +44,14 @@ class AgentWorker:
         gc.freeze()
 
     async def ready(self) -> dict:
-        return {"actor": self.name, "envs": sorted(self.runner.envs), "model": self.runner.policy.model_name}
+        return {"actor": self.name, "envs": sorted(self.service.envs), "model": self.service.policy.model_name}
 
     async def run_chunk(self, groups: list[GroupSpec]) -> AsyncIterator[bytes]:
         """Run every episode of `groups`; yield Arrow tables (as IPC bytes), each holding whole groups only."""
         done: asyncio.Queue[list[Rollout]] = asyncio.Queue()
 
         async def one_group(g: GroupSpec) -> None:
-            outcomes = await asyncio.gather(*(self.runner.run(g, i) for i in range(g.group_size)))
+            outcomes = await asyncio.gather(*(self.service.run(g.task, i, g) for i in range(g.group_size)))
             done.put_nowait([row for rows in outcomes for row in rows])
 
         tasks = [asyncio.create_task(one_group(g)) for g in groups]
@@ -77,7 +78,7 @@ class AgentWorker:
                 t.cancel()
 
     def _record(self, rows: list[Rollout]) -> None:
-        self.telemetry.in_flight(self.runner.in_flight)
+        self.telemetry.in_flight(self.service.in_flight)
         self.telemetry.record([
             (r.env, r.status.value, r.reward, sum(r.response_loss_mask))
             for r in rows if r.segment_index == r.num_segments - 1

@@ -20,18 +20,14 @@ import json
 import logging
 import os
 import shlex
-import uuid
 from typing import Any
 
 from openrlhf.utils.agent import AgentExecutorBase
 from pydantic import ValidationError
 
-from gym_ray.agents.base import load_tokenizer
 from gym_ray.clients import Generation
-from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import EpisodeRunner
-from gym_ray.collect.wiring import EnvSpec
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig, SamplingConfig, load_config
+from gym_ray.episodes import EpisodeService
 from gym_ray.errors import Status
 from gym_ray.integrations.export import shipped_env_configs
 from gym_ray.models.callable import CallablePolicy
@@ -164,7 +160,7 @@ class AgentExecutor(AgentExecutorBase):
     def __init__(self) -> None:
         self.config = load_run_config()
         self.run_config = self.config or RunConfig(model=ModelConfig(chat_template="auto"))
-        self._runners: dict[str, EpisodeRunner] = {}
+        self._service: EpisodeService | None = None
 
     def env_config(self, task: Task) -> EnvConfig:
         if self.config is not None:
@@ -178,17 +174,15 @@ class AgentExecutor(AgentExecutorBase):
                              f"environments/{task.env}/config.yaml (set {CONFIG_ENV} to a run config that defines it)")
         return cfg
 
-    def runner(self, task: Task, hf_tokenizer: Any, policy: EnginePolicy, sampling: SamplingConfig) -> EpisodeRunner:
-        """The env's runner, built once (the env constructed now, so a bad env fails its first sample)."""
-        runner = self._runners.get(task.env)
-        if runner is None:
-            model, collect = self.run_config.model, self.run_config.collect
-            tokenizer = load_tokenizer(model.tokenizer or hf_tokenizer.name_or_path, model.chat_template)
-            runner = EpisodeRunner.from_specs({task.env: EnvSpec(config=self.env_config(task))}, tokenizer, policy,
-                                              sampling, episode_timeout_s=collect.episode_timeout_s,
-                                              max_retries=collect.max_retries)
-            self._runners[task.env] = runner
-        return runner
+    def service(self, task: Task, hf_tokenizer: Any, policy: EnginePolicy) -> EpisodeService:
+        """The episode service, with the task's env built on its first sample (so a bad env fails there)."""
+        if self._service is None:
+            self._service = EpisodeService.from_config(self.run_config, policy=policy, envs=(),
+                                                       tokenizer=self.run_config.model.tokenizer
+                                                       or hf_tokenizer.name_or_path)
+        if task.env not in self._service.envs:
+            self._service.add_env(task.env, self.env_config(task))
+        return self._service
 
     async def execute(self, prompt, label, sampling_params, max_length: int, hf_tokenizer, llm_engine, images=None):
         """OpenRLHF calls this n times per prompt (its group); each call is its own gym_ray episode."""
@@ -197,9 +191,8 @@ class AgentExecutor(AgentExecutorBase):
         policy = EnginePolicy(llm_engine, sampling_params, model_name=hf_tokenizer.name_or_path,
                               tokenizer_path=tokenizer_path, max_length=max_length)
         sampling = sampling_from_vllm(sampling_params, max_length)
-        runner = self.runner(task, hf_tokenizer, policy, sampling)
-        rows = await runner.run(GroupSpec(group_id=uuid.uuid4().hex, task=task, group_size=1), 0,
-                                policy=policy, sampling=sampling)
+        service = self.service(task, hf_tokenizer, policy)
+        rows = await service.run(task, 0, policy=policy, sampling=sampling)
         row = rows[-1]
         if row.mask_sample:
             logger.warning("gym_ray: task %r (env %r) failed, masked out of the loss: %s: %s", row.task_id, row.env,

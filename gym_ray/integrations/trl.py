@@ -30,11 +30,9 @@ tokens, which TRL then leaves out of the loss). The reward is the environment's 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,9 +41,8 @@ from typing import Any
 import pyarrow as pa
 from transformers import TrainerCallback
 
-from gym_ray.collect.api import Collector, tables_to_groups
-from gym_ray.collect.metrics import MetricsAccumulator
-from gym_ray.collect.sink import ParquetSink
+from gym_ray.background import BackgroundLoop
+from gym_ray.collect import Collector, MetricsAccumulator, ParquetSink, tables_to_groups
 from gym_ray.integrations.export import TRL_TASK_KEY, trl_rows
 from gym_ray.types import Rollout, Task
 
@@ -104,13 +101,11 @@ class GymRayRollouts:
         self.sink = ParquetSink(output_dir, rows_per_file=1 << 30, roll_seconds=float("inf")) if output_dir else None
         self.history: list[dict] = []
         self.policy_version: int | None = None  # the version last pushed by `weight_sync()`
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="gym_ray-trl", daemon=True)
-        self._thread.start()
+        self._loop = BackgroundLoop("gym_ray-trl")
 
     def run(self, coro) -> Any:
         """Run a coroutine on the collector's own loop (TRL calls from its synchronous training loop)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._loop.run(coro)
 
     def weight_sync(self, weights_dir: str | Path | None = None) -> WeightSync:
         if self.policy is None:
@@ -150,8 +145,7 @@ class GymRayRollouts:
     def close(self) -> None:
         if self.sink is not None:
             self.sink.close()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._loop.stop()
 
 
 def mean_components(components: list[dict | None]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from gym_ray.collect.api import Collector, load_run_tasks
+from gym_ray.collect import Collector, load_run_tasks
 from gym_ray.config import RunConfig
 from gym_ray.integrations.trl import GymRayRollouts, WeightSync, env_reward, trl_dataset
 from gym_ray.models.names import tokenizer_path_for

@@ -2,7 +2,7 @@
 
 VeRL instantiates one `GymRayAgentLoop` per sample and calls `run(sampling_params, **row)`. The row's
 `extra_info.task_json` (written by `gym-ray export verl`) names the environment and the task; the episode
-runs through gym_ray's `EpisodeRunner` (agents, environments, token-exact transcript, failure contract)
+runs through gym_ray's episode service (agents, environments, token-exact transcript, failure contract)
 with `server_manager.generate` as the policy, and its row becomes an `AgentLoopOutput` whose
 `reward_score` is the environment's verifier reward (so VeRL's reward function is skipped).
 
@@ -23,10 +23,8 @@ from typing import Any
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 from gym_ray.clients import Generation
-from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import EpisodeRunner
-from gym_ray.collect.wiring import EnvSpec, load_tokenizer
-from gym_ray.config import RunConfig, SamplingConfig, load_config
+from gym_ray.config import SamplingConfig
+from gym_ray.episodes import EpisodeService, Group
 from gym_ray.errors import Status
 from gym_ray.models.callable import CallablePolicy
 from gym_ray.types import Rollout, Task
@@ -59,38 +57,17 @@ def generation_from_token_output(out: Any, max_tokens: int, eos_ids: frozenset[i
                       policy_version=int(version) if version is not None else 0)
 
 
-class _Setup:
-    """What one worker process builds once per run config: the config, the runner, the tokenizer."""
-
-    def __init__(self, cfg: RunConfig, runner: EpisodeRunner):
-        self.cfg = cfg
-        self.runner = runner
-        self.next_index: OrderedDict[str, int] = OrderedDict()
-
-    def rollout_index(self, group_id: str) -> int:
-        """The classic worker passes no sample number: count the samples of each uid (bounded memory)."""
-        i = self.next_index.pop(group_id, 0)
-        self.next_index[group_id] = i + 1
-        if len(self.next_index) > _MAX_TRACKED_GROUPS:
-            self.next_index.popitem(last=False)
-        return i
+_next_index: OrderedDict[tuple[int, str], int] = OrderedDict()
 
 
-_SETUPS: dict[tuple, _Setup] = {}
-
-
-def _setup(config_path: str, overrides: tuple[str, ...], policy: CallablePolicy, total_tokens: int) -> _Setup:
-    key = (config_path, overrides, policy.tokenizer_path(), total_tokens)
-    if key not in _SETUPS:
-        cfg = load_config(config_path, list(overrides))
-        c = cfg.collect
-        # An episode must fit VeRL's padded prompt + response width.
-        runner = EpisodeRunner.from_specs(
-            {n: EnvSpec(config=e) for n, e in cfg.envs.items()}, load_tokenizer(policy, cfg.model.chat_template),
-            policy, c.sampling, max_total_tokens=total_tokens, episode_timeout_s=c.episode_timeout_s,
-            max_retries=c.max_retries)
-        _SETUPS[key] = _Setup(cfg, runner)
-    return _SETUPS[key]
+def rollout_index(service: EpisodeService, group_id: str) -> int:
+    """The classic worker passes no sample number: count the samples of each uid (bounded memory)."""
+    key = (id(service), group_id)
+    i = _next_index.pop(key, 0)
+    _next_index[key] = i + 1
+    if len(_next_index) > _MAX_TRACKED_GROUPS:
+        _next_index.popitem(last=False)
+    return i
 
 
 def task_from_row(row: dict[str, Any], where: str) -> Task:
@@ -145,20 +122,21 @@ class GymRayAgentLoop(AgentLoopBase):
         task = task_from_row(kwargs, where)
         eos = self.tokenizer.eos_token_id
         policy = self._policy(dict(sampling_params), frozenset([eos] if eos is not None else []))
-        setup = _setup(self.run_config, self.overrides, policy, self.prompt_length + self.response_length)
-        runner = setup.runner
-        if task.env not in runner.envs:
+        # An episode must fit VeRL's padded prompt + response width.
+        service = EpisodeService.shared(self.run_config, self.overrides, policy=policy,
+                                        max_total_tokens=self.prompt_length + self.response_length)
+        if task.env not in service.envs:
             raise RowError(f"{where}: extra_info.task_json.env: unknown env {task.env!r}; "
-                           f"the gym_ray run config ({self.run_config}) has {sorted(runner.envs)}")
+                           f"the gym_ray run config ({self.run_config}) has {sorted(service.envs)}")
         v1 = "session_id" in kwargs  # VeRL's v1 worker numbers the n sessions of a prompt itself
         n = int(self.rollout_config.n)
-        index = int(kwargs["session_id"]) if v1 else setup.rollout_index(uid)
-        group = GroupSpec(group_id=uid or task.task_id, task=task, group_size=max(n, index + 1))
-        sampling = setup.cfg.collect.sampling.model_copy(update={
+        index = int(kwargs["session_id"]) if v1 else rollout_index(service, uid)
+        group = Group(uid or task.task_id, group_size=max(n, index + 1))
+        sampling = service.sampling.model_copy(update={
             k: sampling_params[k] for k in ("temperature", "top_p", "top_k") if sampling_params.get(k) is not None})
-        rows = await runner.run(group, index, policy=policy, sampling=sampling)
+        rows = await service.run(task, index, group, policy=policy, sampling=sampling)
         with_logprobs = bool(sampling_params.get("logprobs"))
-        outputs = [self._output(r, rows[-1], runner, task, with_logprobs) for r in rows]
+        outputs = [self._output(r, rows[-1], service, task, with_logprobs) for r in rows]
         if v1 or len(outputs) == 1:
             return outputs if v1 else outputs[0]
         # The classic AgentLoopWorker takes one linear sequence per sample: train on the last segment.
@@ -166,7 +144,7 @@ class GymRayAgentLoop(AgentLoopBase):
                        "(the v1 trainer takes them all)", rows[-1].rollout_id, len(rows))
         return outputs[-1]
 
-    def _output(self, row: Rollout, last: Rollout, runner: EpisodeRunner, task: Task,
+    def _output(self, row: Rollout, last: Rollout, service: EpisodeService, task: Task,
                 with_logprobs: bool) -> AgentLoopOutput:
         """One segment as VeRL's output. The episode's outcome is its last row's: when it failed, every
         segment has a zero mask (no gradient) and says why in `gym_ray_status`; its reward is 0 only
@@ -179,7 +157,7 @@ class GymRayAgentLoop(AgentLoopBase):
             ok, status = False, Status.MODEL_ERROR.value
             error = f"prompt of {len(prompt)} tokens exceeds rollout.prompt_length {self.prompt_length}"
         if not prompt:  # an episode that failed before it had a prompt: a shape-valid, fully masked stand-in
-            prompt = runner.tokenizer.prompt_ids(task.prompt)
+            prompt = service.tokenizer.prompt_ids(task.prompt)
         if not response:
             eos = self.tokenizer.eos_token_id
             response, mask, logprobs = [eos if eos is not None else 0], [0], [0.0]

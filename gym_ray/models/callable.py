@@ -24,7 +24,7 @@ class CallablePolicy:
     Session affinity: every call of one episode passes the episode's session id as `request_id`, so a
     trainer's sticky routing (VeRL's load balancer keys on it) keeps the episode on one replica and its
     prefix cache warm. Sampling comes from the caller: trainer adapters pass the trainer's parameters to
-    `EpisodeRunner.run(sampling=...)`, and `fn` may add what gym_ray's `SamplingConfig` has no field for
+    `EpisodeService.run(sampling=...)`, and `fn` may add what gym_ray's `SamplingConfig` has no field for
     (logprobs, repetition penalty) from the trainer's own request.
     """
 

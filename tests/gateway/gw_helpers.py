@@ -12,10 +12,8 @@ from pathlib import Path
 import httpx
 
 from gym_ray.agents.base import load_tokenizer
-from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import EpisodeRunner
-from gym_ray.collect.wiring import EnvSpec
 from gym_ray.config import AgentConfig, EnvConfig, ModelConfig, SamplingConfig, load_config
+from gym_ray.episodes import EnvSpec, EpisodeService, Group
 from gym_ray.models.scripted import ScriptedPolicy
 from gym_ray.tasks import load_tasks
 
@@ -61,7 +59,7 @@ class RecordingPolicy:
 
 def weather_setup(model_path: str, agent_kwargs: dict, *, template: str = "chatml_tools", max_tokens: int = 128,
                   script: str = "gw_helpers:weather_script", policy_cls=None, **agent_fields):
-    """An EpisodeRunner over the real weather env with an ExternalAgent, its tasks and the recording policy."""
+    """An EpisodeService over the real weather env with an ExternalAgent, its tasks and the recording policy."""
     env_cfg: EnvConfig = load_config(WEATHER / "config.yaml").envs["weather"]
     agent = AgentConfig(cls="gym_ray.gateway.agent:ExternalAgent", kwargs=agent_kwargs, **agent_fields)
     env_cfg = env_cfg.model_copy(update={"agent": agent})
@@ -69,13 +67,13 @@ def weather_setup(model_path: str, agent_kwargs: dict, *, template: str = "chatm
     policy = (policy_cls or RecordingPolicy)(
         ScriptedPolicy(ModelConfig(kind="scripted", name="scripted", script=script), model_path), model_path)
     chat = load_tokenizer(model_path, template)
-    runner = EpisodeRunner.from_specs({"weather": EnvSpec(config=env_cfg)}, chat, policy,
-                                      SamplingConfig(max_tokens=max_tokens), episode_timeout_s=120)
+    runner = EpisodeService({"weather": EnvSpec(config=env_cfg)}, policy, tokenizer=chat,
+                            sampling=SamplingConfig(max_tokens=max_tokens), episode_timeout_s=120)
     return runner, tasks, policy
 
 
-def group(task, group_size: int = 1) -> GroupSpec:
-    return GroupSpec(group_id=f"g-{task.task_id}", task=task, group_size=group_size)
+def group(task, group_size: int = 1) -> Group:
+    return Group(f"g-{task.task_id}", group_size=group_size)
 
 
 def assert_token_exact(rows, calls) -> None:

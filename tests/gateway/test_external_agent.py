@@ -16,7 +16,7 @@ CLI = str(Path(__file__).with_name("openai_cli_agent.py"))
 
 
 def _run(runner, task):
-    return asyncio.run(runner.run(group(task), 0))
+    return asyncio.run(runner.run(task, 0, group(task)))
 
 
 def test_command_line_agent_is_scored(default_model_path):
@@ -70,7 +70,7 @@ def test_call_after_the_program_returned_is_refused(default_model_path):
     gw_helpers.LATE.clear()
 
     async def main():
-        rows = await runner.run(group(tasks[0]), 0)
+        rows = await runner.run(tasks[0], 0, group(tasks[0]))
         await asyncio.gather(*gw_helpers.LATE_TASKS)
         return rows
 
@@ -95,7 +95,7 @@ def test_command_line_agent_in_the_sandbox_reaches_only_the_gateway(default_mode
                 "env": {"HOST_GATEWAY_PORT": str(gw.port)}})
         except SandboxUnavailable as e:
             pytest.skip(f"no sandbox here: {e}")
-        return await runner.run(group(tasks[1]), 0), policy
+        return await runner.run(tasks[1], 0, group(tasks[1])), policy
 
     [row], policy = asyncio.run(main())
     assert row.status == "ok", row.error

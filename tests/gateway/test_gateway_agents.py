@@ -1,5 +1,5 @@
 """Real agent libraries against the gateway: the `openai` client and the OpenAI Agents SDK, driven by
-ExternalAgent through EpisodeRunner, scored by the real weather env; rows checked token-exactly."""
+ExternalAgent through the episode service, scored by the real weather env; rows checked token-exactly."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_agent_library_rows_are_token_exact_and_scored(default_model_path, progr
     runner, tasks, policy = weather_setup(default_model_path, {"program": f"gw_helpers:{program}"})
 
     async def main():
-        return [await runner.run(group(t), 0) for t in tasks[:3]]
+        return [await runner.run(t, 0, group(t)) for t in tasks[:3]]
 
     results = asyncio.run(main())
     assert len(policy.calls) == 2 * len(results)

@@ -50,7 +50,7 @@ def test_a_program_cannot_call_another_programs_session(default_model_path, tmp_
             default_model_path, {"command": [sys.executable, HOSTILE, "victim"], "env": env, "timeout_s": 60})
         thief_runner, _, thief_policy = weather_setup(
             default_model_path, {"command": [sys.executable, HOSTILE, "steal"], "env": env, "timeout_s": 60})
-        rows = await asyncio.gather(victim_runner.run(group(tasks[0]), 0), thief_runner.run(group(tasks[1]), 0))
+        rows = await asyncio.gather(victim_runner.run(tasks[0], 0, group(tasks[0])), thief_runner.run(tasks[1], 0, group(tasks[1])))
         return rows, victim_policy, thief_policy
 
     (victim_rows, [thief]), victim_policy, thief_policy = asyncio.run(main())
@@ -74,7 +74,7 @@ def test_nothing_is_served_after_the_program_ends(default_model_path, tmp_path):
     pids: dict = {}
 
     async def main():  # the gateway serves while the late child calls
-        [row] = await runner.run(group(tasks[0]), 0)
+        [row] = await runner.run(tasks[0], 0, group(tasks[0]))
         pids.update(json.loads(Path(files["PIDS"]).read_text()))
         return row, await asyncio.to_thread(_wait_exit, pids["stay"], 10), \
             await asyncio.to_thread(_wait_exit, pids["late"], 30)
@@ -105,7 +105,7 @@ def test_a_command_inherits_no_descriptor_and_only_the_environment_it_needs(defa
     os.set_inheritable(leak, True)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-            [row] = r.run(runner.run(group(tasks[0]), 0))
+            [row] = r.run(runner.run(tasks[0], 0, group(tasks[0])))
     finally:
         os.close(leak)
     assert row.status == "ok", row.error

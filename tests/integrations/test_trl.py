@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from gym_ray.collect.api import Collector
-from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import failed_row
 from gym_ray.config import ModelConfig, RunConfig, load_config
+from gym_ray.episodes import Group, failed_row
 from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.integrations.export import trl_rows
 from gym_ray.integrations.trl import (
@@ -97,9 +96,8 @@ def test_trl_loss_mask_is_zero_exactly_on_tokens_gym_ray_did_not_generate(env, r
 
 
 def _row(task, status=Status.OK, versions=(3,), reward=1.0):
-    spec = GroupSpec(group_id="g", task=task, group_size=1)
     failure = Failure(stage=FailureStage.GENERATE, kind=FailureKind.EXCEPTION)
-    row = failed_row(spec, 0, Status.MODEL_ERROR, "boom", failure)
+    row = failed_row(task, Group("g"), 0, Status.MODEL_ERROR, "boom", failure)
     if status != Status.OK:
         return row
     return row.model_copy(update={

@@ -23,10 +23,8 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from gym_ray.collect.plan import GroupSpec
-from gym_ray.collect.runner import EpisodeRunner
-from gym_ray.collect.wiring import EnvSpec
 from gym_ray.config import ModelConfig, RunConfig, SamplingConfig
+from gym_ray.episodes import EpisodeService, Group
 from gym_ray.integrations.nemo_gym.responses import output_items, response_object
 from gym_ray.resources.http_compat import aggregate_metrics
 from gym_ray.tasks import parse_row
@@ -93,13 +91,12 @@ def run_response(body: dict, rows: list[Rollout], attempt: int) -> dict:
 
 
 class AgentServer:
-    """One `EpisodeRunner` over the run config's envs; `app` serves it to NeMo Gym."""
+    """The episode service of the run config's envs; `app` serves it to NeMo Gym. `tokenizer` defaults to
+    the run config's (else the policy's) with its chat template."""
 
-    def __init__(self, cfg: RunConfig, policy, tokenizer) -> None:
+    def __init__(self, cfg: RunConfig, policy, tokenizer=None) -> None:
         self.cfg = cfg
-        self.runner = EpisodeRunner.from_specs(
-            {name: EnvSpec(config=env) for name, env in cfg.envs.items()}, tokenizer, policy, cfg.collect.sampling,
-            episode_timeout_s=cfg.collect.episode_timeout_s, max_retries=cfg.collect.max_retries)
+        self.service = EpisodeService.from_config(cfg, policy=policy, tokenizer=tokenizer)
         self.app = FastAPI(title="gym_ray agent server (NeMo Gym /run)")
         self.app.post("/run")(self.http_run)
         self.app.post("/aggregate_metrics")(self.http_aggregate_metrics)
@@ -122,8 +119,8 @@ class AgentServer:
         index = int(body.get("_ng_rollout_index") or 0)
         attempt = int(body.get("_ng_attempt_index") or 0)
         group = str(body.get("_ng_task_index", task.task_id))
-        spec = GroupSpec(group_id=group, task=task, group_size=index + 1, attempt=attempt)
-        rows = await self.runner.run(spec, index, sampling=sampling_for(body, self.cfg.collect.sampling))
+        rows = await self.service.run(task, index, Group(group, group_size=index + 1, attempt=attempt),
+                                      sampling=sampling_for(body, self.cfg.collect.sampling))
         if body.get("_ng_rollout_id"):
             rows = [r.model_copy(update={"rollout_id": body["_ng_rollout_id"]}) for r in rows]
         return run_response(body, rows, attempt)
@@ -162,7 +159,6 @@ def main() -> None:
     import uvicorn
     import yaml
 
-    from gym_ray.agents.base import load_tokenizer
     from gym_ray.config import load_config
     from gym_ray.models.client import make_policy_client
 
@@ -171,6 +167,5 @@ def main() -> None:
     cfg = load_config(block["gym_ray_config"], list(block.get("overrides") or []))
     cfg.model = policy_model(cfg.model, block)
     policy = make_policy_client(cfg.model, app_name="policy")
-    tokenizer = load_tokenizer(cfg.model.tokenizer or policy.tokenizer_path(), cfg.model.chat_template)
-    uvicorn.run(AgentServer(cfg, policy, tokenizer).app, host=block["host"], port=int(block["port"]),
+    uvicorn.run(AgentServer(cfg, policy).app, host=block["host"], port=int(block["port"]),
                 log_level="warning", access_log=False)
