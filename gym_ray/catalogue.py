@@ -74,7 +74,11 @@ def tools_of(cls: type) -> str:
 
 def reachable(root: Path) -> list[Reach]:
     """Each adapter's reachable set; NeMo Gym's from the `.venv-nemogym-*` venvs under `root`."""
-    out = [_verifiers(), _reasoning_gym(), _textarena()]
+    out = [_verifiers(),
+           _registry("reasoning-gym", "reasoning_gym.factory", "DATASETS", "datasets",
+                     "reasoning_gym (each task names its dataset)"),
+           _registry("textarena", "textarena.envs.registration", "ENV_REGISTRY", "games (single-player ones run)",
+                     "textarena (config.env_id)")]
     out += [_nemo_gym(venv) for venv in sorted(root.glob(".venv-nemogym-*")) if venv.is_dir()]
     return [r for r in out if r is not None]
 
@@ -93,22 +97,13 @@ def _verifiers() -> Reach | None:
     return Reach("verifiers", len(names), "installed environment packages", "verifiers:<name>", tuple(names))
 
 
-def _reasoning_gym() -> Reach | None:
+def _registry(adapter: str, module: str, attr: str, unit: str, server: str) -> Reach | None:
+    """The names in a library's own registry (a dict of `module.attr`), where the library is installed."""
     try:
-        factory = importlib.import_module("reasoning_gym.factory")
+        names = tuple(sorted(getattr(importlib.import_module(module), attr)))
     except ImportError:
         return None
-    names = tuple(sorted(factory.DATASETS))
-    return Reach("reasoning-gym", len(names), "datasets", "reasoning_gym (each task names its dataset)", names)
-
-
-def _textarena() -> Reach | None:
-    try:
-        registration = importlib.import_module("textarena.envs.registration")
-    except ImportError:
-        return None
-    names = tuple(sorted(registration.ENV_REGISTRY))
-    return Reach("textarena", len(names), "games (single-player ones run)", "textarena (config.env_id)", names)
+    return Reach(adapter, len(names), unit, server, names)
 
 
 def _nemo_gym(venv: Path) -> Reach | None:
