@@ -54,6 +54,10 @@ class ResourceServer:
     # One line each for `gym-ray envs`: how an episode is scored, and where the environment comes from.
     verifier: ClassVar[str] = ""
     origin: ClassVar[str] = ""
+    # The benchmark's headline number in `gym-ray metrics` and the report: "pass@k" (unbiased pass@1..n),
+    # "accuracy" / "success_rate" (share of episodes whose reward reaches the pass threshold) or
+    # "mean_reward" (the average score, for graded rewards).
+    metric: ClassVar[str] = "mean_reward"
     tool_defs: ClassVar[dict[str, ToolDef]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
