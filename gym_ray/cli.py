@@ -248,9 +248,18 @@ def _generate(args: argparse.Namespace) -> None:
 def _envs(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from gym_ray.catalogue import installed, reachable, render
+    from gym_ray.catalogue import installed, markdown, reachable, render, shipped, splice
 
-    print(render(installed(), reachable(Path.cwd())))
+    if args.markdown is None:
+        print(render(installed(), reachable(Path.cwd())))
+        return
+    readme = Path(args.markdown) / "environments" / "README.md"
+    section = markdown(shipped(Path(args.markdown)), reachable(Path(args.markdown), measured_only=True))
+    if args.write:
+        readme.write_text(splice(readme.read_text(), section))
+        print(f"wrote the catalogue of {readme}")
+    else:
+        print(section)
 
 
 def _export_verl(args: argparse.Namespace) -> None:
@@ -312,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate)
 
     envs = sub.add_parser("envs", help="list the installed environment packages and what each adapter reaches")
+    envs.add_argument("--markdown", metavar="ROOT", nargs="?", const=".", default=None,
+                      help="print ROOT/environments/README.md's catalogue section, generated from the packages")
+    envs.add_argument("--write", action="store_true", help="with --markdown: rewrite that section in place")
     envs.set_defaults(func=_envs)
 
     def with_config(name: str, help: str, func) -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ from gym_ray.resources.verifiers import verify_code
 class Code(ResourceServer):
     verifier = "the program's values in the bubblewrap sandbox, compared on the host"
     origin = "native"
+    metric = "pass@k"
 
     def __init__(self, test_timeout_s: float = 4.0, max_concurrency: int = 4, limits: dict | None = None):
         # Built at start-up, so a machine without bubblewrap fails here, not on the first verify.

@@ -6,6 +6,7 @@ from gym_ray import ResourceServer, VerifyResult, tool
 class Counter(ResourceServer):
     verifier = "the session's final count"
     origin = "NeMo Gym's `example_session_state_mgmt`"
+    metric = "accuracy"
 
     def seed(self, task):
         return {"count": int(task.verifier_metadata.get("initial_count", 0)), "calls": 0}

@@ -7,6 +7,7 @@ from gym_ray.resources.verifiers import verify_math
 class Math(ResourceServer):
     verifier = "math-verify against the expected answer"
     origin = "native"
+    metric = "accuracy"
 
     def __init__(self, timeout_s: float = 10.0):
         self.timeout_s = timeout_s

@@ -24,6 +24,7 @@ def close_to(x: float, expected: float) -> bool:
 class UnitsEnv(MCPEnv):
     verifier = "the env's own: the tool's value in the answer"
     origin = "MCP (`mcp` SDK server over stdio)"
+    metric = "accuracy"
 
     def verify(self, task, messages):
         meta = task.verifier_metadata

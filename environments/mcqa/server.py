@@ -7,6 +7,7 @@ from gym_ray.resources.verifiers import verify_mcqa
 class Mcqa(ResourceServer):
     verifier = "the option letter (strict or lenient extraction)"
     origin = "native"
+    metric = "accuracy"
 
     def __init__(self, grading_mode: str = "strict"):
         self.grading_mode = grading_mode  # a task's verifier_metadata.grading_mode overrides it

@@ -32,6 +32,7 @@ def test_counts(output: str) -> tuple[int, int]:
 class SweLite(ResourceServer):
     verifier = "visible + hidden unit tests in the bubblewrap sandbox"
     origin = "native (generated repositories)"
+    metric = "pass@k"
 
     def __init__(self, max_output_chars: int = 4000, max_concurrency: int = 4, limits: dict | None = None) -> None:
         self.sandbox = Sandbox(SandboxLimits(**(limits or {})), max_concurrency=max_concurrency)

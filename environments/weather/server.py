@@ -17,6 +17,7 @@ def forecast(city: str) -> tuple[str, int]:
 class Weather(ResourceServer):
     verifier = "called the tool + condition and temperature in the answer"
     origin = "NeMo Gym's `example_single_tool_call`"
+    metric = "accuracy"
 
     @tool
     def get_weather(self, city: str) -> str:

@@ -110,6 +110,9 @@ def _load(taskset: str, taskset_args: dict[str, Any], env_args: dict[str, Any]) 
 class VerifiersEnv(ResourceServer):
     """A verifiers environment (taskset + toolsets + rubric, or its own multi-turn `Env`)."""
 
+    verifier = "the package's rubric (its `@vf.reward` functions)"
+    origin = "verifiers package"
+
     def __init__(self, taskset: str, taskset_args: dict[str, Any] | None = None,
                  env_args: dict[str, Any] | None = None, num_tasks: int = 256) -> None:
         import verifiers.v1 as vf
