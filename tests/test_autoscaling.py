@@ -1,6 +1,6 @@
 """Serve's own autoscaler on an environment deployment: up under thousands of episodes, down after.
 
-Replica counts are read from `serve.status()`. Calls reach the replicas coalesced (`serve_batch`), so the
+Replica counts are read from `serve.status()`. Calls reach the replicas coalesced (`gym_ray.serving.batch`), so the
 autoscaler sees batches as requests; every episode must end with its own right reward: a session stays on
 the replica that seeded it (`routing.PinnedRouter`), so a scale-up moves none (a hash ring would move some,
 and their episodes would meet `SessionLostError`).

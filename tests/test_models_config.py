@@ -39,7 +39,7 @@ def test_gpu_defaults_and_affinity_with_replicas(llm_config_for):
     assert not llm.runtime_env or "VLLM_CPU_KVCACHE_SPACE" not in llm.runtime_env.get("env_vars", {})
     assert llm.deployment_config["autoscaling_config"]["max_replicas"] == 4
     router = llm.deployment_config["request_router_config"]["request_router_class"]
-    assert router == "gym_ray.resources.routing:PinnedRouter"
+    assert router == "gym_ray.serving.routing:PinnedRouter"
 
 
 def test_deployment_names():

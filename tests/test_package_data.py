@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_FILES = ["gym_ray/resources/verifiers/code_runner.py",
+PACKAGE_FILES = ["gym_ray/sandbox/programs/runner.py",
                  "gym_ray/report/page.html", "gym_ray/report/page.css", "gym_ray/report/page.js"]
 
 

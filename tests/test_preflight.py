@@ -13,7 +13,7 @@ from gym_ray.cli import main
 from gym_ray.collect.preflight import check_parts
 from gym_ray.config import ConfigError, validate_config
 from gym_ray.resources import ResourceServer
-from gym_ray.resources.serve import failure_cause  # imports Serve (and its log handler) outside any capsys
+from gym_ray.serving.failures import failure_cause  # imports Serve (and its log handler) outside any capsys
 
 JUDGE = "gym_ray_env_judge.server:Judge"  # its constructor raises without `config.judge`
 
@@ -147,7 +147,7 @@ def test_policy_deployment_failure_is_reported_with_the_replicas_exception(monke
 
     from gym_ray.config import ModelConfig
     from gym_ray.models.deploy import deploy_policy
-    from gym_ray.resources.serve import DeploymentError
+    from gym_ray.serving.failures import DeploymentError
 
     def failed_run(*args, **kwargs):
         raise RuntimeError("Deploying application pf failed: Failed to update the deployments ['ScriptedPolicy'].")

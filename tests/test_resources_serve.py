@@ -18,12 +18,12 @@ from gym_ray.resources import EnvError
 from gym_ray.resources.client import make_env_client
 from gym_ray.resources.runtime import SeedError, cap_output
 from gym_ray.resources.serve import (
-    DeploymentError,
     EnvDeployment,
     HandleEnvClient,
     deploy_env,
     env_serve_options,
 )
+from gym_ray.serving.failures import DeploymentError
 from gym_ray.types import Message, Task, ToolCall
 
 ROOT = Path(__file__).parents[1]
@@ -476,7 +476,7 @@ def test_collect_refuses_an_unrouted_config_for_a_multi_replica_env_app(serve_ht
 def test_a_dead_replica_loses_only_its_own_sessions(serve_http_port):
     """Two replicas; one is killed mid-episode. Its sessions fail with an error (never a reward, never
     another session's state); the other replica's finish right; their re-runs finish right."""
-    from gym_ray.resources.serve_batch import REPLICA_KEY_PREFIX
+    from gym_ray.serving.batch import REPLICA_KEY_PREFIX
 
     cfg = env_cfg("counter").model_copy(update={"num_replicas": 2})
     app = deploy_env("counter_kill", cfg, route_prefix="/counter_kill")

@@ -12,14 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gym_ray.resources.sandbox import (
-    _UID_BASE,
-    Sandbox,
-    SandboxLimits,
-    SandboxResult,
-    SandboxStatus,
-    SandboxUnavailable,
-)
+from gym_ray.sandbox import Sandbox, SandboxLimits, SandboxResult, SandboxStatus, SandboxUnavailable
+from gym_ray.sandbox.bwrap import _UID_BASE
 
 LIMITS = SandboxLimits(
     wall_time_s=4, cpu_time_s=2, memory_mb=256, max_processes=16, max_output_bytes=1 << 16, max_file_mb=4

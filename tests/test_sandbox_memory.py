@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gym_ray.resources.sandbox import Sandbox, SandboxLimits, SandboxStatus
+from gym_ray.sandbox import Sandbox, SandboxLimits, SandboxStatus
 
 LIMITS = SandboxLimits(
     wall_time_s=30,

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from gym_ray.resources.sandbox import Sandbox, SandboxLimits
 from gym_ray.resources.verifiers import build_test_spec, verify_code
+from gym_ray.sandbox import Sandbox, SandboxLimits
 
 ASSERTS = {"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) == 15"]}
 CALLS = {"unit_tests": {"fn_name": "add", "inputs": [[1, 2], "3\n4"], "outputs": [3, "7"]}}

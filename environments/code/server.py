@@ -1,8 +1,8 @@
 """Code: write a Python function; verify runs the task's unit tests in the bubblewrap sandbox."""
 
 from gym_ray import ResourceServer
-from gym_ray.resources.sandbox import Sandbox, SandboxLimits
 from gym_ray.resources.verifiers import verify_code
+from gym_ray.sandbox import Sandbox, SandboxLimits
 
 
 class Code(ResourceServer):

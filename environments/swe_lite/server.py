@@ -8,7 +8,7 @@ import re
 from pathlib import PurePosixPath
 
 from gym_ray import ResourceServer, VerifyResult, tool
-from gym_ray.resources.sandbox import Sandbox, SandboxLimits
+from gym_ray.sandbox import Sandbox, SandboxLimits
 
 _RAN = re.compile(r"^Ran (\d+) tests?", re.M)
 _FAILED = re.compile(r"^FAILED \((.*)\)", re.M)

@@ -109,7 +109,8 @@ def deploy_all(cfg: RunConfig, *, http: bool = True) -> Deployment:
     and the failed one are deleted again: a failed run leaves nothing behind on a shared cluster.
     """
     from gym_ray.models.deploy import deploy_policy
-    from gym_ray.resources.serve import DeploymentError, deploy_env
+    from gym_ray.resources.serve import deploy_env
+    from gym_ray.serving.failures import DeploymentError
 
     dep = Deployment()
     base = start_serve(cfg) if http else None

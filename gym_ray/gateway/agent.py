@@ -46,8 +46,8 @@ from gym_ray.config import AgentConfig
 from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.gateway.server import UDS_NAME, get_gateway
 from gym_ray.gateway.session import MAX_REQUEST_BYTES, GatewaySession
-from gym_ray.resources.process import spawn
-from gym_ray.resources.sandbox import Sandbox
+from gym_ray.sandbox import Sandbox
+from gym_ray.sandbox.process import spawn
 from gym_ray.types import Rollout, Task
 
 _TAIL = 2000  # characters of a program's output / traceback kept in the row
@@ -231,7 +231,7 @@ class ExternalAgent:
         return out.decode(errors="replace")
 
     def _make_sandbox(self, kw: ExternalOptions) -> Any:
-        from gym_ray.resources.sandbox import SandboxLimits
+        from gym_ray.sandbox import SandboxLimits
 
         limits = {"wall_time_s": self.timeout_s, "cpu_time_s": int(self.timeout_s) + 1, "memory_mb": 2048,
                   "total_memory_mb": 2048, "max_processes": 64, **kw.sandbox_limits}
@@ -240,7 +240,7 @@ class ExternalAgent:
     async def _run_sandboxed(self, env: dict[str, str], task: Task, session: GatewaySession, gw) -> str:
         """The command in bubblewrap (no network but a private loopback), with the gateway's socket
         directory bound in and a forwarder on the sandbox's loopback: the gateway is all it can reach."""
-        from gym_ray.resources.sandbox import SandboxStatus
+        from gym_ray.sandbox import SandboxStatus
 
         local = f"http://127.0.0.1:{SANDBOX_PORT}"
         env = {k: v.replace(f"http://{gw.host}:{gw.port}", local) for k, v in env.items()}

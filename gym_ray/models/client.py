@@ -5,8 +5,8 @@ Serve's routing, replicas and autoscaling. `model.handle_transport` picks Ray's 
 gRPC one (`_by_reference=False`); gRPC measured ~2x faster for a trivial method on
 a quiet box, but benchmarks/policy_overhead.py measured the default as fast or faster for `generate` on
 the shared machine, so the default stays the default. A session id pins an episode's calls to one
-replica (`resources.routing.PinnedRouter`, see names.serve_options). Calls to the scripted policy are coalesced
-(`resources.serve_batch`): its per-call cost is all Serve's.
+replica (`serving.routing.PinnedRouter`, see names.serve_options). Calls to the scripted policy are coalesced
+(`serving.batch`): its per-call cost is all Serve's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gym_ray import compat
 from gym_ray.clients import Generation, PolicyClient
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.names import policy_deployment_name, tokenizer_path_for
-from gym_ray.resources.serve_batch import Coalescer
+from gym_ray.serving.batch import Coalescer
 from gym_ray.types import Message, ToolSpec
 
 

@@ -71,7 +71,7 @@ def deploy_policy(cfg: ModelConfig, app_name: str, route_prefix: str | None = No
     try:
         serve.run(build_policy_app(cfg), name=app_name, route_prefix=route_prefix)
     except RuntimeError as e:  # Serve says only "Failed to update the deployments"; say what the replica said
-        from gym_ray.resources.serve import DeploymentError, failure_cause
+        from gym_ray.serving.failures import DeploymentError, failure_cause
 
         raise DeploymentError(f"model {app_name!r}: deployment failed: {failure_cause(app_name, e)}") from None
     return PolicyEndpoint(

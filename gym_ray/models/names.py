@@ -7,7 +7,7 @@ from __future__ import annotations
 from gym_ray import compat
 from gym_ray.config import ModelConfig
 from gym_ray.models.default_model import resolve_model_path
-from gym_ray.resources.serve_batch import STICKY_ROUTER
+from gym_ray.serving.batch import STICKY_ROUTER
 
 SCRIPTED_DEPLOYMENT = "ScriptedPolicy"
 VLLM_SERVER_CLASS = "GymLLMServer"  # the class name of gym_ray.models.vllm_server.GymLLMServer

@@ -22,7 +22,7 @@ from gym_ray.models.openai_format import (
     sampling_from_openai,
 )
 from gym_ray.models.scripted import ScriptedPolicy
-from gym_ray.resources.serve_batch import BatchedCalls
+from gym_ray.serving.batch import BatchedCalls
 
 app = FastAPI(title="gym_ray scripted policy")
 

@@ -4,13 +4,12 @@ One generic deployment wraps any `ResourceServer` in an `EnvRuntime`. HTTP is fo
 (NeMo Gym agents, non-Ray clients); agents inside Ray use `HandleEnvClient`, which calls the
 same runtime methods through a `DeploymentHandle` (gRPC transport by default, `_by_reference=False`:
 cheaper per call than Serve's default by-reference handle; see benchmarks/env_transport.py), with the
-calls of one event-loop iteration coalesced into one handle call (`serve_batch`).
+calls of one event-loop iteration coalesced into one handle call (`gym_ray.serving.batch`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections import OrderedDict
 from typing import Any
@@ -33,11 +32,11 @@ from gym_ray.resources.http_compat import (
 )
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, cap_output, import_server
-from gym_ray.resources.serve_batch import MAX_HOMES, STICKY_ROUTER, BatchedCalls, Coalescer
+from gym_ray.serving.batch import MAX_HOMES, STICKY_ROUTER, BatchedCalls, Coalescer
+from gym_ray.serving.failures import DeploymentError, failure_cause
 from gym_ray.types import Message, StepResult, Task, ToolCall, ToolSpec, VerifyResult
 
 api = FastAPI(title="gym_ray resource server")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours the actor name in tracebacks
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -239,25 +238,6 @@ class EnvDeployment(BatchedCalls):
             return _error(404, str(e))
         except (EnvError, EnvHungError) as e:
             return _error(500, str(e))
-
-
-class DeploymentError(RuntimeError):
-    """A Serve app did not come up; the message names the env or model and the replica's own exception."""
-
-
-def failure_cause(app_name: str, error: BaseException) -> str:
-    """The replica's exception (the last line of its traceback) behind Serve's "Failed to update the
-    deployments": it is in the failed deployment's status message, not in the error `serve.run` raises."""
-    try:
-        app = serve.status().applications.get(app_name)
-    except Exception:  # noqa: BLE001 - without a status the raised error is all there is to say
-        app = None
-    texts = [d.message for d in app.deployments.values() if d.status == "DEPLOY_FAILED"] if app else []
-    for text in [*texts, str(error)]:
-        lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()]
-        if lines:
-            return lines[-1]
-    return type(error).__name__
 
 
 def is_sticky(cfg: EnvConfig) -> bool:

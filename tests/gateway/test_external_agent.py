@@ -82,9 +82,9 @@ def test_call_after_the_program_returned_is_refused(default_model_path):
 
 def test_command_line_agent_in_the_sandbox_reaches_only_the_gateway(default_model_path):
     """bubblewrap with a private network namespace: the program's only way out is the gateway's socket."""
-    pytest.importorskip("gym_ray.resources.sandbox")
+    pytest.importorskip("gym_ray.sandbox")
     from gym_ray.gateway import get_gateway
-    from gym_ray.resources.sandbox import SandboxUnavailable
+    from gym_ray.sandbox import SandboxUnavailable
 
     async def main():
         gw = await get_gateway()

@@ -7,11 +7,11 @@ Three test shapes, all in `verifier_metadata`:
   line with a JSON-text output);
 - `unit_tests: {inputs, outputs}` without `fn_name`: the solution is a program, fed stdin, stdout compared.
 
-The sandbox only computes values and never holds an expected one: a runner (code_runner.py) loads the
-solution, calls the function (or runs the program, or evaluates the asserts' operands) and reports each
-value in a strict by-value encoding (exact plain types; a subclass or any other object is an error for
-that test). `verify_code` decodes the report into plain values and compares them with the expectations only
-it holds. Whatever the solution does inside (walk the stack, patch builtins or json, print fake
+The sandbox only computes values and never holds an expected one: the sandbox's test runner
+(`gym_ray.sandbox.values`) loads the solution, calls the function (or runs the program, or evaluates the
+asserts' operands) and reports each value in a strict by-value encoding (exact plain types; a subclass or
+any other object is an error for that test). `verify_code` compares the decoded values with the
+expectations only it holds. Whatever the solution does inside (walk the stack, patch builtins or json, print fake
 reports, exit early, read every file and /proc), what comes back is values, which pass only if right.
 The report carries a per-run nonce so that a second report (the solution's own) fails the run.
 
@@ -35,42 +35,23 @@ import builtins
 import json
 import math
 import operator
-import secrets
 import sys
 from dataclasses import dataclass, field
-from importlib.resources import files
 from typing import Any, Literal
 
-from gym_ray.resources.sandbox import Sandbox, SandboxLimits, SandboxResult
 from gym_ray.resources.verifiers.text import last_code_block, strip_think
+from gym_ray.sandbox import Sandbox, SandboxLimits
+from gym_ray.sandbox.values import Values, run_values
 from gym_ray.types import VerifyResult
-
-_RUNNER = files(__package__).joinpath("code_runner.py").read_text()  # run in the sandbox as runner.py
 
 _BUILTINS = frozenset(dir(builtins))
 _STDLIB = frozenset(sys.stdlib_module_names)
 _LITERAL_ERRORS = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)
 _VALUE_BUDGET = 4 << 20  # bytes of reported values on top of 4x the expected ones
-_ITEM_BYTES = 512  # an error message and the framing of one reported value
-_REPORT_SLACK = 64 << 10  # the solution's stderr, the nonce
 
 
 class TestSpecError(ValueError):
     """The task's tests are malformed (a data problem, reported as a verifier error)."""
-
-
-class _NoReport(Exception):
-    """A sandbox run gave no usable report; the message says why."""
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One sandbox run of the runner: why it gave no report, or the solution's load error or values."""
-
-    res: SandboxResult
-    no_report: str | None = None
-    load_error: str | None = None
-    values: list = field(default_factory=list)  # per test: [(ok, value or error)]
 
 
 class _Fail(Exception):
@@ -229,9 +210,9 @@ class TestSpec:
             return sum(len(t.src) for t in self.asserts)
         return sum(len(json.dumps(e)) for e in self.expected)
 
-    def runner_input(self, run: Literal["sol", "pri"], budget: int) -> tuple[dict, list[int]]:
+    def runner_input(self, run: Literal["sol", "pri"]) -> tuple[dict, list[int]]:
         """The runner's tests.json for one run (inputs or expressions only) and its values per test."""
-        base = {"timeout_s": self.timeout_s, "budget": budget}
+        base = {"timeout_s": self.timeout_s}
         if self.mode == "asserts":
             tests = [t.sol if run == "sol" else t.pri for t in self.asserts]
             mode = "eval" if run == "sol" else "pristine"
@@ -271,54 +252,6 @@ def build_test_spec(meta: dict, timeout_s: float) -> TestSpec:
     except (json.JSONDecodeError, TypeError) as e:
         raise TestSpecError(f"unit_tests: inputs/outputs are not JSON values: {e}") from None
     return TestSpec("call", timeout_s, args, expected, fn_name=unit["fn_name"])
-
-
-def _decode(x: Any) -> Any:
-    """The runner's by-value encoding back into plain values; anything else is a forged report."""
-    if x is None or type(x) in (bool, int, float, str):
-        return x
-    if type(x) is list:
-        return [_decode(v) for v in x]
-    if type(x) is dict and len(x) == 1:
-        ((tag, v),) = x.items()
-        if tag == "int" and type(v) is str:
-            return int(v, 16)
-        if tag == "bytes" and type(v) is str:
-            return bytes.fromhex(v)
-        if type(v) is list and tag in ("tuple", "set", "frozenset"):
-            return {"tuple": tuple, "set": set, "frozenset": frozenset}[tag](_decode(w) for w in v)
-        if type(v) is list and tag == "dict" and all(type(p) is list and len(p) == 2 for p in v):
-            return {_decode(k): _decode(w) for k, w in v}
-    raise ValueError("not a value of the runner's encoding")
-
-
-def _decode_item(item: Any) -> tuple[bool, Any]:
-    if type(item) is list and len(item) == 2:
-        if item[0] == "ok":
-            return True, _decode(item[1])
-        if item[0] == "err" and type(item[1]) is str:
-            return False, item[1][:300]
-    raise ValueError("not a reported value")
-
-
-def _parse_report(res: SandboxResult, nonce: str, counts: list[int]) -> tuple[str | None, list]:
-    """(the solution's load error, or per test its [(ok, value or error)]); raise `_NoReport`."""
-    lines = [line[len(nonce) :] for line in res.stdout.split("\n") if line.startswith(nonce)]
-    if len(lines) != 1:
-        why = "more than one report: the solution wrote its own" if lines else res.detail
-        raise _NoReport(f"tests did not complete: {why or 'the test runner produced no report'}")
-    try:
-        body = json.loads(lines[0])
-        load, results = body["load"], body["results"]
-        if load is not None:
-            if type(load) is not str:
-                raise ValueError("load error")
-            return load[:300], []
-        if type(results) is not list or [len(r) if type(r) is list else -1 for r in results] != counts:
-            raise ValueError("results")
-        return None, [[_decode_item(i) for i in items] for items in results]
-    except (ValueError, TypeError, KeyError, RecursionError):
-        raise _NoReport("the test runner's report is malformed") from None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -450,22 +383,11 @@ def _judge_stdio(expected: str, item: tuple[bool, Any]) -> str | None:
 
 async def _evaluate(
     sandbox: Sandbox, spec: TestSpec, run: Literal["sol", "pri"], code: str, limits: SandboxLimits
-) -> _Run:
+) -> Values:
     """One sandbox run of the runner; the solution's file is only there for the `sol` run."""
-    budget = _VALUE_BUDGET + 4 * spec.expected_bytes
-    runner_input, counts = spec.runner_input(run, budget)
-    output = budget + _ITEM_BYTES * sum(counts) + _REPORT_SLACK
-    limits = limits.model_copy(update={"max_output_bytes": max(limits.max_output_bytes, output)})
-    files = {"runner.py": _RUNNER, "tests.json": json.dumps(runner_input)}
-    if run == "sol":
-        files["solution.py"] = code
-    nonce = f"@@gym_ray_report_{secrets.token_hex(16)}@@"
-    res = await sandbox.run([sandbox.python, "runner.py"], files=files, stdin=nonce + "\n", limits=limits)
-    try:
-        load_error, values = _parse_report(res, nonce, counts)
-    except _NoReport as e:
-        return _Run(res, no_report=str(e))
-    return _Run(res, load_error=load_error, values=values)
+    tests, counts = spec.runner_input(run)
+    return await run_values(sandbox, tests, counts, budget=_VALUE_BUDGET + 4 * spec.expected_bytes,
+                            solution=code if run == "sol" else None, limits=limits)
 
 
 async def verify_code(

@@ -1,4 +1,4 @@
-"""The sandbox side of `code.py`: copied into the sandbox as runner.py and run there, never imported.
+"""The sandbox side of `gym_ray.sandbox.values`, copied into each run as runner.py; never imported.
 
 It loads the solution, computes each test's values and writes them to the original stdout in a strict
 by-value encoding after the nonce read from stdin; what the solution prints goes nowhere.

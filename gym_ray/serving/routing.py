@@ -5,7 +5,7 @@ Serve's `ConsistentHashRouter` hashes a session id onto a replica ring. The hand
 calls per hashed shard of the session id (64 shards), so one event-loop iteration's calls split into up
 to 64 requests, and two replicas cost 3-5x the CPU of one (orchestration benchmark). Now each `call_batch`
 answer names the replica that ran it, the `Coalescer` remembers it per session, and a session's later
-calls carry that replica's key (`serve_batch.replica_key`): this router sends them to that replica, so
+calls carry that replica's key (`batch.replica_key`): this router sends them to that replica, so
 one iteration's calls split by replica. A call without a key (a session's first, with the other first
 calls of its iteration) goes to the replicas in turn (another one if it refuses), so new sessions spread
 evenly, a new replica included. Other keys (HTTP clients' `X-Session-Id`, a replica that is gone)
@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from gym_ray import compat
-from gym_ray.resources.serve_batch import REPLICA_KEY_PREFIX
+from gym_ray.serving.batch import REPLICA_KEY_PREFIX
 
 
 class PinnedRouter(compat.consistent_hash_router()):

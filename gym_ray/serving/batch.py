@@ -33,7 +33,7 @@ from ray import cloudpickle
 
 from gym_ray import compat
 
-STICKY_ROUTER = "gym_ray.resources.routing:PinnedRouter"  # the request router of sticky deployments
+STICKY_ROUTER = "gym_ray.serving.routing:PinnedRouter"  # the request router of sticky deployments
 REPLICA_KEY_PREFIX = "gym-ray-replica-"  # + a replica's unique id: the routing key of its sessions
 MAX_HOMES = 1 << 17  # sessions whose replica a Coalescer remembers; the oldest unused one goes first
 MAX_BATCH = 64  # calls per request: more would keep replica-side queue metrics (autoscaling) blind
