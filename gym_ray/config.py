@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from gym_ray.environments import resolve_server
+from gym_ray.environments import adapter_server, resolve_server
 
 
 class ConfigError(ValueError):
@@ -194,15 +194,12 @@ class EnvConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _verifiers_by_name(cls, data: Any) -> Any:
-        """`server: verifiers:<id>` names an installed verifiers environment (gym_ray.integrations.verifiers)."""
+    def _adapter_by_name(cls, data: Any) -> Any:
+        """`server: <adapter>:<name>` runs another library's environment through an installed adapter
+        (gym_ray.environments)."""
         server = data.get("server") if isinstance(data, dict) else None
-        if isinstance(server, str) and server.startswith("verifiers:"):
-            taskset = server.split(":", 1)[1].strip()
-            if not taskset:
-                raise ValueError("server 'verifiers:' names no environment (e.g. verifiers:gym-ray-vf-units)")
-            data = {**data, "server": "gym_ray.integrations.verifiers:VerifiersEnv",
-                    "config": {"taskset": taskset, **(data.get("config") or {})}}
+        if isinstance(server, str) and (found := adapter_server(server, data.get("config") or {})):
+            data = {**data, "server": found[0], "config": found[1]}
         return data
 
     @field_validator("server")

@@ -3,7 +3,9 @@ pyproject.toml) and a module stays short enough to read in one sitting."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,29 @@ def test_every_part_of_gym_ray_has_a_layer():
     parts = {p.stem for p in (ROOT / "gym_ray").iterdir()
              if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
     assert parts <= named, f"parts of gym_ray in no layer of pyproject.toml's layers contract: {sorted(parts - named)}"
+
+
+def _strings(tree: ast.AST) -> list[str]:
+    """The string constants of a module, its docstrings left out."""
+    docs = {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body and isinstance(node.body[0], ast.Expr)}
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docs]
+
+
+def test_the_core_names_no_adapter_class():
+    """Below the adapters' layer, no module names an adapter's class by `module:Class` (a string import
+    climbs unseen by import-linter): `server: <adapter>:<name>` reaches it through the `gym_ray.adapters`
+    entry points."""
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    top = next(i for i, layer in enumerate(layers) if "integrations" in layer)
+    below = {part.strip() for layer in layers[top + 1:] for part in layer.split("|")}
+    named = re.compile(r"gym_ray\.integrations\.[\w.]+:\w+")
+    found = [f"{path.relative_to(ROOT)}: {text!r}" for part in sorted(below)
+             for path in [*(ROOT / "gym_ray" / part).rglob("*.py"), (ROOT / "gym_ray" / f"{part}.py")]
+             if path.is_file() for text in _strings(ast.parse(path.read_text())) if named.search(text)]
+    assert found == []
 
 
 def test_no_module_over_max_lines():
