@@ -152,8 +152,8 @@ class Tau2Bench(ResourceServer):
     def tasks(self, env: str, limit: int | None = None) -> list[Task]:
         rows = []
         for name in self.domains:
-            splits = domain(name)[3]
-            environment = new_environment(name)
+            module, db, _, splits = domain(name)
+            environment = module.get_environment(db=db)  # read for its policy and tool schemas only
             prompt = [Message(role="system", content=agent_system_prompt(environment.get_policy())),
                       Message(role="assistant", content=FIRST_AGENT_MESSAGE)]
             tools = [ToolSpec.from_openai(t.openai_schema) for t in environment.get_tools()]
