@@ -34,7 +34,7 @@ def wait_for(predicate, timeout_s: float, what: str) -> float:
     while not predicate():
         if time.monotonic() - start > timeout_s:
             raise AssertionError(f"{what} within {timeout_s:.0f} s")
-        time.sleep(1.0)
+        time.sleep(0.25)  # serve.status() is one controller call
     return time.monotonic() - start
 
 

@@ -184,7 +184,7 @@ class TwoNodeCluster:
                     return
             except OSError:
                 pass
-            time.sleep(1)
+            time.sleep(0.25)
         raise TimeoutError(f"{n} alive nodes not reached in {timeout:.0f} s: {node.log.read_text()[-3000:]}")
 
     def actors(self, class_name: str = "AgentWorker") -> list[dict]:
