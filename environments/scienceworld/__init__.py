@@ -1,0 +1,1 @@
+"""scienceworld: ScienceWorld's tasks in its Java simulator, scored by the simulator. (`server: scienceworld`)."""
