@@ -1,1 +1,1 @@
-"""tau2_bench: τ²-bench's airline and retail tasks on the package's own tools and evaluators. (`server: tau2_bench`)."""
+"""tau2_bench: τ²-bench airline, retail and telecom on the package's own tools and evaluators. (`server: tau2_bench`)."""

@@ -1,6 +1,6 @@
-"""tau2_bench: τ²'s gold actions replayed as the agent's tool calls score 1 under τ²'s own evaluators, a
-wrong argument (or a missing fact, or a forbidden write) scores a real 0, and the conversation loop runs
-with a simulated customer (a second scripted policy) to a user stop."""
+"""tau2_bench: τ²'s gold actions replayed as the agent's (and in telecom the customer's) tool calls score 1
+under τ²'s own evaluators, a wrong argument (or a missing fact, a forbidden write, a missing step) scores a
+real 0, and the conversation loop runs with a simulated customer (a second scripted policy) to a user stop."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def env_config():
 
 
 def sample_tasks():
-    tasks = {t.task_id: t for t in Tau2Bench(split="test").tasks("tau2_bench")}
+    tasks = {t.task_id: t for t in Tau2Bench(domains=list(SAMPLE), split="test").tasks("tau2_bench")}
     return [tasks[f"{d}-{tid}"] for d, ids in SAMPLE.items() for tid in ids]
 
 
@@ -94,10 +94,12 @@ def play(env, task, actions, message):
 
 
 def test_rows_are_taus_own_splits_with_the_domain_prompt_and_tools():
-    rows = Tau2Bench(split="test").tasks("tau2_bench")
-    assert [sum(r.verifier_metadata["domain"] == d for r in rows) for d in ("airline", "retail")] == [20, 40]
-    assert len(Tau2Bench(split="train").tasks("tau2_bench")) == 30 + 74
-    airline = rows[0]
+    def counts(split):
+        rows = Tau2Bench(split=split).tasks("tau2_bench")
+        return [sum(r.verifier_metadata["domain"] == d for r in rows) for d in ("airline", "retail", "telecom")]
+
+    assert counts("test") == [20, 40, 40] and counts("train") == [30, 74, 74]
+    airline = Tau2Bench(domains=["airline"]).tasks("tau2_bench", limit=1)[0]
     assert "<policy>" in airline.prompt[0].content and "# Airline Agent Policy" in airline.prompt[0].content
     assert airline.prompt[1].content == "Hi! How can I help you today?"
     assert "book_reservation" in {t.name for t in airline.tools}
@@ -163,3 +165,47 @@ def test_the_agent_talks_to_the_customer_and_ends_on_a_user_stop(default_model_p
     assert users == ["I need a change.", "I need a change."]  # the opening, the answer; then the stop
     assert json.loads(row.metrics_json)["verify_info"]["ended"] == "user_stop" and not script
     assert "<scenario>" in heard[0] and "Your user id is" in heard[0]  # τ²'s user prompt and the task's scenario
+
+
+def telecom_play(default_model_path, task, actions):
+    """A telecom conversation in process: the agent's gold calls through `call_tool`; for each of the
+    customer's, the agent asks and a scripted customer makes the call on its device (a hermes tool call in
+    its reply), then says it is done; the agent ends with a stop."""
+    model = ModelConfig(kind="scripted", name="scripted", replies=["unused"], chat_template="chatml_tools")
+    queue = []
+    env = EnvRuntime(Tau2Bench(domains=["telecom"], client=ScriptClient(model, default_model_path,
+                                                                        lambda text, turn: queue.pop(0))))
+
+    async def go():
+        await env.seed_session("t", task)
+        for a in actions:
+            if a.requestor == "assistant":
+                await env.call_tool("t", ToolCall(name=a.name, arguments=a.arguments))
+            else:
+                queue.extend([f'<tool_call>{json.dumps({"name": a.name, "arguments": a.arguments})}</tool_call>',
+                              "Done."])
+                assert (await env.step("t", f"Please use {a.name} on your phone.")).observation == "Done."
+        await env.step("t", "Glad it works now. ###STOP###")
+        return await env.verify("t", task, task.prompt)
+
+    result = asyncio.run(go())
+    assert not queue
+    return result
+
+
+TELECOM = ["[mms_issue]airplane_mode_on|bad_wifi_calling|user_abroad_roaming_enabled_off[PERSONA:Easy]",
+           "[mms_issue]airplane_mode_on|bad_network_preference|break_app_both_permissions|data_usage_exceeded|"
+           "unseat_sim_card|user_abroad_roaming_disabled_on[PERSONA:Hard]"]
+
+
+@pytest.mark.parametrize("tid", TELECOM, ids=["customer-only", "customer-and-agent"])
+def test_telecom_gold_calls_of_agent_and_customer_score_one_and_a_missing_one_zero(default_model_path, tid):
+    """Telecom grades the device and line by τ²'s env assertions (most gold calls are the customer's and take
+    no argument): the gold calls fix them (1); without the last one the device stays broken (0)."""
+    [task] = [t for t in Tau2Bench(domains=["telecom"], split="test").tasks("tau2_bench")
+              if t.verifier_metadata["tau2_task_id"] == tid]
+    actions = gold(task).actions
+    ok = telecom_play(default_model_path, task, actions)
+    assert ok.error is None and ok.reward == 1.0, ok
+    bad = telecom_play(default_model_path, task, actions[:-1])
+    assert bad.error is None and bad.reward == 0.0, bad
