@@ -199,7 +199,7 @@ def in_process_fault(kind: str, args, apps: dict[str, str], gate: Path) -> dict:
 def _rows_on_disk(out: Path) -> int:
     import pyarrow.parquet as pq
 
-    from gym_ray.collect.sink import part_files
+    from gym_ray.rundir import part_files
 
     total = 0
     for p in part_files(out):
@@ -211,7 +211,7 @@ def _rows_on_disk(out: Path) -> int:
 
 
 def driver_fault(args, workdir: Path) -> dict:
-    from gym_ray.collect.sink import read_rollout_table
+    from gym_ray.rundir import read_rollout_table
 
     tasks = make_tasks(args.tasks)
     data = workdir / "tasks.jsonl"
@@ -299,7 +299,7 @@ def main() -> None:
         import ray
         from ray import serve
 
-        from gym_ray.collect.deploy import deploy_all, teardown
+        from gym_ray.launch.deploy import deploy_all, teardown
 
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), GATE_ENV: str(gate)}})

@@ -69,9 +69,9 @@ def main() -> int:
     import ray
     import torch
 
-    from gym_ray.collect.deploy import connect_ray, deploy_all, teardown
     from gym_ray.config import load_config
     from gym_ray.integrations.trl_loop import LoopSettings, closed_loop
+    from gym_ray.launch.deploy import connect_ray, deploy_all, teardown
 
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config(args.config, args.overrides)

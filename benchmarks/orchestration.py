@@ -152,7 +152,7 @@ def core_speed_s() -> float:
 def run_rows(args, env_mode: str) -> list[tuple[int, dict]]:
     """Deploy what `env_mode` puts on Serve, then measure each concurrency on the same deployment."""
     from gym_ray.collect.api import Collector
-    from gym_ray.collect.deploy import deploy_all, teardown
+    from gym_ray.launch.deploy import deploy_all, teardown
 
     rows = []
     on_serve = args.policy == "serve" or env_mode != "local"

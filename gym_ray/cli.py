@@ -1,4 +1,4 @@
-"""The `gym-ray` command: a thin layer over the Python API (`gym_ray.collect`).
+"""The `gym-ray` command: a thin layer over the use cases (`gym_ray.launch`) and the Python API.
 
     gym-ray run CONFIG [key=value ...] [--address ADDR] [--keep] [--resume]
     gym-ray serve CONFIG [key=value ...] [--address ADDR] [--nemo-gym DIR]
@@ -12,22 +12,20 @@
     gym-ray export nemo-gym TASKS... OUT.jsonl [--config RUN.yaml] [--agent-name NAME]
     gym-ray export trl TASKS... OUT.parquet|OUT.jsonl
     gym-ray envs                     (installed environment packages; what each adapter reaches)
+    gym-ray init env NAME [--kind tool|step|code] [--dir DIR]   (a new environment package that runs at once)
+    gym-ray env check NAME|PATH [--limit N]   (validate an environment in-process; exit 1 on errors)
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import functools
 import sys
 import time
-from collections.abc import Iterator
 
 from gym_ray.config import ConfigError, RunConfig, load_config
 from gym_ray.models.default_model import ModelPrepareError
 from gym_ray.tasks import TaskLoadError
-from gym_ray.types import Task
 
 SMOKE_PROMPT = "What is the capital of France?"
 # A scripted policy with no script (e.g. `model.kind=scripted` on an env's config) gives this final answer.
@@ -36,12 +34,12 @@ DEFAULT_SCRIPTED_REPLY = "I don't know."
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean "fix your config/data", printed as one line with exit status 2."""
-    from gym_ray.collect.runlock import RunDirError
     from gym_ray.collect.scheduler import ActorStartError
-    from gym_ray.collect.sink import ResumeError, RunInputError
+    from gym_ray.collect.sink import ResumeError
     from gym_ray.integrations.export import ExportError
     from gym_ray.models.scripted import ScriptError
-    from gym_ray.serving.failures import DeploymentError
+    from gym_ray.resources.serve import DeploymentError
+    from gym_ray.rundir import RunDirError, RunInputError
 
     return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError, RunDirError,
             DeploymentError, ExportError, RunInputError)
@@ -59,7 +57,7 @@ def _load(args: argparse.Namespace) -> RunConfig:
 def _print_endpoints(dep, out=sys.stdout) -> None:
     import ray
 
-    from gym_ray.collect.deploy import dashboard_url
+    from gym_ray.launch.deploy import dashboard_url
 
     for what, url in dep.urls.items():
         print(f"  {what:<28} {url}", file=out)
@@ -67,71 +65,21 @@ def _print_endpoints(dep, out=sys.stdout) -> None:
     print(f"  {'Ray address':<28} {ray.get_runtime_context().gcs_address}", file=out)
 
 
-@contextlib.contextmanager
-def _claimed(cfg: RunConfig, tasks: list[Task]) -> Iterator[None]:
-    """Lock `collect.output_dir` (it must take writes) and check it fits the run, before anything slow:
-    a busy, read-only, full or foreign directory fails in a second, not after the deploy."""
-    from gym_ray.collect.api import check_output_dir
-    from gym_ray.collect.identity import run_identity
-    from gym_ray.collect.runlock import hold
-
-    with hold(cfg.collect.output_dir):
-        check_output_dir(cfg.collect.output_dir, cfg.collect.resume, run_identity(cfg, tasks))
-        yield
-
-
-def _collect(cfg: RunConfig, apps: dict[str, str], tasks: list[Task]) -> dict:
-    from gym_ray.collect.api import Collector
-    from gym_ray.collect.storage import is_uri
-    from gym_ray.report.finish import finish_run
-
-    with Collector(cfg, apps=apps) as collector:
-        summary = asyncio.run(collector.collect_to_dir(tasks, cfg.collect.output_dir, resume=cfg.collect.resume))
-    if is_uri(cfg.collect.output_dir):  # s3://...: the rows and metrics are there; the report needs a local dir
-        print(f"report: gym-ray report <a local copy of {cfg.collect.output_dir}>", file=sys.stderr)
-    else:
-        finish_run(cfg.collect.output_dir)  # check summary, dataset card, report.html
-    return summary
-
-
 def _run(args: argparse.Namespace) -> None:
-    import ray
+    from gym_ray.launch.commands import run
 
-    from gym_ray.collect.api import load_run_tasks
-    from gym_ray.collect.deploy import connect_ray, deploy_all, teardown
-    from gym_ray.collect.preflight import check_parts
+    def keep(dep) -> None:
+        print("\n--keep: still serving (Ctrl-C to stop)", file=sys.stderr)
+        _print_endpoints(dep, sys.stderr)
+        _wait_forever()
 
-    cfg = _load(args)
-    # bad data, a part that cannot be built and an unusable output_dir all fail here, before Ray starts
-    tasks = load_run_tasks(cfg)
-    check_parts(cfg, args.config)
-    with _claimed(cfg, tasks):
-        started = connect_ray(cfg, args.address)
-        dep = None
-        try:
-            t0 = time.monotonic()
-            dep = deploy_all(cfg)
-            print(f"deployed {sorted(dep.apps)} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-            _collect(cfg, dep.apps, tasks)
-            if args.keep:
-                print("\n--keep: still serving (Ctrl-C to stop)", file=sys.stderr)
-                _print_endpoints(dep, sys.stderr)
-                _wait_forever()
-        finally:
-            if dep is not None and not args.keep:
-                teardown(dep)
-            if started:
-                ray.shutdown()
+    run(_load(args), args.config, address=args.address, keep=keep if args.keep else None)
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from gym_ray.collect.deploy import connect_ray, deploy_all
-    from gym_ray.collect.preflight import check_parts
+    from gym_ray.launch.commands import serve
 
-    cfg = _load(args)
-    check_parts(cfg, args.config)
-    connect_ray(cfg, args.address)
-    dep = deploy_all(cfg)
+    dep = serve(_load(args), args.config, address=args.address)
     print("gym-ray serve: running (Ctrl-C to stop)")
     _print_endpoints(dep)
     if args.nemo_gym:
@@ -145,26 +93,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _collect_cmd(args: argparse.Namespace) -> None:
-    import ray
+    from gym_ray.launch.commands import collect_served
 
-    from gym_ray.collect.api import load_run_tasks
-    from gym_ray.collect.deploy import connect_ray, running_apps
-    from gym_ray.collect.preflight import check_parts
-
-    cfg = _load(args)
-    tasks = load_run_tasks(cfg)
-    check_parts(cfg, args.config, hosted=False)
-    with _claimed(cfg, tasks):
-        started = connect_ray(cfg, args.address)
-        try:
-            try:
-                apps = running_apps(cfg)
-            except RuntimeError as e:
-                raise ConfigError(str(e)) from None
-            _collect(cfg, apps, tasks)
-        finally:
-            if started:
-                ray.shutdown()
+    collect_served(_load(args), args.config, address=args.address)
 
 
 def _in_run_dir(command):
@@ -173,7 +104,7 @@ def _in_run_dir(command):
 
     @functools.wraps(command)
     def run(args: argparse.Namespace):
-        from gym_ray.collect.sink import RunInputError
+        from gym_ray.rundir import RunInputError
 
         try:
             return command(args)
@@ -185,15 +116,15 @@ def _in_run_dir(command):
 
 @_in_run_dir
 def _metrics(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from gym_ray.collect.layout import LEGACY_MANIFEST, LEGACY_METRICS, METRICS, meta_path
     from gym_ray.collect.metrics import format_table, metrics_from_dir, write_metrics
+    from gym_ray.rundir import RunDir
+    from gym_ray.rundir.location import LEGACY_MANIFEST, LEGACY_METRICS
 
-    summary = metrics_from_dir(args.output_dir, args.pass_threshold)
-    write_metrics(summary, meta_path(args.output_dir, METRICS))
-    if (Path(args.output_dir) / LEGACY_MANIFEST).is_file():  # an old run's stale top-level copy
-        (Path(args.output_dir) / LEGACY_METRICS).unlink(missing_ok=True)
+    run = RunDir.of(args.output_dir)
+    summary = metrics_from_dir(run, args.pass_threshold)
+    write_metrics(summary, run)
+    if not run.remote and (run.path / LEGACY_MANIFEST).is_file():  # an old run's stale top-level copy
+        (run.path / LEGACY_METRICS).unlink(missing_ok=True)
     print(format_table(summary))
 
 
@@ -262,6 +193,30 @@ def _envs(args: argparse.Namespace) -> None:
         print(section)
 
 
+def _init_env(args: argparse.Namespace) -> int:
+    from gym_ray.scaffold import ScaffoldError, init_env, next_steps
+
+    try:
+        folder = init_env(args.name, args.kind, args.dir)
+    except ScaffoldError as e:
+        print(f"gym-ray: error: {e}", file=sys.stderr)
+        return 2
+    print(next_steps(folder, args.name))
+    return 0
+
+
+def _env_check(args: argparse.Namespace) -> int:
+    from gym_ray.envcheck import EnvCheckInputError, check_env, format_report
+
+    try:
+        report = check_env(args.target, args.limit)
+    except EnvCheckInputError as e:
+        print(f"gym-ray: error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 1 if report.errors else 0
+
+
 def _export_verl(args: argparse.Namespace) -> None:
     from gym_ray.integrations.export import export_verl
 
@@ -325,6 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print ROOT/environments/README.md's catalogue section, generated from the packages")
     envs.add_argument("--write", action="store_true", help="with --markdown: rewrite that section in place")
     envs.set_defaults(func=_envs)
+    init = sub.add_parser("init", help="write a new package: `init env NAME` (an environment that runs at once)")
+    init_env = init.add_subparsers(dest="init_what", required=True).add_parser(
+        "env", help="a new environment package (server, config, five tasks, README, a test)")
+    init_env.add_argument("name", help="the environment's name (lowercase, digits, underscores)")
+    init_env.add_argument("--kind", default="tool",
+                          help="tool calling, a reset/step game, or code run in the sandbox (default: tool)")
+    init_env.add_argument("--dir", default="environments", help="the folder to write it under (default: environments)")
+    init_env.set_defaults(func=_init_env)
+    env = sub.add_parser("env", help="environment tools: `env check NAME|PATH`")
+    env_check = env.add_subparsers(dest="env_command", required=True).add_parser(
+        "check", help="validate an environment in-process before a long run (exit 1 on errors)")
+    env_check.add_argument("target", metavar="NAME|PATH", help="an environment name, its folder or a run config")
+    env_check.add_argument("--limit", type=int, default=50, help="round trips on at most this many tasks")
+    env_check.set_defaults(func=_env_check)
 
     def with_config(name: str, help: str, func) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)

@@ -113,10 +113,10 @@ def scripted_collect(config: Path, script, out: Path, *overrides: str) -> tuple[
     """Collect `config` on Ray with a scripted policy that runs `script` in the agent actors (chatml tool
     template); the summary and the rows, once the run's row checks held."""
     from gym_ray.collect.api import Collector, load_run_tasks
-    from gym_ray.collect.sink import read_rollout_table
     from gym_ray.config import load_config
     from gym_ray.models.names import tokenizer_path_for
     from gym_ray.report.checks import run_checks
+    from gym_ray.rundir import read_rollout_table
     from gym_ray.types import rollouts_from_arrow
 
     cfg = load_config(config, ["model.kind=scripted", "model.hosting=local", "model.chat_template=chatml_tools",

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gym_ray.cli import main, parse_args
-from gym_ray.collect.sink import part_files, read_rollout_table
+from gym_ray.rundir import part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,8 +22,9 @@ from collect_fakes import FakeAgent, FakeEnv, FakePolicy
 from gym_ray.collect.api import Collector
 from gym_ray.collect.metrics import MetricsAccumulator, metrics_from_dir
 from gym_ray.collect.plan import plan_groups
-from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, part_files, read_rollout_table
+from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
 from gym_ray.config import validate_config
+from gym_ray.rundir import part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA, Rollout, Task, rollouts_to_arrow
 
 ray.cloudpickle.register_pickle_by_value(collect_fakes)

@@ -13,10 +13,10 @@ import ray
 from collect_fakes import CallRecorder, RecordingPolicy
 
 from gym_ray.collect.api import Collector, load_run_tasks
-from gym_ray.collect.deploy import deploy_all, teardown
-from gym_ray.collect.sink import part_files, read_rollout_table
 from gym_ray.config import validate_config
+from gym_ray.launch.deploy import deploy_all, teardown
 from gym_ray.models.client import make_policy_client
+from gym_ray.rundir import part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
 
 ray.cloudpickle.register_pickle_by_value(collect_fakes)

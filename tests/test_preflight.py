@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gym_ray.cli import main
-from gym_ray.collect.preflight import check_parts
 from gym_ray.config import ConfigError, validate_config
+from gym_ray.launch.preflight import check_parts
 from gym_ray.resources import ResourceServer
 from gym_ray.serving.failures import failure_cause  # imports Serve (and its log handler) outside any capsys
 

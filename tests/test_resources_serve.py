@@ -455,8 +455,8 @@ def test_sessions_stick_to_one_of_several_replicas(serve_http_port):
 def test_collect_refuses_an_unrouted_config_for_a_multi_replica_env_app(serve_http_port):
     """`gym-ray collect` attaching to a running env app with 2 replicas: a run config that does not say so
     would spread a session's calls over both replicas (sessions lost), so it is refused, naming the option."""
-    from gym_ray.collect.deploy import running_apps
     from gym_ray.config import validate_config
+    from gym_ray.launch.deploy import running_apps
     from gym_ray.resources.serve import deploy_env
 
     env = {"server": "gym_ray_env_weather.server:Weather", "hosting": "serve"}

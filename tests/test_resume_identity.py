@@ -14,9 +14,10 @@ import pytest
 from gym_ray.cli import main
 from gym_ray.collect.api import _open_run, check_output_dir, load_run_tasks
 from gym_ray.collect.identity import run_identity
-from gym_ray.collect.layout import MANIFEST, meta_path
-from gym_ray.collect.sink import ParquetSink, ResumeError, part_files, read_rollout_table
+from gym_ray.collect.sink import ParquetSink, ResumeError
 from gym_ray.config import load_config, validate_config
+from gym_ray.rundir import RunDir, part_files, read_rollout_table
+from gym_ray.rundir.location import MANIFEST
 from gym_ray.types import Rollout, Task, rollouts_to_arrow
 
 WEATHER = "gym_ray_env_weather.server:Weather"
@@ -50,7 +51,7 @@ def no_ray(monkeypatch):
     def connect_ray(*_):
         raise AssertionError("the CLI connected to Ray before refusing the directory")
 
-    monkeypatch.setattr("gym_ray.collect.deploy.connect_ray", connect_ray)
+    monkeypatch.setattr("gym_ray.launch.deploy.connect_ray", connect_ray)
 
 
 def test_resume_with_other_tasks_or_config_is_refused_before_ray(tmp_path, serve_http_port, capsys, monkeypatch):
@@ -62,7 +63,7 @@ def test_resume_with_other_tasks_or_config_is_refused_before_ray(tmp_path, serve
     files = part_files(out)
 
     with monkeypatch.context() as m:
-        m.setattr("gym_ray.collect.deploy.connect_ray", lambda *_: pytest.fail("connected to Ray"))
+        m.setattr("gym_ray.launch.deploy.connect_ray", lambda *_: pytest.fail("connected to Ray"))
         more = _config(tmp_path, [first, _tasks_file(tmp_path / "b.jsonl", ["Rome", "Lima", "Kyiv"])])
         assert main(["run", str(more), "--resume"]) == 2
         line = _one_error_line(capsys)
@@ -149,4 +150,4 @@ def test_operational_settings_and_task_order_do_not_change_the_run(tmp_path):
     moved = _with({"collect.concurrency": 3, "collect.num_agents": 2, "collect.output_dir": "elsewhere",
                    "envs.weather.num_replicas": 2, "envs.weather.hosting": "local", "model.hosting": "local"})
     assert check_output_dir(tmp_path, True, run_identity(validate_config(moved), TASKS[::-1])) == run_id
-    assert json.loads(meta_path(tmp_path, MANIFEST).read_text())["identity"]["tasks"]["count"] == 3
+    assert json.loads(RunDir.of(tmp_path).meta(MANIFEST).read_text())["identity"]["tasks"]["count"] == 3

@@ -21,10 +21,11 @@ import pytest
 from gym_ray.cli import main
 from gym_ray.collect.api import _open_run, check_output_dir
 from gym_ray.collect.identity import run_identity
-from gym_ray.collect.layout import MANIFEST, META_DIR, meta_path
-from gym_ray.collect.runlock import LOCK_FILE, RunDirError, hold
-from gym_ray.collect.sink import ParquetSink, ResumeError, part_files, read_rollout_table
+from gym_ray.collect.sink import ParquetSink, ResumeError
 from gym_ray.config import validate_config
+from gym_ray.rundir import RunDir, RunDirError, hold, part_files, read_rollout_table
+from gym_ray.rundir.location import MANIFEST, META_DIR
+from gym_ray.rundir.lock import LOCK_FILE
 from gym_ray.types import ROLLOUT_SCHEMA, Task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +35,7 @@ IDENTITY = run_identity(validate_config({"envs": {"weather": {"server": "gym_ray
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from gym_ray.collect.runlock import hold
+    from gym_ray.rundir import hold
     with hold(sys.argv[1]):
         print("held", flush=True)
         time.sleep(600)
@@ -119,9 +120,9 @@ def test_busy_directory_refuses_a_second_holder(tmp_path):
 def test_manifest_is_replaced_atomically(tmp_path, monkeypatch):
     """A run killed while writing `.gym_ray/run.json` leaves the previous manifest whole and no temp file."""
     out = tmp_path / "out"
-    meta_path(out, MANIFEST).parent.mkdir(parents=True)
+    RunDir.of(out).meta(MANIFEST).parent.mkdir(parents=True)
     old = '{"run_id": "old", "num_repeats": 2, "num_tasks": 1}\n'
-    meta_path(out, MANIFEST).write_text(old)
+    RunDir.of(out).meta(MANIFEST).write_text(old)
 
     def killed(fd):
         raise KeyboardInterrupt
@@ -130,10 +131,10 @@ def test_manifest_is_replaced_atomically(tmp_path, monkeypatch):
         m.setattr(os, "fsync", killed)
         with pytest.raises(KeyboardInterrupt):
             _open_run(out, False, IDENTITY)
-    assert meta_path(out, MANIFEST).read_text() == old
-    assert [p.name for p in meta_path(out, MANIFEST).parent.iterdir()] == [MANIFEST]
+    assert RunDir.of(out).meta(MANIFEST).read_text() == old
+    assert [p.name for p in RunDir.of(out).meta(MANIFEST).parent.iterdir()] == [MANIFEST]
     run_id, _ = _open_run(out, False, IDENTITY)
-    assert json.loads(meta_path(out, MANIFEST).read_text()) == {"run_id": run_id, "num_repeats": 2, "num_tasks": 1,
+    assert json.loads(RunDir.of(out).meta(MANIFEST).read_text()) == {"run_id": run_id, "num_repeats": 2, "num_tasks": 1,
                                                                 "identity": IDENTITY}
     assert _open_run(out, True, IDENTITY) == (run_id, {})
 
@@ -141,12 +142,12 @@ def test_manifest_is_replaced_atomically(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("text", "why"), [("", "the file is empty"), ('{"run_id": "ab', "JSONDecodeError"),
                                            ("[1, 2]", "TypeError"), ('{"num_repeats": 2}', "KeyError")])
 def test_corrupt_manifest_on_resume_is_one_line_naming_the_file(tmp_path, text, why):
-    meta_path(tmp_path, MANIFEST).parent.mkdir()
-    meta_path(tmp_path, MANIFEST).write_text(text)
+    RunDir.of(tmp_path).meta(MANIFEST).parent.mkdir()
+    RunDir.of(tmp_path).meta(MANIFEST).write_text(text)
     with pytest.raises(ResumeError) as e:
         check_output_dir(tmp_path, True, IDENTITY)
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith(f"{meta_path(tmp_path, MANIFEST)}: not a valid run manifest ({why}")
+    assert "\n" not in msg and msg.startswith(f"{RunDir.of(tmp_path).meta(MANIFEST)}: not a valid run manifest ({why}")
     assert "delete it to resume" in msg
 
 

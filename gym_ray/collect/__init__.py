@@ -8,10 +8,10 @@ from gym_ray.collect.api import Collector, load_run_tasks, tables_to_groups
 from gym_ray.collect.metrics import MetricsAccumulator, format_table, metrics_from_dir
 from gym_ray.collect.plan import GroupSpec, plan_groups
 from gym_ray.collect.scheduler import ActorStartError
-from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups, read_rollout_table
+from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
 
 __all__ = [
     "ActorStartError", "Collector", "GroupSpec", "MetricsAccumulator", "ParquetSink", "ResumeError",
     "done_groups", "format_table", "load_run_tasks", "metrics_from_dir", "plan_groups",
-    "read_rollout_table", "tables_to_groups",
+    "tables_to_groups",
 ]

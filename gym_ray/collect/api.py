@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 import uuid
@@ -23,24 +22,16 @@ from typing import Any
 import pyarrow as pa
 
 from gym_ray.clients import EnvClient, PolicyClient
-from gym_ray.collect import storage
 from gym_ray.collect.identity import difference, run_identity
-from gym_ray.collect.layout import CONFIG, MANIFEST, METRICS, manifest_path, meta_path
 from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metrics
 from gym_ray.collect.plan import GroupSpec, plan_groups
-from gym_ray.collect.runlock import hold
 from gym_ray.collect.scheduler import Scheduler
-from gym_ray.collect.sink import (
-    ParquetSink,
-    ResumeError,
-    RunInputError,
-    done_groups,
-    part_files,
-    read_rollout_table,
-)
+from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
 from gym_ray.collect.wiring import EnvSpec, WorkerSetup
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig
 from gym_ray.redact import redact
+from gym_ray.rundir import RunDir, RunInputError, hold, read_rollout_table
+from gym_ray.rundir.location import CONFIG, MANIFEST, Location
 from gym_ray.types import RolloutGroup, Task, rollouts_from_arrow
 
 
@@ -121,29 +112,29 @@ class Collector:
     async def collect_to_dir(
         self,
         tasks: list[Task],
-        output_dir: str | Path,
+        output_dir: str | Path | RunDir,
         *,
         resume: bool = False,
         progress: bool = True,
         out=None,
     ) -> dict:
-        """Stream rows into `<output_dir>/part-*.parquet`, then write and print the metrics (layout.py says
-        where the run's other files go).
+        """Stream rows into `<output_dir>/part-*.parquet`, then write and print the metrics (gym_ray.rundir
+        says where the run's other files go).
 
         With `resume`, groups already in the directory are skipped (files hold whole groups), so a
         crashed run completes with no duplicates and no gaps. The directory is locked meanwhile: a second
         run into it (any process) fails at once with `RunDirError`.
         """
-        with hold(output_dir):
-            _warn_if_node_local(output_dir)
-            return await self._collect_into(tasks, storage.run_dir(output_dir), resume, progress, out or sys.stdout)
+        with hold(output_dir) as run:
+            _warn_if_node_local(run)
+            return await self._collect_into(tasks, run, resume, progress, out or sys.stdout)
 
-    async def _collect_into(self, tasks: list[Task], output_dir: Path, resume: bool, progress: bool, out) -> dict:
+    async def _collect_into(self, tasks: list[Task], output_dir: RunDir, resume: bool, progress: bool, out) -> dict:
         c = self.config.collect
         run_id, done = _open_run(output_dir, resume, run_identity(self.config, tasks, self._policy))
         groups = plan_groups(tasks, self.num_repeats, run_id)
         config = redact(self.config.model_dump_json(indent=2))
-        _write_atomic(meta_path(output_dir, CONFIG), json.loads(config))
+        _write_meta(output_dir, CONFIG, json.loads(config))
         todo = [g for g in groups if g.key not in done]
         acc = MetricsAccumulator()
         if done:
@@ -178,10 +169,10 @@ class Collector:
         elapsed = time.monotonic() - started
         summary = acc.summary()
         regrouped = self.scheduler.regrouped - regrouped_before
-        summary["run"] = {"run_id": run_id, "output_dir": str(output_dir), "files": len(part_files(output_dir)),
+        summary["run"] = {"run_id": run_id, "output_dir": str(output_dir), "files": len(output_dir.parts()),
                           "episodes_this_session": episodes, "seconds_this_session": round(elapsed, 3),
                           "retried_rollouts": retried, "regrouped_groups": regrouped}
-        write_metrics(summary, meta_path(output_dir, METRICS))
+        write_metrics(summary, output_dir)
         print(format_table(summary), file=out)
         if retried or regrouped:
             print(f"\nretried: {retried} rollouts ran again after an infrastructure failure (attempt >= 1); "
@@ -253,23 +244,23 @@ def _retried_in(table: pa.Table) -> int:
     return int(pc.sum(pc.and_(first, pc.greater(table["attempt"], 0))).as_py() or 0)
 
 
-def check_output_dir(output_dir: str | Path, resume: bool, identity: dict) -> str | None:
+def check_output_dir(output_dir: str | Path | RunDir, resume: bool, identity: dict) -> str | None:
     """The run id to resume, or None for a new run. Refuses, in one line, a directory this run cannot
     complete: rows without `resume`, another run (`identity`, from `run_identity`: other tasks, group size or
     data-shaping config), a part file that cannot be read or an incomplete group. The CLI calls it before Ray
     starts, `_open_run` again under the lock."""
-    return _check(storage.run_dir(output_dir), resume, identity)[0]
+    return _check(RunDir.of(output_dir), resume, identity)[0]
 
 
-def _check(output_dir: Path, resume: bool, identity: dict) -> tuple[str | None, dict, dict[tuple[str, str], str]]:
+def _check(output_dir: RunDir, resume: bool, identity: dict) -> tuple[str | None, dict, dict[tuple[str, str], str]]:
     """(run id or None, the manifest or {}, the groups already written)."""
     if not resume:
-        if part_files(output_dir):
+        if output_dir.parts():
             raise ResumeError(f"{output_dir} already holds rollouts; pass --resume to complete that run, "
                               "or choose another collect.output_dir")
         return None, {}, {}
-    manifest = manifest_path(output_dir)
-    data = _read_manifest(manifest) if storage.is_file(manifest) else {}
+    manifest = output_dir.manifest
+    data = _read_manifest(output_dir, manifest) if output_dir.is_file(manifest) else {}
     if data:
         why = difference(data.get("identity") or _recorded_before_identities(data, identity), identity)
         if why:
@@ -288,21 +279,23 @@ def _recorded_before_identities(data: dict, identity: dict) -> dict:
     return {**identity, "collect": {**identity["collect"], "num_repeats": data["num_repeats"]}}
 
 
-def _open_run(output_dir: Path, resume: bool, identity: dict) -> tuple[str, dict[tuple[str, str], str]]:
+def _open_run(output_dir: str | Path | RunDir, resume: bool,
+              identity: dict) -> tuple[str, dict[tuple[str, str], str]]:
     """Create or reopen a run directory: (run id, groups already written). The manifest pins the run id
     (hence the group ids) and records what the run is, so a resume can tell its own data from another's."""
+    output_dir = RunDir.of(output_dir)
     run_id, data, done = _check(output_dir, resume, identity)
     if run_id is None or "identity" not in data:
         run_id = run_id or uuid.uuid4().hex
-        _write_atomic(meta_path(output_dir, MANIFEST), {
+        _write_meta(output_dir, MANIFEST, {
             "run_id": run_id, "num_repeats": identity["collect"]["num_repeats"],
             "num_tasks": identity["tasks"]["count"], "identity": identity})
     return run_id, done
 
 
-def _read_manifest(path: Path) -> dict:
+def _read_manifest(run: RunDir, path: Location) -> dict:
     try:
-        data = json.loads(storage.read_bytes(path).decode("utf-8"))
+        data = json.loads(run.read_bytes(path).decode("utf-8"))
         if not (isinstance(data["run_id"], str) and isinstance(data["num_repeats"], int)
                 and isinstance(data.get("identity", {}), dict)):
             raise TypeError("run_id, num_repeats or identity has the wrong type")
@@ -314,35 +307,16 @@ def _read_manifest(path: Path) -> dict:
     return data
 
 
-def _write_atomic(path: Path, data: dict) -> None:
-    """Temp file, fsync, rename: a crash leaves the old manifest or the new one, never a torn one (on an
-    object store: one upload, which replaces the object whole)."""
-    if storage.is_uri(path):
-        storage.write_bytes(path, (json.dumps(data) + "\n").encode())
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(json.dumps(data) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power loss
-    finally:
-        os.close(dir_fd)
+def _write_meta(run: RunDir, name: str, data: dict) -> None:
+    """`.gym_ray/<name>` as JSON, replaced whole: a crash leaves the old file or the new one, never a torn one."""
+    run.write_bytes(run.meta(name), (json.dumps(data) + "\n").encode())
 
 
-def _warn_if_node_local(output_dir) -> None:
+def _warn_if_node_local(output_dir: RunDir) -> None:
     """A local output_dir on a multi-node cluster holds the rows on the driver's machine only: say so."""
     import ray
 
-    if storage.is_uri(output_dir):
+    if output_dir.remote:
         return
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]

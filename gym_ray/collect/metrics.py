@@ -9,6 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gym_ray.rundir import RunDir, read_run
+from gym_ray.rundir.location import METRICS, Location
 from gym_ray.stats import pass_at_k
 
 _COLUMNS = [
@@ -124,23 +126,17 @@ def format_table(summary: dict) -> str:
     return "\n".join(out)
 
 
-def write_metrics(summary: dict, path: str | Path) -> None:
-    from gym_ray.collect import storage
-
-    if storage.is_uri(path):
-        storage.write_bytes(path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+def write_metrics(summary: dict, run_dir: str | Path | RunDir) -> Location:
+    """`.gym_ray/metrics.json` of the run directory, replaced whole."""
+    run = RunDir.of(run_dir)
+    path = run.meta(METRICS)
+    run.write_bytes(path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    return path
 
 
-def metrics_from_dir(output_dir: str | Path, pass_threshold: float = 1.0) -> dict:
+def metrics_from_dir(output_dir: str | Path | RunDir, pass_threshold: float = 1.0) -> dict:
     """Recompute the summary from the Parquet files of a run directory (`RunInputError` when there are none,
     or one is not rollout rows)."""
-    from gym_ray.collect.sink import read_run
-
     acc = MetricsAccumulator(pass_threshold)
     acc.add(read_run(output_dir, _COLUMNS))
     return acc.summary()

@@ -1,7 +1,7 @@
 """The Hugging Face dataset card of a run: `.gym_ray/README.md`, with the schema, the config and the metrics.
 
 It sits in `.gym_ray/` and not at the top because pandas and pyarrow read every top-level file of the
-directory as Parquet (layout.py); on the Hub it goes to the repo root, where its `configs:` header points
+directory as Parquet (gym_ray.rundir); on the Hub it goes to the repo root, where its `configs:` header points
 `load_dataset("user/name")` at the part files.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gym_ray.collect.layout import CARD, CONFIG, METRICS, manifest_path, meta_path
 from gym_ray.collect.metrics import format_table
-from gym_ray.collect.sink import part_files
+from gym_ray.rundir import RunDir
+from gym_ray.rundir.location import CARD, CONFIG, METRICS
 from gym_ray.types import ROLLOUT_SCHEMA
 
 # one line per column group; the README's "Rollout rows" section says more
@@ -40,10 +40,11 @@ _COLUMN_NOTES = {
 
 
 def card_text(run_dir: str | Path, check_summary: str | None = None) -> str:
-    d = Path(run_dir)
-    metrics = _json(meta_path(d, METRICS))
-    config = _json(meta_path(d, CONFIG))
-    manifest = _json(manifest_path(d))
+    run = RunDir.of(run_dir)
+    d = run.path
+    metrics = _json(run.meta(METRICS))
+    config = _json(run.meta(CONFIG))
+    manifest = _json(run.manifest)
     envs = sorted(metrics.get("per_env", {})) if metrics else []
     n = metrics.get("overall", {}).get("rollouts", "?") if metrics else "?"
     header = ["---", "configs:", "- config_name: default", '  data_files: "part-*.parquet"',
@@ -51,7 +52,7 @@ def card_text(run_dir: str | Path, check_summary: str | None = None) -> str:
     body = [f"# gym_ray rollouts: {d.name}", "",
             f"{n} rollouts from {', '.join(envs) or 'no environment'}, collected by gym_ray "
             f"(run id `{manifest.get('run_id', '?')}`, {manifest.get('num_repeats', '?')} rollouts per task, "
-            f"{len(part_files(d))} Parquet files). One row per linear segment of an episode; token ids are "
+            f"{len(run.parts())} Parquet files). One row per linear segment of an episode; token ids are "
             "exactly what the engine saw and sampled.", "",
             "## Load", "", "```python",
             "import datasets, pandas, ray",
@@ -74,7 +75,7 @@ def card_text(run_dir: str | Path, check_summary: str | None = None) -> str:
 
 
 def write_card(run_dir: str | Path, check_summary: str | None = None) -> Path:
-    path = meta_path(run_dir, CARD)
+    path = RunDir.of(run_dir).meta(CARD)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(card_text(run_dir, check_summary), encoding="utf-8")
     return path

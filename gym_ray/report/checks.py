@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gym_ray.agents.parsers import get_parser
-from gym_ray.collect.layout import CHECK, CONFIG, manifest_path, meta_path
-from gym_ray.collect.sink import read_rollout_table, read_run
+from gym_ray.rundir import RunDir, read_rollout_table, read_run
+from gym_ray.rundir.location import CHECK, CONFIG
 from gym_ray.types import Rollout, RolloutInvariantError
 
 ERROR, WARNING = "error", "warning"
@@ -118,7 +118,7 @@ def run_checks(run_dir: str | Path, *, pass_threshold: float = 1.0, tokenizer: A
 def run_tokenizer(run_dir: str | Path) -> tuple[Any, str]:
     """The HF tokenizer the run's rows were made with, or None and why not: the one its config names, if
     its fingerprint (vocabulary + chat template) is the rows' own (a trainer's policy may bring another)."""
-    cfg_path = meta_path(run_dir, CONFIG)
+    cfg_path = RunDir.of(run_dir).meta(CONFIG)
     if not cfg_path.is_file():
         return None, f"{cfg_path} is missing (a run from before it was written)"
     try:
@@ -231,7 +231,7 @@ def _outcome_findings(rows: list[dict], threshold: float, add) -> None:
 
 
 def _manifest_findings(run_dir: str | Path, rows: list[dict], report: CheckReport) -> None:
-    path = manifest_path(run_dir)
+    path = RunDir.of(run_dir).manifest
     try:
         expected = json.loads(path.read_text(encoding="utf-8"))["num_tasks"]
     except FileNotFoundError:
@@ -287,7 +287,7 @@ def format_check(report: CheckReport, examples: int = 1) -> str:
 
 
 def write_check(report: CheckReport) -> Path:
-    path = meta_path(report.run_dir, CHECK)
+    path = RunDir.of(report.run_dir).meta(CHECK)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(report.to_json(), indent=1) + "\n")

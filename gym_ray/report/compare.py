@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gym_ray.collect.sink import RunInputError, read_run
+from gym_ray.rundir import RunInputError, read_run
 from gym_ray.stats import pass_at_k
 
 _COLUMNS = ["env", "task_id", "segment_index", "num_segments", "status", "reward"]

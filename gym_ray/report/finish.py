@@ -7,9 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
-from gym_ray.collect.layout import REPORT, meta_path
 from gym_ray.report.card import write_card
 from gym_ray.report.checks import CheckReport, format_check, run_checks, write_check
+from gym_ray.rundir import RunDir
+from gym_ray.rundir.location import REPORT
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, pass_
     """report.html for `run_dir` (default `RUN_DIR/.gym_ray/report.html`), with its check verdicts."""
     from gym_ray.report.report import build_report
 
-    out = Path(output) if output else meta_path(run_dir, REPORT)
+    out = Path(output) if output else RunDir.of(run_dir).meta(REPORT)
     out.parent.mkdir(parents=True, exist_ok=True)
     checks = checks or run_checks(run_dir, pass_threshold=pass_threshold)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gym_ray.collect.layout import CONFIG, manifest_path, meta_path
 from gym_ray.collect.metrics import metrics_from_dir
-from gym_ray.collect.sink import part_files, read_part, read_run
 from gym_ray.report.checks import CHECKS, CheckReport, run_tokenizer
+from gym_ray.rundir import RunDir, read_part, read_run
+from gym_ray.rundir.location import CONFIG
 from gym_ray.types import ROLLOUT_SCHEMA
 
 _INDEX_COLUMNS = ["rollout_id", "group_id", "task_id", "env", "rollout_index", "segment_index", "num_segments",
@@ -105,8 +105,9 @@ def _details(run_dir: Path, chosen: set[tuple[str, int]]) -> tuple[dict[str, Any
     ids_seen: set[int] = set()
     out: dict[str, Any] = {}
     schema = pa.schema([ROLLOUT_SCHEMA.field(c) for c in _DETAIL_COLUMNS])
-    for f in part_files(run_dir):
-        part = read_part(f, schema)
+    run = RunDir.of(run_dir)
+    for f in run.parts():
+        part = read_part(run, f, schema)
         keep = [i for i, (rid, seg) in enumerate(zip(part["rollout_id"].to_pylist(), part["segment_index"].to_pylist(),
                                                      strict=True)) if (rid, seg) in chosen]
         if not keep:
@@ -241,9 +242,9 @@ def _plots(rows: list[dict], metrics: dict, threshold: float) -> list[tuple[str,
 # -- page ------------------------------------------------------------------------------------------
 
 def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str:
-    manifest = _loads(_read(manifest_path(d)), {})
+    manifest = _loads(_read(RunDir.of(d).manifest), {})
     run_id = manifest.get("run_id", "?") if isinstance(manifest, dict) else "?"
-    config = _read(meta_path(d, CONFIG))
+    config = _read(RunDir.of(d).meta(CONFIG))
     from gym_ray.collect.metrics import format_table
 
     check_rows = "".join(

@@ -59,7 +59,7 @@ def test_serve_configs_validate_with_serves_schema():
         parsed = ServeDeploySchema.model_validate(cfg) if hasattr(ServeDeploySchema, "model_validate") \
             else ServeDeploySchema.parse_obj(cfg)
         assert {a.name for a in parsed.applications} >= {"policy", "weather"}
-        assert all(a.import_path.startswith("gym_ray.collect.apps:") for a in parsed.applications)
+        assert all(a.import_path.startswith("gym_ray.launch.apps:") for a in parsed.applications)
 
 
 def test_rayjob_entrypoint_parses_with_the_cli_and_its_config_loads():

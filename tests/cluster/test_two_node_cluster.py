@@ -22,9 +22,8 @@ from cluster_scripts import write_run_config
 from ports import free_port
 from two_node_ray import GYM_RAY, RAY, ROOT, SERVE, scrape_gym_ray, start_cluster
 
-from gym_ray.collect import storage
-from gym_ray.collect.sink import part_files, read_rollout_table
 from gym_ray.collect.telemetry import REWARD_BOUNDARIES
+from gym_ray.rundir import RunDir, part_files, read_rollout_table
 
 pytestmark = pytest.mark.slow
 
@@ -206,14 +205,14 @@ def test_s3_output_dir_atomic_parts_resume_and_metrics(cluster, s3_env, tmp_path
         log.close()
     partial = rows_by_key(uri)
     assert 0 < len(partial) < 64 and max(partial.values()) == 1
-    names = storage.list_names(uri)  # a part is one upload: nothing half-written or temporary is left
+    names = RunDir.of(uri).list_names()  # a part is one upload: nothing half-written or temporary is left
     assert names and all(n.startswith("part-") and n.endswith(".parquet") for n in names), names
 
     r = cluster.run([*argv, "--resume"], env=env)
     assert r.returncode == 0, r.stderr[-4000:]
     assert f"resuming {uri}: " in r.stdout
     assert_complete(uri, 16)
-    summary = json.loads(storage.read_bytes(f"{uri}/.gym_ray/metrics.json"))
+    summary = json.loads(RunDir.of(uri).read_bytes(f"{uri}/.gym_ray/metrics.json"))
     assert summary["overall"]["rollouts"] == 64
 
     m = cluster.run([GYM_RAY, "metrics", uri], env=env)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gym_ray.cli import main
-from gym_ray.collect.sink import read_rollout_table
 from gym_ray.config import ConfigError, load_config
+from gym_ray.rundir import read_rollout_table
 from gym_ray.types import rollouts_from_arrow
 
 PACKAGE = "gym_ray_env_tiny"  # written into tmp_path; installed nowhere

@@ -12,10 +12,10 @@ from gw_helpers import WEATHER, ActorRecordingPolicy, assert_token_exact, record
 from gym_ray_env_weather.server import forecast
 
 from gym_ray.collect.api import Collector, load_run_tasks
-from gym_ray.collect.deploy import deploy_all, teardown
-from gym_ray.collect.sink import read_rollout_table
 from gym_ray.config import validate_config
+from gym_ray.launch.deploy import deploy_all, teardown
 from gym_ray.models.client import make_policy_client
+from gym_ray.rundir import read_rollout_table
 from gym_ray.types import rollouts_from_arrow
 
 ray.cloudpickle.register_pickle_by_value(gw_helpers)

@@ -144,8 +144,8 @@ def test_prompts_must_come_as_contiguous_groups_of_tasks():
 def test_closed_loop_learns_on_vllm_with_weights_synced_every_step(ray_cluster, tmp_path):
     """The embedded model on vLLM CPU behind Serve, TRL GRPO on one_word: the reward rises, the policy
     version rises once per step, and what TRL received is what gym_ray wrote, token for token."""
-    from gym_ray.collect.deploy import deploy_all, teardown
     from gym_ray.integrations.trl_loop import LoopSettings, closed_loop
+    from gym_ray.launch.deploy import deploy_all, teardown
 
     cfg = load_config(os.path.join(ROOT, "environments", "one_word", "config.yaml"))
     received: list[dict] = []

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from gym_ray.agents.base import EpisodeContext, load_tokenizer
 from gym_ray.agents.tool_calling import ToolCallingAgent
-from gym_ray.collect.api import _open_run, _write_atomic
+from gym_ray.collect.api import _open_run, _write_meta
 from gym_ray.collect.identity import run_identity
-from gym_ray.collect.layout import CONFIG, METRICS, meta_path
 from gym_ray.collect.metrics import metrics_from_dir, write_metrics
 from gym_ray.collect.plan import plan_groups
 from gym_ray.collect.sink import ParquetSink
@@ -21,6 +20,8 @@ from gym_ray.config import load_config
 from gym_ray.models.names import tokenizer_path_for
 from gym_ray.models.scripted import ScriptedPolicy
 from gym_ray.resources.client import make_env_client
+from gym_ray.rundir import RunDir
+from gym_ray.rundir.location import CONFIG
 from gym_ray.tasks import load_tasks
 from gym_ray.types import Rollout, rollouts_to_arrow
 
@@ -90,7 +91,7 @@ def collect(out: Path, script: str, num_repeats: int = 4, limit: int | None = No
     env_cfg = cfg.envs["weather"]
     tasks = load_tasks(env_cfg.data, default_env="weather", limit=limit)
     run_id, _ = _open_run(out, False, run_identity(cfg, tasks))
-    _write_atomic(meta_path(out, CONFIG), json.loads(cfg.model_dump_json()))
+    _write_meta(RunDir.of(out), CONFIG, json.loads(cfg.model_dump_json()))
     policy = _InProcess(ScriptedPolicy(cfg.model, tokenizer_path_for(cfg.model)))
     tokenizer = load_tokenizer(tokenizer_path_for(cfg.model), template)
     env = make_env_client("weather", env_cfg)
@@ -125,4 +126,4 @@ def write_rows(out: Path, rows: list[Rollout], check: bool = True) -> None:
                 for n in ROLLOUT_SCHEMA.names}
         sink.write(pa.Table.from_pydict(cols, schema=ROLLOUT_SCHEMA))
     sink.close()
-    write_metrics(metrics_from_dir(out), meta_path(out, METRICS))
+    write_metrics(metrics_from_dir(out), out)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gym_ray.cli import main
-from gym_ray.collect.sink import part_files
+from gym_ray.rundir import part_files
 
 
 def _replace(part: Path, table: pa.Table) -> None:

@@ -11,8 +11,8 @@ import pytest
 import report_runs
 
 from gym_ray.cli import main
-from gym_ray.collect.sink import read_rollout_table
 from gym_ray.report.checks import CHECKS, ERROR, run_checks
+from gym_ray.rundir import read_rollout_table
 from gym_ray.types import Rollout, rollouts_from_arrow
 
 

@@ -17,9 +17,8 @@ import pytest
 import ray
 
 from gym_ray.cli import main
-from gym_ray.collect.layout import CARD, CONFIG, MANIFEST, METRICS, REPORT, meta_path
-from gym_ray.collect.runlock import RunDirError, hold
-from gym_ray.collect.sink import part_files, read_rollout_table
+from gym_ray.rundir import RunDir, RunDirError, hold, part_files, read_rollout_table
+from gym_ray.rundir.location import CARD, CONFIG, MANIFEST, METRICS, REPORT
 
 ROOT = Path(__file__).resolve().parents[2]
 WEATHER_DATA = ROOT / "environments" / "weather" / "data" / "example.jsonl"
@@ -52,19 +51,19 @@ def test_run_dir_loads_with_datasets_pandas_and_ray(tmp_path, serve_http_port, c
     out = tmp_path / "out"
     assert main(["run", str(_config(tmp_path, out))]) == 0, capsys.readouterr().err[-3000:]
     assert [p.name for p in out.iterdir() if not p.name.startswith("part-")] == [".gym_ray"]
-    assert json.loads(meta_path(out, METRICS).read_text())["overall"]["rollouts"] == 6
-    assert json.loads(meta_path(out, CONFIG).read_text())["collect"]["num_repeats"] == 2
-    assert json.loads(meta_path(out, MANIFEST).read_text())["num_repeats"] == 2
+    assert json.loads(RunDir.of(out).meta(METRICS).read_text())["overall"]["rollouts"] == 6
+    assert json.loads(RunDir.of(out).meta(CONFIG).read_text())["collect"]["num_repeats"] == 2
+    assert json.loads(RunDir.of(out).meta(MANIFEST).read_text())["num_repeats"] == 2
     _loads_everywhere(out, 6, tmp_path / "hf")
     printed = capsys.readouterr().out
-    assert "contract holds" in printed and f"report: {meta_path(out, REPORT)}" in printed
+    assert "contract holds" in printed and f"report: {RunDir.of(out).meta(REPORT)}" in printed
     assert main(["metrics", str(out)]) == 0 and "weather" in capsys.readouterr().out
 
     hub = tmp_path / "hub"  # what the card's push commands upload: the parts, and the card as README.md
     hub.mkdir()
     for part in part_files(out):
         shutil.copy(part, hub / part.name)
-    shutil.copy(meta_path(out, CARD), hub / "README.md")
+    shutil.copy(RunDir.of(out).meta(CARD), hub / "README.md")
     card = (hub / "README.md").read_text()
     assert card.startswith("---\nconfigs:\n") and "| `response_loss_mask` | `list<item: int8>` |" in card
     assert "## Metrics" in card and "## Run config" in card and "hf upload" in card
@@ -94,7 +93,7 @@ def test_old_run_dir_loads_with_metrics_resumes_and_moves_into_the_new_layout(tm
 
     assert main(["metrics", str(out)]) == 0
     assert "weather" in capsys.readouterr().out
-    assert meta_path(out, METRICS).is_file() and not (out / "metrics.json").exists()
+    assert RunDir.of(out).meta(METRICS).is_file() and not (out / "metrics.json").exists()
 
     fd = os.open(out / "_lock", os.O_RDWR)  # an older gym_ray still writing there
     fcntl.flock(fd, fcntl.LOCK_EX)
@@ -108,7 +107,7 @@ def test_old_run_dir_loads_with_metrics_resumes_and_moves_into_the_new_layout(tm
     assert main(["run", str(cfg), "--resume"]) == 0, capsys.readouterr().err[-3000:]
     assert "resuming" in capsys.readouterr().out
     assert part_files(out)[:len(first)] == first and len(part_files(out)) > len(first)
-    manifest = json.loads(meta_path(out, MANIFEST).read_text())
+    manifest = json.loads(RunDir.of(out).meta(MANIFEST).read_text())
     assert manifest["run_id"] == run_id and manifest["identity"]["tasks"]["count"] == 3  # the same groups, now known
     assert read_rollout_table(out).num_rows == 6
     assert [p.name for p in out.iterdir() if not p.name.startswith("part-")] == [".gym_ray"]

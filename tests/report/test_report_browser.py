@@ -18,8 +18,8 @@ import pytest
 import report_runs
 from playwright.sync_api import sync_playwright
 
-from gym_ray.collect.sink import part_files, read_rollout_table
 from gym_ray.report.finish import finish_run, write_report
+from gym_ray.rundir import part_files, read_rollout_table
 from gym_ray.types import rollouts_from_arrow
 
 SHOTS = Path(__file__).resolve().parents[2] / "runs" / "test-screenshots"

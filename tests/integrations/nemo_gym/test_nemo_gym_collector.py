@@ -36,7 +36,6 @@ from ray import serve
 
 from gym_ray.cli import main as gym_ray_main
 from gym_ray.collect.api import Collector, load_run_tasks
-from gym_ray.collect.sink import read_rollout_table
 from gym_ray.config import RunConfig, load_config
 from gym_ray.integrations.nemo_gym.launch import (
     LaunchError,
@@ -50,6 +49,7 @@ from gym_ray.integrations.nemo_gym.resources import write_nemo_gym_dir
 from gym_ray.models.names import tokenizer_path_for
 from gym_ray.report.checks import run_checks
 from gym_ray.resources.serve import deploy_env
+from gym_ray.rundir import read_rollout_table
 from gym_ray.types import rollouts_from_arrow
 
 ray.cloudpickle.register_pickle_by_value(fault_helpers)  # the scripts reach the agent actors by value

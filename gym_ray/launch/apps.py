@@ -1,6 +1,6 @@
 """Serve application builders for config files (`serve run` / `serve deploy` / KubeRay RayService).
 
-A Serve config names `import_path: gym_ray.collect.apps:policy_app` (or `env_app`) and passes `args:`;
+A Serve config names `import_path: gym_ray.launch.apps:policy_app` (or `env_app`) and passes `args:`;
 the apps come up under the names `gym-ray collect` looks for (the model's name, the env's key).
 """
 

@@ -4,7 +4,7 @@ Two runs writing one directory would each write every group (duplicates no resum
 second one fails at once, naming the holder (pid, host, start time and command, which the holder writes
 into the file). The kernel drops an flock when its process dies, however it dies, so a crashed run leaves
 no stale lock and `--resume` can start at once. The hidden folder keeps dataset readers off the file
-(layout.py). An old directory's top-level `_lock` is taken too, then removed, and its manifest and metrics
+(location.py). An old directory's top-level `_lock` is taken too, then removed, and its manifest and metrics
 move into `.gym_ray/`: a run of an older gym_ray still writing there is refused the same way.
 
 An object store (`s3://...`) has no flock: there the run only checks that the prefix takes writes and
@@ -25,8 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from gym_ray.collect import storage
-from gym_ray.collect.layout import LEGACY_LOCK, LOCK, META_DIR, migrate_legacy
+from gym_ray.rundir.location import LEGACY_LOCK, LOCK, META_DIR, RunDir
 
 LOCK_FILE = f"{META_DIR}/{LOCK}"
 _PROBE_BYTES = 1 << 16
@@ -41,19 +40,20 @@ class RunDirError(ValueError):
 
 
 @contextlib.contextmanager
-def hold(output_dir: str | Path) -> Iterator[Path]:
+def hold(output_dir: str | Path | RunDir) -> Iterator[RunDir]:
     """Create `output_dir` if needed, check that it takes writes, and lock it for the `with` block."""
-    if storage.is_uri(output_dir):
-        yield _claim_remote(str(output_dir))
+    run = RunDir.of(output_dir)
+    if run.remote:
+        yield _claim_remote(run)
         return
-    d = Path(output_dir)
+    d = run.path
     key = d.resolve()
     entry = _held.get(key)
     if entry is None:
         entry = _held[key] = [_acquire(d), 0]
     entry[1] += 1
     try:
-        yield d
+        yield run
     finally:
         entry[1] -= 1
         if entry[1] == 0:
@@ -88,7 +88,7 @@ def _acquire(d: Path) -> int:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         _probe(d)
-        migrate_legacy(d)
+        RunDir.local(d).migrate_legacy()
     except OSError as e:
         os.close(fd)
         raise _unwritable(d, e) from None
@@ -132,17 +132,17 @@ def _probe(d: Path) -> None:
             probe.unlink()
 
 
-def _claim_remote(uri: str) -> str:
+def _claim_remote(run: RunDir) -> RunDir:
     """Write this run's details to `<uri>/.gym_ray/lock`: a prefix that takes no writes (no bucket, no
     credentials) fails here, before any deploy."""
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
           "command": " ".join(sys.argv)}
     try:
-        storage.write_bytes(storage.join(uri, META_DIR, LOCK), (json.dumps(me) + "\n").encode())
+        run.write_bytes(run.meta(LOCK), (json.dumps(me) + "\n").encode())
     except (OSError, ValueError) as e:
-        raise RunDirError(f"collect.output_dir {uri}: cannot write there: {' '.join(str(e).split())}; check the "
+        raise RunDirError(f"collect.output_dir {run}: cannot write there: {' '.join(str(e).split())}; check the "
                           "bucket, the credentials (AWS_* variables) and AWS_ENDPOINT_URL") from None
-    return uri.rstrip("/")
+    return run
 
 
 def _unwritable(d: Path, e: OSError) -> RunDirError:
