@@ -38,8 +38,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from gym_ray.collect.sink import ResumeError
     from gym_ray.integrations.export import ExportError
     from gym_ray.models.scripted import ScriptError
-    from gym_ray.resources.serve import DeploymentError
     from gym_ray.rundir import RunDirError, RunInputError
+    from gym_ray.serving.failures import DeploymentError
 
     return (ConfigError, TaskLoadError, ModelPrepareError, ResumeError, ActorStartError, ScriptError, RunDirError,
             DeploymentError, ExportError, RunInputError)
