@@ -5,7 +5,6 @@ and the injection task's own security check sees a hijack."""
 from __future__ import annotations
 
 import asyncio
-import warnings
 
 import pytest
 
@@ -18,8 +17,6 @@ from gym_ray.collect.api import own_tasks  # noqa: E402
 from gym_ray.config import EnvConfig, load_config  # noqa: E402
 from gym_ray.resources.client import make_env_client  # noqa: E402
 from gym_ray.types import Message  # noqa: E402
-
-warnings.filterwarnings("ignore", module="agentdojo")
 
 
 def client(**config):
