@@ -52,8 +52,10 @@ class Run:
 
     def close(self) -> None:
         prefix = re.sub(r"[-./:]", "_", self.key)
-        for name in [n for n in vars(multi_turn_utils) if n.startswith(prefix)]:
-            vars(multi_turn_utils).pop(name, None)
+        names = list(vars(multi_turn_utils))  # one copy: other episodes add instances from other threads
+        for name in names:
+            if name.startswith(prefix):
+                vars(multi_turn_utils).pop(name, None)
 
 
 def model_turns(messages: list[Message], first_turn_messages: int) -> list[list[list[str]]]:

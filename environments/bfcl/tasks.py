@@ -53,7 +53,8 @@ def openai_tools(functions: list[dict]) -> list[ToolSpec]:
 def category_tasks(env: str, category: str) -> list[Task]:
     """Every row of one category."""
     offered = load_dataset_entry(category, include_prereq=False, include_language_specific_hint=True)
-    graded = load_dataset_entry(category, include_prereq=False, include_language_specific_hint=False)
+    graded = offered if is_multi_turn(category) else load_dataset_entry(  # multi-turn rows keep no functions
+        category, include_prereq=False, include_language_specific_hint=False)
     answers = {} if is_relevance_or_irrelevance(category) else {
         a["id"]: a["ground_truth"] for a in load_ground_truth_entry(category)}
     tasks = []
