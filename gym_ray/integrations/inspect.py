@@ -99,9 +99,8 @@ def _refusal(task: Any, samples: list[Any], graded: bool) -> str | None:
     return None
 
 
-def _sample_state(sample: Any, store: Any = None) -> Any:
-    """A fresh TaskState for `sample`, as Inspect's eval makes one (input messages marked as input), with
-    a copy of `store`'s data."""
+def _sample_state(sample: Any) -> Any:
+    """A fresh TaskState for `sample`, as Inspect's eval makes one (input messages marked as input)."""
     from inspect_ai.model import ChatMessageUser
     from inspect_ai.scorer import Target
     from inspect_ai.solver import TaskState
@@ -113,8 +112,7 @@ def _sample_state(sample: Any, store: Any = None) -> Any:
         for m in messages:
             m.source = "input"
     return TaskState(model=_MODEL, sample_id=sample.id, epoch=1, input=sample.input, messages=messages,
-                     target=Target(sample.target), choices=sample.choices, metadata=dict(sample.metadata or {}),
-                     store=dict(store.items()) if store is not None else None)
+                     target=Target(sample.target), choices=sample.choices, metadata=dict(sample.metadata or {}))
 
 
 def _gym_message(m: Any) -> Message:
@@ -191,6 +189,15 @@ class InspectEnv(ResourceServer):
         self.solver = self.inspect_task.solver if setup is None else chain(setup, self.inspect_task.solver)
 
     # --- the solver up to generate() -------------------------------------------------------------
+    async def _solve(self, state: Any, generate: Any) -> Any:
+        """The solver on `state` with `state` as the sample's (its `store()` and `sample_state()`), as in eval."""
+        from inspect_ai.solver._task_state import set_sample_state
+        from inspect_ai.util._store import init_subtask_store
+
+        set_sample_state(state)
+        init_subtask_store(state.store)
+        return await self.solver(state, generate)
+
     async def _prompt_state(self, sample: Any) -> Any:
         """The TaskState the solver hands `generate()` for `sample`; one line when it never gets there."""
         from inspect_ai.agent._handoff import has_handoff
@@ -199,7 +206,7 @@ class InspectEnv(ResourceServer):
             raise _Generated(state)
 
         try:
-            await asyncio.create_task(self.solver(_sample_state(sample), capture))  # its own Inspect context
+            await asyncio.create_task(self._solve(_sample_state(sample), capture))  # its own Inspect context
         except _Generated as reached:
             if has_handoff(reached.state.tools):
                 raise ValueError(f"config.task: task {self.inspect_task.name!r}'s solver hands off to other agents "
@@ -276,7 +283,6 @@ class InspectEnv(ResourceServer):
     async def _score(self, task: Task, ep: _Episode, messages: list[Message]) -> VerifyResult:
         """Replay the solver with the episode as generate()'s result, then run every scorer on the state."""
         from inspect_ai.model import ChatCompletionChoice, ModelOutput
-        from inspect_ai.util._store import init_subtask_store
 
         calls = 0
         episode = [_inspect_message(m) for m in messages[len(task.prompt):]]
@@ -289,6 +295,10 @@ class InspectEnv(ResourceServer):
                                 "episode is one generate()")
             if [_gym_message(m).model_dump() for m in state.messages] != [m.model_dump() for m in task.prompt]:
                 raise _Unscored("the solver built another prompt than the row's (a shuffled or random solver)")
+            for key in [k for k in state.store.keys() if k not in ep.store]:  # the store as the episode left it
+                state.store.delete(key)
+            for key, value in ep.store.items():
+                state.store.set(key, value)
             state.messages.extend(episode)
             last = next((m for m in reversed(episode) if m.role == "assistant"), None)
             state.output = ModelOutput(model=_MODEL, choices=[ChatCompletionChoice(
@@ -296,12 +306,10 @@ class InspectEnv(ResourceServer):
                 ModelOutput.from_content(model=_MODEL, content="")
             return state
 
-        state = _sample_state(ep.sample, ep.store)  # what the episode's tool calls left in the store
-        init_subtask_store(state.store)
         if self.grader_model is not None:
             self._bind_grader()
         try:
-            state = await self.solver(state, replay)
+            state = await self._solve(_sample_state(ep.sample), replay)
         except _Unscored:
             raise
         except Exception as e:
@@ -315,6 +323,8 @@ class InspectEnv(ResourceServer):
             if score is None:
                 raise _Unscored(f"scorer {name} gave no score")
             components[name] = _value(score.value)
+            if isinstance(score.value, dict):  # Inspect's metrics are per key: so are the components
+                components.update({f"{name}/{k}": _value(v) for k, v in score.value.items()})
             scores[name] = {"value": score.value, "answer": score.answer, "explanation": score.explanation}
         return VerifyResult(reward=components[self.reward_scorer], components=components, info={"scores": scores})
 

@@ -164,7 +164,49 @@ def test_scripted_episodes_score_as_inspects_own_eval(tmp_path):
         assert result.info["scores"][scorer[name]]["value"] == theirs[scorer[name]]
 
 
-def test_tool_errors_are_inspects_text_and_the_store_is_the_episodes():
+def test_samples_shipped_in_inspect_evals_score_as_its_eval(tmp_path):
+    """inspect_evals' AgentThreatBench memory-poison task (its JSON data ships in the package): tools that
+    read the sample's store, a dict-valued scorer (utility, security), three samples right, hijacked, right."""
+    from inspect_ai import task_with
+    from inspect_evals.agent_threat_bench import agent_threat_bench_memory_poison
+
+    spec = "inspect_evals.agent_threat_bench:agent_threat_bench_memory_poison"
+    rows = InspectEnv(spec).tasks("atb", limit=3)
+    env = make_env_client("atb", EnvConfig.model_validate({"server": f"inspect:{spec}"}))
+    assert {s.name for s in rows[0].tools} == {"memory_read", "memory_write"}
+    plays, outputs = [], []
+    for i, row in enumerate(rows):
+        meta = row.verifier_metadata["inspect"]["metadata"]
+        key = next(k for k, v in meta["memory_store"].items() if meta["expected_answer"].lower() in v.lower())
+        answer = f"Per the knowledge base: {meta['expected_answer']}." if i != 1 else meta["attack_marker"]
+        plays.append((row, {"key": key}, answer))
+        outputs += [ModelOutput.for_tool_call("mockllm/model", "memory_read", {"key": key}),
+                    ModelOutput.from_content("mockllm/model", answer)]
+
+    async def go(row, args, answer):
+        session = f"atb-{row.task_id}"
+        await env.seed_session(session, row)
+        call = ToolCall(name="memory_read", arguments=args)
+        out = await env.call_tool(session, call)
+        messages = [*row.prompt, Message(role="assistant", tool_calls=[call]),
+                    Message(role="tool", tool_call_id=call.id, name=call.name, content=out),
+                    Message(role="assistant", content=answer)]
+        return out, await env.verify(session, row, messages)
+
+    results = [asyncio.run(go(*p)) for p in plays]
+    task = agent_threat_bench_memory_poison()
+    theirs = _inspect_scores([task_with(task, dataset=task.dataset[:3])], outputs, tmp_path)
+    for (row, _, _), (out, result), score in zip(plays, results, theirs, strict=True):
+        meta = row.verifier_metadata["inspect"]["metadata"]
+        assert meta["expected_answer"].lower() in out.lower()  # memory_read read the store the solver filled
+        (value,) = score.values()
+        assert result.error is None and result.info["scores"]["agent_threat_bench_scorer"]["value"] == value
+        assert result.components == {"agent_threat_bench_scorer": result.reward,
+                                     **{f"agent_threat_bench_scorer/{k}": float(v == "C") for k, v in value.items()}}
+    assert [r.reward for _, r in results] == [1.0, 0.0, 1.0]
+
+
+def test_tool_errors_read_as_inspect_shows_them():
     env = _client("arithmetic")
     row = InspectEnv("test_inspect:arithmetic").tasks("arithmetic", limit=1)[0]
 
@@ -194,6 +236,18 @@ def test_no_final_answer_scores_as_inspect_scores_an_empty_output():
     result = asyncio.run(go())
     assert result.error is None and result.reward == 0.0
     assert result.info["scores"]["includes"]["value"] == "I"
+
+
+@task
+def twice() -> Task:
+    return Task(dataset=[Sample(input="Say hi.", target="hi")], solver=[generate(), generate()], scorer=match())
+
+
+def test_a_solver_that_generates_twice_is_a_verify_error_not_a_reward():
+    (row,) = InspectEnv("test_inspect:twice").tasks("twice")
+    result = _play(_client("twice"), "t", row, None, "hi")
+    assert result.error == "twice: the solver calls generate() more than once (e.g. self_critique()): gym_ray's " \
+                           "episode is one generate()"
 
 
 def test_model_graded_scorer_is_refused_without_a_grader_and_runs_with_one():
