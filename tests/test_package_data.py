@@ -1,5 +1,5 @@
 """The files gym_ray reads from its own package at run time ship in its wheel: the program the code verifier
-runs in the sandbox, report.html's template, style and script. Built from a copy of the sources, so the
+runs in the sandbox, report.html's template, style and script, `gym-ray init env`'s templates. Built from a copy of the sources, so the
 working tree gets no build output."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = ["gym_ray/sandbox/programs/runner.py",
-                 "gym_ray/report/page.html", "gym_ray/report/page.css", "gym_ray/report/page.js"]
+                 "gym_ray/report/page.html", "gym_ray/report/page.css", "gym_ray/report/page.js",
+                 *(f"gym_ray/scaffold/templates/{kind}/server.py.tmpl" for kind in ("tool", "step", "code")),
+                 "gym_ray/scaffold/templates/common/pyproject.toml.tmpl"]
 
 
 def test_wheel_ships_the_package_files(tmp_path):
