@@ -58,6 +58,7 @@ class MultiTurnAgent(ToolCallingAgent):
                 return
             if not await ep.append(new):
                 return
+        ep.stop("max_turns", truncated=True)  # out of model calls right after re-rendering for added tools
 
     async def _run_calls(self, ep: Episode, calls: list, offered: set[str]) -> list[Message] | None:
         ctx = ep.ctx
