@@ -20,7 +20,7 @@ import ray
 from collect_fakes import FakeAgent, FakeEnv, FakePolicy
 
 from gym_ray.collect.api import Collector
-from gym_ray.collect.metrics import MetricsAccumulator, metrics_from_dir
+from gym_ray.collect.metrics import MetricsAccumulator, env_metrics, format_table, metrics_from_dir
 from gym_ray.collect.plan import plan_groups
 from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
 from gym_ray.config import validate_config
@@ -85,6 +85,24 @@ def test_metrics_per_env_pass_at_k_and_failures():
     assert s["overall"]["mean_reward"] == pytest.approx((1 + 3.5) / 8)  # the timeout counts 0
     assert s["overall"]["mean_reward_ok"] == pytest.approx((1 + 3.5) / 7)
     assert s["overall"]["generated_tokens"] == 16
+
+
+def test_each_env_leads_with_its_benchmarks_metric():
+    """The headline is the env's own metric: pass@1, the share of episodes at the pass threshold (a failed
+    episode never counts), or the mean reward (graded scores); env_metrics reads it off the server class."""
+    rows = [_row("a", 0, 2, 1.0), _row("a", 1, 2, 0.5), _row("b", 0, 2, 1.0, env="f"),
+            _row("b", 1, 2, 1.0, env="f", status="timeout"), _row("c", 0, 2, 0.5, env="g"),
+            _row("c", 1, 2, 0.25, env="g")]
+    acc = MetricsAccumulator(metrics={"e": "pass@k", "f": "accuracy"})
+    acc.add(rollouts_to_arrow(rows))
+    s = acc.summary()["per_env"]
+    assert (s["e"]["metric"], s["e"]["score"]) == ("pass@k", pytest.approx(0.5))
+    assert (s["f"]["metric"], s["f"]["score"]) == ("accuracy", pytest.approx(0.5))
+    assert (s["g"]["metric"], s["g"]["score"]) == ("mean_reward", pytest.approx(0.375))
+    assert "accuracy 0.500" in format_table(acc.summary())
+    found = env_metrics({"code": "gym_ray_env_code.server:Code", "judge": "gym_ray_env_judge.server:Judge",
+                         "gone": "not_installed.server:Env"})
+    assert found == {"code": "pass@k", "judge": "mean_reward", "gone": "mean_reward"}
 
 
 # -- the sink ----------------------------------------------------------------------------------------

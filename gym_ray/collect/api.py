@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.collect.identity import difference, run_identity
-from gym_ray.collect.metrics import MetricsAccumulator, format_table, write_metrics
+from gym_ray.collect.metrics import MetricsAccumulator, env_metrics, format_table, write_metrics
 from gym_ray.collect.plan import GroupSpec, plan_groups
 from gym_ray.collect.scheduler import Scheduler
 from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
@@ -136,7 +136,7 @@ class Collector:
         config = redact(self.config.model_dump_json(indent=2))
         _write_meta(output_dir, CONFIG, json.loads(config))
         todo = [g for g in groups if g.key not in done]
-        acc = MetricsAccumulator()
+        acc = MetricsAccumulator(metrics=env_metrics({n: e.server for n, e in self.config.envs.items()}))
         if done:
             acc.add(read_rollout_table(output_dir))
             print(f"resuming {output_dir}: {len(done)} of {len(groups)} groups already written", file=out)

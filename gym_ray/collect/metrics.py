@@ -1,4 +1,5 @@
-"""Run metrics from rollout rows: mean reward, unbiased pass@k, tokens, turns, failures by status."""
+"""Run metrics from rollout rows: mean reward, unbiased pass@k, tokens, turns, failures by status, and each
+environment's headline metric (its server class's `metric` line: what the benchmark reports)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from gym_ray.rundir import RunDir, read_run
-from gym_ray.rundir.location import METRICS, Location
+from gym_ray.rundir.location import CONFIG, METRICS, Location
 from gym_ray.stats import pass_at_k
 
 _COLUMNS = [
@@ -29,11 +30,40 @@ def _ks(n: int) -> list[int]:
     return ks
 
 
-class MetricsAccumulator:
-    """Fed Arrow tables as groups finish; `summary()` at any time. Episodes are counted once (by segment 0)."""
+HEADLINES = ("pass@k", "accuracy", "success_rate", "mean_reward")
 
-    def __init__(self, pass_threshold: float = 1.0):
+
+def headline(m: dict, name: str) -> float:
+    """The value of headline metric `name` in one environment's summary `m`: pass@1 for "pass@k" (pass@k
+    for larger k are in the summary too), the share of episodes that reached the pass threshold for
+    "accuracy" / "success_rate" (a failed episode did not), the mean reward otherwise."""
+    if name == "pass@k":
+        return m["pass@1"]
+    return m["pass_rate"] if name in ("accuracy", "success_rate") else m["mean_reward"]
+
+
+def env_metrics(envs: dict[str, str]) -> dict[str, str]:
+    """Each environment's headline metric name, from its server class (`envs`: env name -> `module:Class`);
+    an environment whose class does not import here (a run read on another machine) gets "mean_reward"."""
+    from gym_ray.resources.runtime import import_server
+
+    out = {}
+    for env, server in envs.items():
+        try:
+            name = import_server(server).metric
+        except ValueError:
+            name = "mean_reward"
+        out[env] = name if name in HEADLINES else "mean_reward"
+    return out
+
+
+class MetricsAccumulator:
+    """Fed Arrow tables as groups finish; `summary()` at any time. Episodes are counted once (by segment 0).
+    `metrics`: env name -> headline metric name (`env_metrics`); an env not named reports its mean reward."""
+
+    def __init__(self, pass_threshold: float = 1.0, metrics: dict[str, str] | None = None):
         self.pass_threshold = pass_threshold
+        self.metrics = dict(metrics or {})
         self._episodes: dict[str, list[dict]] = defaultdict(list)  # env -> per-episode records
         self._group_passes: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
 
@@ -70,6 +100,9 @@ class MetricsAccumulator:
 
     def summary(self) -> dict:
         per_env = {env: self._summarize(eps, self._group_passes[env]) for env, eps in sorted(self._episodes.items())}
+        for env, m in per_env.items():
+            name = self.metrics.get(env, "mean_reward")
+            m["metric"], m["score"] = name, headline(m, name)
         all_eps = [ep for eps in self._episodes.values() for ep in eps]
         all_groups = {g: v for groups in self._group_passes.values() for g, v in groups.items()}
         return {"overall": self._summarize(all_eps, all_groups), "per_env": per_env,
@@ -93,6 +126,7 @@ class MetricsAccumulator:
             "mean_reward": sum(ep["reward"] for ep in ok) / n,  # a failed episode scores 0
             "mean_reward_ok": sum(ep["reward"] for ep in ok) / len(ok) if ok else None,
             **pass_k,
+            "pass_rate": sum(sum(v) for v in groups.values()) / n,
             "ok_rate": statuses.get("ok", 0) / n,
             "statuses": dict(sorted(statuses.items())),
             "mean_turns": sum(ep["turns"] for ep in eps) / n,
@@ -109,14 +143,15 @@ def format_table(summary: dict) -> str:
     """A fixed-width table: one line per environment plus the total."""
     rows = [(env, m) for env, m in summary["per_env"].items()] + [("ALL", summary["overall"])]
     ks = sorted({k for _, m in rows for k in m if k.startswith("pass@")}, key=lambda s: int(s[5:]))
-    header = ["env", "rollouts", "reward", *ks, "turns", "tools", "gen tok", "failures"]
+    header = ["env", "metric", "rollouts", "reward", *ks, "turns", "tools", "gen tok", "failures"]
     lines = []
     for env, m in rows:
         if not m.get("rollouts"):
             continue
         fails = ", ".join(f"{s}={c}" for s, c in m["statuses"].items() if s != "ok") or "-"
         lines.append([
-            env, str(m["rollouts"]), f"{m['mean_reward']:.3f}", *(f"{m[k]:.3f}" if k in m else "" for k in ks),
+            env, f"{m['metric']} {m['score']:.3f}" if "metric" in m else "", str(m["rollouts"]),
+            f"{m['mean_reward']:.3f}", *(f"{m[k]:.3f}" if k in m else "" for k in ks),
             f"{m['mean_turns']:.2f}", f"{m['mean_tool_calls']:.2f}", f"{m['mean_generated_tokens']:.1f}", fails,
         ])
     widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(header)]
@@ -137,6 +172,19 @@ def write_metrics(summary: dict, run_dir: str | Path | RunDir) -> Location:
 def metrics_from_dir(output_dir: str | Path | RunDir, pass_threshold: float = 1.0) -> dict:
     """Recompute the summary from the Parquet files of a run directory (`RunInputError` when there are none,
     or one is not rollout rows)."""
-    acc = MetricsAccumulator(pass_threshold)
+    acc = MetricsAccumulator(pass_threshold, env_metrics(_run_servers(output_dir)))
     acc.add(read_run(output_dir, _COLUMNS))
     return acc.summary()
+
+
+def _run_servers(output_dir: str | Path | RunDir) -> dict[str, str]:
+    """env name -> `server:` of the run's saved config (none saved, or unreadable: no headline metrics)."""
+    run = RunDir.of(output_dir)
+    path = run.meta(CONFIG)
+    if not run.is_file(path):
+        return {}
+    try:
+        envs = json.loads(run.read_bytes(path)).get("envs") or {}
+    except (ValueError, AttributeError):  # an unreadable config: `gym-ray check` names it; no headline here
+        return {}
+    return {name: env["server"] for name, env in envs.items() if isinstance(env, dict) and "server" in env}
