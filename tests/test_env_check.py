@@ -12,6 +12,7 @@ import pytest
 
 from gym_ray.cli import main
 from gym_ray.envcheck import check_env
+from gym_ray.scaffold import init_env
 
 _IDS = itertools.count()
 SERVER = '''
@@ -154,3 +155,11 @@ def test_what_cannot_be_found_is_one_line_and_exit_2(capsys, argv, says):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1
+
+
+def test_a_scripted_policy_that_cannot_load_is_named(tmp_path):
+    folder = init_env("unplayable", "step", tmp_path)
+    (folder / "policy.py").write_text('"""No reply function here."""\n')
+    found = problems(check_env(str(folder)))
+    assert found[0][:3] == ("import", "model.script", "error")
+    assert "cannot load 'gym_ray_env_unplayable.policy:reply'" in found[0][3]

@@ -136,11 +136,15 @@ class EnvChecker:
         if model.kind != "scripted" or not (model.script or model.replies):
             return None
         from gym_ray.models.client import make_policy_client
+        from gym_ray.models.scripted import load_script, reply_text
 
         started = time.perf_counter()
-        try:
+        try:  # the script (or the replies) now, so a bad one is its own finding, not every episode's error
+            if model.script:
+                load_script(model.script)
+            for i, reply in enumerate(model.replies):
+                reply_text(reply, f"model.replies[{i}]")
             policy = make_policy_client(model.model_copy(update={"hosting": "local"}), app_name=self.name)
-            policy._p()  # load the script and the tokenizer now, so a bad script is its own finding
         except Exception as e:
             self.add("import", "model.script", "error", _one_line(e))
             return None
