@@ -161,7 +161,9 @@ class InspectEnv(ResourceServer):
 
     def __init__(self, task: str, task_args: dict[str, Any] | None = None, reward_scorer: str | None = None,
                  grader_model: str | None = None, grader_args: dict[str, Any] | None = None) -> None:
-        self.spec = task
+        from inspect_ai.solver import chain
+        from inspect_ai.util import registry_info
+
         self.inspect_task = load_task(task, dict(task_args or {}))
         self.samples = list(self.inspect_task.dataset)
         for i, s in enumerate(self.samples):
@@ -171,8 +173,6 @@ class InspectEnv(ResourceServer):
         self._grader: Any = None
         if why := _refusal(self.inspect_task, self.samples, graded=grader_model is not None):
             raise ValueError(f"config.task: {why}")
-        from inspect_ai.util import registry_info
-
         self.scorers: dict[str, Any] = {}
         for scorer in self.inspect_task.scorer or []:
             name = registry_info(scorer).name.split("/")[-1]
@@ -183,8 +183,6 @@ class InspectEnv(ResourceServer):
             raise ValueError(f"config.reward_scorer: {reward_scorer!r} is not one of the task's scorers "
                              f"{list(self.scorers)}")
         self.reward_scorer = reward_scorer or next(iter(self.scorers))
-        from inspect_ai.solver import chain
-
         setup = self.inspect_task.setup
         self.solver = self.inspect_task.solver if setup is None else chain(setup, self.inspect_task.solver)
 
