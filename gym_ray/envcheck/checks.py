@@ -170,7 +170,7 @@ class EnvChecker:
 
     # --- task rows --------------------------------------------------------------------------------
     def _tasks(self, server_cls: type[ResourceServer], server: ResourceServer) -> list[Task]:
-        located: list[tuple[str, Task]] = []
+        located: list[tuple[str, Task | str]] = []  # (where, the task or why its row is unusable)
         if self.env.data:
             for path in self.env.data:
                 located.extend(self._rows(Path(path)))
@@ -188,6 +188,9 @@ class EnvChecker:
         tools = set(server_cls.tool_defs)
         seen: dict[str, str] = {}
         for where, task in located:
+            if isinstance(task, str):
+                self.add("task", where, "error", task)
+                continue
             errors, warnings = [], []
             if task.env != self.name:
                 errors.append(f"env {task.env!r} is not this environment ({self.name!r})")
@@ -206,9 +209,9 @@ class EnvChecker:
                 warnings.append(f"verifier_metadata {unread} never read by the server")
             status = "error" if errors else "warn" if warnings else "ok"
             self.add("task", f"{where} ({task.task_id})", status, "; ".join(errors + warnings) or "fits the env")
-        return [task for _, task in located]
+        return [task for _, task in located if isinstance(task, Task)]
 
-    def _rows(self, path: Path) -> list[tuple[str, Task]]:
+    def _rows(self, path: Path) -> list[tuple[str, Task | str]]:
         """Each row of a task file parsed on its own, so every bad row is named, not only the first."""
         try:
             if path.suffix == ".parquet":
@@ -228,9 +231,9 @@ class EnvChecker:
                 row = json.loads(row) if isinstance(row, str) else row
                 out.append((where, parse_row(row, self.name, f"{path.stem}-{i}")))
             except ValidationError as e:
-                self.add("task", where, "error", "; ".join(_field_error(err) for err in e.errors()))
+                out.append((where, "; ".join(_field_error(err) for err in e.errors())))
             except (ValueError, TypeError, KeyError) as e:
-                self.add("task", where, "error", _one_line(e))
+                out.append((where, _one_line(e)))
         return out
 
     # --- round trips and determinism --------------------------------------------------------------
