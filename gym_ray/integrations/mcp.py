@@ -146,6 +146,8 @@ def result_text(result: Any) -> str:
 class MCPEnv(ResourceServer):
     """Tools from an MCP server; subclass it for the verifier."""
 
+    fork_refusal = "the episode's state lives in the MCP server (a subprocess or a URL), which has no fork"
+
     def __init__(self, command: str | list[str] | None = None, args: list[str] | None = None,
                  env: dict[str, str] | None = None, cwd: str | None = None, url: str | None = None,
                  scope: Literal["shared", "episode"] = "shared", timeout_s: float = 60.0) -> None:

@@ -82,6 +82,8 @@ class _Server:
 class OpenEnvEnv(ResourceServer):
     """One OpenEnv WebSocket session per episode."""
 
+    fork_refusal = "the episode's state lives in the OpenEnv server's session, which has no fork"
+
     def __init__(self, url: str | None = None, env: str | None = None, action: str | None = None,
                  observation: str | None = None, max_concurrent_envs: int | None = None,
                  action_field: str | None = None, observation_field: str | None = None,

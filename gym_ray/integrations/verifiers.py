@@ -110,6 +110,8 @@ def _load(taskset: str, taskset_args: dict[str, Any], env_args: dict[str, Any]) 
 class VerifiersEnv(ResourceServer):
     """A verifiers environment (taskset + toolsets + rubric, or its own multi-turn `Env`)."""
 
+    fork_refusal = "the episode's state lives in the verifiers package's own objects, which gym_ray cannot copy"
+
     verifier = "the package's rubric (its `@vf.reward` functions)"
     origin = "verifiers package"
 

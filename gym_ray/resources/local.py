@@ -69,5 +69,8 @@ class LocalEnvClient:
     async def verify(self, session_id: str, task: Task, messages: list[Message]) -> VerifyResult:
         return await self._on_env_loop("verify", session_id, task, messages)
 
+    async def fork_session(self, session_id: str, new_session_ids: list[str]) -> None:
+        await self._on_env_loop("fork_session", session_id, list(new_session_ids))
+
     async def close_session(self, session_id: str) -> None:
         await self._on_env_loop("close_session", session_id)

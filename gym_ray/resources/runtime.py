@@ -9,6 +9,7 @@ environment failures (a missing session, a hook that raises) raise `EnvError` or
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
@@ -60,6 +61,16 @@ def import_server(path: str) -> type[ResourceServer]:
     if not (isinstance(cls, type) and issubclass(cls, ResourceServer)):
         raise ValueError(f"server {path!r}: {attr!r} is not a ResourceServer subclass in {module_name}")
     return cls
+
+
+def check_forkable(name: str, cfg: EnvConfig) -> None:
+    """Tree rollouts fork episodes: refuse, in one line, an environment whose episodes' state gym_ray does
+    not own. A server importable only in its replicas' `runtime_env` is asked at its first fork instead."""
+    if cfg.runtime_env:
+        return
+    refusal = import_server(cfg.server).fork_refusal
+    if refusal:
+        raise ValueError(f"envs.{name}: collect.tree needs forkable episodes, and {cfg.server} cannot fork: {refusal}")
 
 
 TRUNCATION_NOTE = "\n[gym_ray: output truncated to {kept} of {total} characters]"
@@ -263,6 +274,29 @@ class EnvRuntime:
             log.debug("%s: verify raised", self.name, exc_info=True)
             return VerifyResult(error=f"{self.name}: verify failed: {type(e).__name__}: {e}")
         return _as_verify_result(out)
+
+    async def fork_session(self, session_id: str, new_session_ids: list[str]) -> None:
+        """Copy session `session_id` into new sessions `new_session_ids` (each with its own state, forked by
+        the server's `fork`, and its own step record); the parent goes on unchanged."""
+        refusal = type(self.server).fork_refusal
+        if refusal:
+            raise EnvError(f"{self.name}: its episodes cannot be forked: {refusal}")
+        await self._release(self.sessions.expire())
+        parent = self.sessions.get(session_id)
+        if parent is None:
+            raise SessionLostError(self._missing(session_id))
+        children: list[Session] = []
+        try:
+            for sid in new_session_ids:
+                state = await self._call(parent, functools.partial(self.server.fork, parent.state))
+                children.append(Session(id=sid, task=parent.task, state=state, data=copy.deepcopy(parent.data)))
+        except Exception as e:
+            await self._release(children)
+            raise EnvError(f"{self.name}: fork of session {session_id!r} failed: {type(e).__name__}: {e}") from e
+        for child in children:
+            replaced = self.sessions.put(child)
+            if replaced is not None:
+                await self._release([replaced])
 
     async def close_session(self, session_id: str) -> None:
         session = self.sessions.pop(session_id)

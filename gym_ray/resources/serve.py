@@ -99,6 +99,9 @@ class EnvDeployment(BatchedCalls):
             if close:
                 await self.runtime.close_session(session_id)
 
+    async def fork_session(self, session_id: str, new_session_ids: list[str]) -> None:
+        await self.runtime.fork_session(session_id, new_session_ids)
+
     async def close_session(self, session_id: str) -> None:
         await self.runtime.close_session(session_id)
 
@@ -342,6 +345,12 @@ class HandleEnvClient:
                                        [m.model_dump(mode="json") for m in messages], True)
         self._mark_off_replica(session_id, None)
         return VerifyResult.model_validate(out)
+
+    async def fork_session(self, session_id: str, new_session_ids: list[str]) -> None:
+        """Fork on the parent's replica (its seed goes along if not sent yet); the forks live there, and
+        their calls are routed there."""
+        await self._session_call("fork_session", session_id, list(new_session_ids))
+        self._calls.share_home(session_id, new_session_ids)
 
     async def close_session(self, session_id: str) -> None:
         if session_id in self._off_replica:  # never sent to a replica, or freed there by verify

@@ -8,6 +8,7 @@ through a context variable for the duration of each call, so one instance serves
 
 from __future__ import annotations
 
+import copy
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -58,6 +59,9 @@ class ResourceServer:
     # "accuracy" / "success_rate" (share of episodes whose reward reaches the pass threshold) or
     # "mean_reward" (the average score, for graded rewards).
     metric: ClassVar[str] = "mean_reward"
+    # Why this environment's episodes cannot be forked (tree rollouts), when their state lives outside
+    # gym_ray (another server, a subprocess): one line, shown when a run asks to branch. Empty: forkable.
+    fork_refusal: ClassVar[str] = ""
     tool_defs: ClassVar[dict[str, ToolDef]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -119,6 +123,12 @@ class ResourceServer:
         """The tools `forward_tool` serves, offered beside the `@tool` ones when a task names none (an MCP
         server's listing). Sync or async; default none (the NeMo Gym bridge offers the task's)."""
         return []
+
+    def fork(self, state: Any) -> Any:
+        """A branch's own copy of this episode's `state` (tree rollouts fork a live episode): a deep copy by
+        default. Override it when the state holds what a copy does not duplicate (open files, processes,
+        handles to other servers); the parent episode is bound (`self.state` is `state`). Sync or async."""
+        return copy.deepcopy(state)
 
     def close(self) -> None:
         """Release what this episode holds (called on close_session and on expiry)."""

@@ -151,6 +151,13 @@ class Coalescer:
         """The session ended: its next call (none expected) may go to any replica."""
         self._homes.pop(session_id, None)
 
+    def share_home(self, session_id: str, others: list[str]) -> None:
+        """Sessions forked from `session_id` live on its replica: route their calls there too."""
+        home = self._homes.get(session_id)
+        if home is not None:
+            for sid in others:
+                self._homes[sid] = home
+
     def call(self, method: str, *args: Any, session_id: str | None = None) -> asyncio.Future:
         """Queue `method(*args)` on the deployment; the future resolves to its result or raises its error."""
         loop = asyncio.get_running_loop()

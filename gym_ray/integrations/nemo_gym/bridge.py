@@ -67,6 +67,8 @@ def _cookies(jar: dict[str, str], answer: httpx.Response) -> dict[str, str]:
 class NemoGymResources(ResourceServer):
     """One NeMo Gym resources server; each episode's state is its session cookies."""
 
+    fork_refusal = "the episode's state lives in the NeMo Gym resources server, which has no fork"
+
     def __init__(self, url: str | None = None, head_server: str | None = None, server: str | None = None,
                  timeout_s: float = 300.0) -> None:
         if bool(url) == bool(head_server):
