@@ -292,6 +292,35 @@ def test_what_cannot_map_is_refused_in_one_line(monkeypatch, make, why):
     assert "\n" not in str(refused.value)
 
 
+@task
+def two_scorers() -> Task:
+    return Task(dataset=[Sample(input="How many apples are in the bowl?", target="4")], solver=generate(),
+                scorer=[match(), includes()])
+
+
+def test_every_scorer_is_a_component_and_reward_scorer_picks_the_reward():
+    (row,) = InspectEnv("test_inspect:two_scorers").tasks("two")
+    first = _play(_client("two_scorers"), "a", row, None, "4 apples")
+    picked = _play(_client("two_scorers", reward_scorer="includes"), "b", row, None, "4 apples")
+    assert first.components == picked.components == {"match": 0.0, "includes": 1.0}  # match() reads the end
+    assert (first.reward, picked.reward) == (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"^config.reward_scorer: 'exact' is not one of the task's scorers "
+                                         r"\['match', 'includes'\]$"):
+        InspectEnv("test_inspect:two_scorers", reward_scorer="exact")
+
+
+def test_a_refusal_is_the_runs_one_line_task_error(tmp_path):
+    from gym_ray.collect.api import load_run_tasks
+    from gym_ray.config import load_config
+    from gym_ray.tasks import TaskLoadError
+
+    config = tmp_path / "graded.yaml"
+    config.write_text('envs:\n  g:\n    server: "inspect:test_inspect:graded"\n')
+    with pytest.raises(TaskLoadError, match=r"^envs.g: its own tasks: config.task: task 'graded': scorer "
+                                            r"inspect_ai/model_graded_qa grades with a model"):
+        load_run_tasks(load_config(config))
+
+
 def test_a_name_that_does_not_load_is_a_one_line_error():
     with pytest.raises(ValueError, match=r"config.task: 'no_such_module:t': module 'no_such_module' is not installed"):
         InspectEnv("no_such_module:t")
