@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray cluster (and Serve) per test session, the default model, free ports."""
+"""Shared fixtures: one local Ray cluster (and Serve) per test session, the default model, one embedded vLLM
+policy for the end-to-end tests, free ports."""
 
 from __future__ import annotations
 
@@ -46,3 +47,49 @@ def default_model_path() -> str:
     from gym_ray.models.default_model import prepare_default_model
 
     return str(prepare_default_model())
+
+
+# The embedded vLLM policy as the end-to-end tests configure it: the default model, the agents' chat
+# template, a 2,048-token window.
+SHARED_VLLM = {"kind": "vllm", "name": "policy", "chat_template": "chatml_tools",
+               "engine_kwargs": {"max_model_len": 2048}}
+SHARED_VLLM_APP = "shared_vllm"
+_shared_vllm_up: list[str] = []  # the app's name while it is deployed
+
+
+@pytest.fixture(scope="session")
+def shared_vllm(serve_http_port, default_model_path) -> tuple[dict, str]:
+    """(model config, Serve app name) of SHARED_VLLM, deployed once for the tests that only generate with it:
+    an engine start costs 50-75 s here. Those tests run back to back and the app goes after the last of
+    them (the two hooks below), so it holds its CPU and memory only while they run."""
+    from gym_ray.agents.tokenizer import SHIPPED_TEMPLATES
+    from gym_ray.config import ModelConfig
+    from gym_ray.models.deploy import delete_policy, deploy_policy
+
+    template = str(SHIPPED_TEMPLATES[SHARED_VLLM["chat_template"]])  # the engine opens it as a file
+    deploy_policy(ModelConfig(**{**SHARED_VLLM, "chat_template": template}), SHARED_VLLM_APP)
+    _shared_vllm_up.append(SHARED_VLLM_APP)
+    yield SHARED_VLLM, SHARED_VLLM_APP
+    if _shared_vllm_up:
+        delete_policy(_shared_vllm_up.pop())
+
+
+def _on_shared_vllm(item) -> bool:
+    return item is not None and "shared_vllm" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(items):
+    """The tests on `shared_vllm` move up to the first of them, so they run back to back."""
+    users = [i for i in items if _on_shared_vllm(i)]
+    if len(users) > 1:
+        first, moved = items.index(users[0]), set(map(id, users))
+        rest = [i for i in items if id(i) not in moved]
+        items[:] = [*rest[:first], *users, *rest[first:]]
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test on `shared_vllm`, its app goes."""
+    if _shared_vllm_up and _on_shared_vllm(item) and not _on_shared_vllm(nextitem):
+        from gym_ray.models.deploy import delete_policy
+
+        delete_policy(_shared_vllm_up.pop())

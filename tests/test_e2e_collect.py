@@ -14,7 +14,6 @@ from collect_fakes import CallRecorder, RecordingPolicy
 
 from gym_ray.collect.api import Collector, load_run_tasks
 from gym_ray.config import validate_config
-from gym_ray.launch.deploy import deploy_all, teardown
 from gym_ray.models.client import make_policy_client
 from gym_ray.rundir import part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
@@ -24,10 +23,10 @@ ENVS = os.path.join(os.path.dirname(__file__), "..", "environments")
 
 
 @pytest.mark.slow
-def test_vllm_run_writes_token_exact_complete_groups(tmp_path, serve_http_port):
+def test_vllm_run_writes_token_exact_complete_groups(tmp_path, shared_vllm):
+    model, app = shared_vllm  # the default model on vLLM, chatml_tools, max_model_len 2048
     cfg = validate_config({
-        "model": {"kind": "vllm", "name": "policy", "chat_template": "chatml_tools",
-                  "engine_kwargs": {"max_model_len": 2048}},
+        "model": model,
         "envs": {
             "weather": {"server": "gym_ray_env_weather.server:Weather", "hosting": "local",
                         "data": [f"{ENVS}/weather/data/example.jsonl"], "agent": {"max_turns": 3}},
@@ -37,15 +36,13 @@ def test_vllm_run_writes_token_exact_complete_groups(tmp_path, serve_http_port):
         "collect": {"limit": 2, "num_repeats": 2, "concurrency": 8, "episode_timeout_s": 300,
                     "sampling": {"temperature": 1.0, "max_tokens": 48, "seed": 0}},
     })
-    dep = deploy_all(cfg)
     recorder = CallRecorder.remote()
     try:
-        policy = RecordingPolicy(make_policy_client(cfg.model, dep.apps["policy"]), recorder)
-        with Collector(cfg, policy, apps=dep.apps) as col:
+        policy = RecordingPolicy(make_policy_client(cfg.model, app), recorder)
+        with Collector(cfg, policy, apps={"policy": app}) as col:
             summary = asyncio.run(col.collect_to_dir(load_run_tasks(cfg), tmp_path, progress=False))
         calls = ray.get(recorder.dump.remote())
     finally:
-        teardown(dep)
         ray.kill(recorder)
 
     assert pq.read_schema(part_files(tmp_path)[0]) == ROLLOUT_SCHEMA

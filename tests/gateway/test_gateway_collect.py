@@ -21,7 +21,8 @@ from gym_ray.types import rollouts_from_arrow
 ray.cloudpickle.register_pickle_by_value(gw_helpers)
 
 
-def _run(tmp_path, model: dict, num_repeats: int, limit: int, max_tokens: int):
+def _run(tmp_path, model: dict, num_repeats: int, limit: int, max_tokens: int, app: str | None = None):
+    """`app`: the policy's running Serve app to use; None deploys `model` for this run."""
     cfg = validate_config({
         "model": model,
         "envs": {"weather": {
@@ -33,15 +34,17 @@ def _run(tmp_path, model: dict, num_repeats: int, limit: int, max_tokens: int):
         "collect": {"limit": limit, "num_repeats": num_repeats, "concurrency": 8, "episode_timeout_s": 300,
                     "sampling": {"temperature": 1.0, "max_tokens": max_tokens, "seed": 0}},
     })
-    dep = deploy_all(cfg, http=False)
+    dep = deploy_all(cfg, http=False) if app is None else None
+    apps = dep.apps if dep else {cfg.model.name: app}
     recorder = recorder_actor()
     try:
-        policy = ActorRecordingPolicy(make_policy_client(cfg.model, dep.apps[cfg.model.name]), recorder)
-        with Collector(cfg, policy, apps=dep.apps) as col:
+        policy = ActorRecordingPolicy(make_policy_client(cfg.model, apps[cfg.model.name]), recorder)
+        with Collector(cfg, policy, apps=apps) as col:
             summary = asyncio.run(col.collect_to_dir(load_run_tasks(cfg), tmp_path, progress=False))
         calls = ray.get(recorder.dump.remote())
     finally:
-        teardown(dep)
+        if dep:
+            teardown(dep)
         ray.kill(recorder)
     return summary, rollouts_from_arrow(read_rollout_table(tmp_path)), calls
 
@@ -72,12 +75,11 @@ def test_collector_runs_external_agents_in_actors(tmp_path, serve_http_port):
 
 
 @pytest.mark.slow
-def test_vllm_policy_through_the_gateway(tmp_path, serve_http_port):
+def test_vllm_policy_through_the_gateway(tmp_path, shared_vllm):
     """The embedded vLLM policy: whatever the model writes, every row is token-exact against the engine and
     is either scored by the verifier (`ok`) or carries a failure status."""
-    model = {"kind": "vllm", "name": "policy", "chat_template": "chatml_tools",
-             "engine_kwargs": {"max_model_len": 2048}}
-    summary, rows, calls = _run(tmp_path, model, num_repeats=2, limit=2, max_tokens=48)
+    model, app = shared_vllm  # the default model on vLLM, chatml_tools, max_model_len 2048
+    summary, rows, calls = _run(tmp_path, model, num_repeats=2, limit=2, max_tokens=48, app=app)
     assert summary["overall"]["rollouts"] == 4
     assert _check(rows, calls) >= 1
     for r in rows:
