@@ -99,6 +99,10 @@ else
   uvpip --no-deps agentdojo==0.1.35 cohere==7.3.1 google-genai==3.6.1 fastavro==1.13.1
   # scienceworld, textworld_express: the simulators' jars (Java 17, below) driven through py4j.
   uvpip --no-deps scienceworld==1.2.3 textworld-express==1.1.0 py4j==0.10.9.9
+  # Inspect AI (gym_ray.integrations.inspect): inspect-ai pins fsspec<=2026.6 through s3fs (not imported here),
+  # so it goes in --no-deps with what it imports; inspect-evals for a task whose data ships in that package.
+  uvpip --no-deps inspect-ai==0.3.285 nest-asyncio2==1.7.4 shortuuid==1.0.13 jsonlines==4.0.0 textual==8.2.8 \
+    semver==3.2.0 zstandard==0.25.0 zipfile-zstd==0.0.4 agent-client-protocol==0.12.1 inspect-evals==0.28.0
 
   # Every shipped environment package (environments/<name>/): their entry points make `server: <name>`
   # resolve; the two verifiers packages are found by name by verifiers' own loader. --no-deps: what they
