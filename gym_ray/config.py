@@ -227,6 +227,21 @@ class EnvConfig(_Strict):
         return self
 
 
+class TreeConfig(_Strict):
+    """Tree rollouts: each rollout of a group is a tree. An episode branches at its first `depth` branch points
+    into `width` continuations each (forked env session, copied transcript), so a tree has up to
+    width^depth leaves, each verified into a row. `at`: `assistant_turn` (before every model call after the
+    first) or `tool_call` (before a model call that follows tool results)."""
+
+    width: int = Field(2, ge=2)
+    depth: int = Field(1, ge=1)
+    at: Literal["assistant_turn", "tool_call"] = "assistant_turn"
+
+    @property
+    def leaves(self) -> int:
+        return self.width**self.depth
+
+
 class CollectConfig(_Strict):
     output_dir: str = "runs/latest"
     num_repeats: int = Field(1, gt=0)
@@ -239,6 +254,7 @@ class CollectConfig(_Strict):
     roll_seconds: float = Field(30.0, gt=0)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     resume: bool = False
+    tree: TreeConfig | None = None
 
 
 # Deployments on the rollout hot path skip Serve's per-request access log: thousands of calls a second

@@ -209,6 +209,12 @@ class Rollout(BaseModel):
     task_json: str = "{}"
     metrics_json: str = "{}"
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # Tree rollouts (`collect.tree`): the tree, this leaf's node and the node it branched from, and how many of
+    # the row's tokens (prompt + response) it shares with its siblings. Empty and 0 for independent rollouts.
+    tree_id: str = ""
+    node_id: str = ""
+    parent_node_id: str = ""
+    branch_token_offset: Int32 = 0
 
     @model_validator(mode="after")
     def _non_ok_rows_are_masked(self) -> Rollout:
@@ -270,6 +276,9 @@ class Rollout(BaseModel):
             fail("rollout_index", f"{self.rollout_index} outside group of size {self.group_size}")
         if not 0 <= self.segment_index < self.num_segments:
             fail("segment_index", f"{self.segment_index} outside {self.num_segments} segments")
+        if not 0 <= self.branch_token_offset <= len(self.prompt_token_ids) + n:
+            fail("branch_token_offset", f"{self.branch_token_offset} outside the row's "
+                 f"{len(self.prompt_token_ids) + n} tokens")
 
     @classmethod
     def failed(cls, *, status: Status, error: str, failure: Failure, **identity: Any) -> Rollout:

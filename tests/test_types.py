@@ -85,7 +85,8 @@ FROZEN_SCHEMA = pa.schema([
     ("mask_sample", pa.bool_()), ("error", pa.string()), ("failure_stage", pa.string()),
     ("failure_kind", pa.string()), ("failure_delivery", pa.string()), ("prompt_messages_json", pa.string()),
     ("messages_json", pa.string()), ("task_json", pa.string()), ("metrics_json", pa.string()),
-    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("created_at", pa.timestamp("us", tz="UTC")), ("tree_id", pa.string()), ("node_id", pa.string()),
+    ("parent_node_id", pa.string()), ("branch_token_offset", pa.int32()),
 ])
 
 

@@ -95,6 +95,9 @@ class EpisodeContext:
     group_size: int
     session_id: str
     attempt: int = 0
+    # The policy's routing key when not `session_id`: a tree's branches share their root's (one replica's
+    # prefix cache serves the shared prefix).
+    policy_session_id: str | None = None
     # What the episode is doing now; a timeout row names it.
     stage: FailureStage = FailureStage.AGENT
 

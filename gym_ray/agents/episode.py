@@ -7,6 +7,7 @@ else ends the episode with a status and whatever tokens it had, so no episode is
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import Awaitable
@@ -54,6 +55,21 @@ class Episode:
         self._t0 = time.perf_counter()
         self.limit, self._limit_name = self._token_limit()
         self._refused_by_size = False
+
+    def fork(self, ctx: EpisodeContext) -> Episode:
+        """A copy of this episode in progress that continues on its own under `ctx` (a tree's branch: its
+        own env session and rollout identity)."""
+        other = copy.copy(self)
+        other.ctx = ctx
+        other.messages = list(self.messages)
+        other.transcript = self.transcript.fork() if self.transcript is not None else None
+        other.timings = dict(self.timings)
+        other.components = dict(self.components)
+        other.turn_rewards = list(self.turn_rewards)
+        other.info = copy.deepcopy(self.info)
+        other._models = list(self._models)
+        other._versions = list(self._versions)
+        return other
 
     def _token_limit(self) -> tuple[int, str]:
         """The smaller of the agent's token budget and the model's context length, and which one it is."""
@@ -127,7 +143,8 @@ class Episode:
         t = time.perf_counter()
         self.at(FailureStage.GENERATE)
         try:
-            gen = await self.ctx.policy.generate(tr.context(), sampling, self.ctx.session_id)
+            gen = await self.ctx.policy.generate(tr.context(), sampling,
+                                                 self.ctx.policy_session_id or self.ctx.session_id)
         except Exception as e:
             if is_infra_error(e):
                 raise InfraError(f"policy generate: {type(e).__name__}: {e}",

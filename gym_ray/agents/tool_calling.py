@@ -5,6 +5,8 @@ Its options (`agent.kwargs`) are `ToolCallingAgent.Options`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gym_ray.agents.base import AgentOptions, EpisodeContext, agent_options
 from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import HERMES_FORMAT_HINT, get_parser
@@ -35,12 +37,24 @@ class ToolCallingAgent:
         self._schema_cache: dict[int, tuple[list[ToolSpec], list[dict] | None]] = {}
 
     async def run(self, task: Task, ctx: EpisodeContext) -> list[Rollout]:
+        ep, tools = await self.start(task, ctx)
+        if tools is not None:
+            await self._loop(ep, tools)
+        return await self.finish(ep)
+
+    async def start(self, task: Task, ctx: EpisodeContext) -> tuple[Episode, list[ToolSpec] | None]:
+        """Seed the session and get the tools; no tools when the episode failed already."""
         ep = Episode(task, ctx)
         seeded = await ep.env_call("seed_session", ctx.env.seed_session(ctx.session_id, task), FailureStage.SEED)
-        if not failed(seeded):
-            tools = await self._tools(ep)
-            if not failed(tools):
-                await self._loop(ep, tools)
+        if failed(seeded):
+            return ep, None
+        tools = await self._tools(ep)
+        if failed(tools):
+            return ep, None
+        return ep, tools
+
+    async def finish(self, ep: Episode) -> list[Rollout]:
+        """Verify an episode that ended well, free its session, and return its rows."""
         if ep.transcript is None:  # no prompt was rendered: keep the row's tokens empty but say why
             ep.start([])
         if ep.status == Status.OK:
@@ -73,26 +87,38 @@ class ToolCallingAgent:
         return hit[1]
 
     async def _loop(self, ep: Episode, tools: list[ToolSpec]) -> None:
+        """The whole conversation (subclasses with a loop of their own override this)."""
+        self.admit(ep, tools)
+        await self.play(ep, tools)
+
+    def admit(self, ep: Episode, tools: list[ToolSpec]) -> None:
+        ep.at(FailureStage.ADMISSION)
+        ep.admit(ep.task.prompt, self._schemas(tools))
+
+    async def play(self, ep: Episode, tools: list[ToolSpec], first_turn: int = 0,
+                   branch_at: Callable[[Episode, int], bool] | None = None) -> int | None:
+        """Play turns from `first_turn` until the episode stops (None), or until a later turn is a branch point
+        (`branch_at(ep, turn)`): that turn, not played yet, from which a tree's branches go on."""
         ctx, chat = ep.ctx, ep.chat
         schemas = self._schemas(tools)
         offered = {t.name for t in tools}
-        ep.at(FailureStage.ADMISSION)
-        ep.admit(ep.task.prompt, schemas)
-        for turn in range(self.config.max_turns):
+        for turn in range(first_turn, self.config.max_turns):
             if ep.stopped:
-                return
+                return None
+            if branch_at is not None and turn > first_turn and branch_at(ep, turn):
+                return turn
             if self.rerender and turn > 0:
                 ep.transcript.set_prompt(chat.prompt_ids(ep.messages, schemas, cache=False))
             gen = await ep.generate()
             if gen is None:
-                return
+                return None
             parsed = self.parser(chat.decode(gen.token_ids), turn)
             ep.messages.append(Message(role="assistant", content=parsed.content, tool_calls=parsed.calls or None))
             if ep.stopped:  # cut by length or aborted: the text is incomplete, do not act on it
-                return
+                return None
             if not parsed.calls and not parsed.errors:
                 ep.stop("final_answer")
-                return
+                return None
             results = []
             for call in parsed.calls:
                 if call.name not in offered:
@@ -101,7 +127,7 @@ class ToolCallingAgent:
                     out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call),
                                             FailureStage.TOOL, "tool_s")
                     if failed(out):
-                        return
+                        return None
                     ep.num_tool_calls += 1
                 results.append(Message(role="tool", content=ep.capped(str(out)), tool_call_id=call.id,
                                        name=call.name))
@@ -110,11 +136,12 @@ class ToolCallingAgent:
             if turn == self.config.max_turns - 1:
                 ep.messages.extend(results)
                 ep.stop("max_turns", truncated=True)
-                return
+                return None
             if self.rerender:  # the next prompt is re-rendered from the messages and checked then
                 ep.messages.extend(results)
             elif not await ep.append(results):
-                return
+                return None
+        return None
 
 
 def _parse_error_message(errors: list[str]) -> str:

@@ -10,6 +10,7 @@ segment starts; nothing is silently patched.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from gym_ray.agents.tokenizer import ChatTokenizer
@@ -67,6 +68,14 @@ class Transcript:
     def context(self) -> list[int]:
         """The exact ids to send as the next prompt (a copy)."""
         return list(self._full)
+
+    def fork(self) -> Transcript:
+        """An independent copy sharing nothing mutable (a tree's branch continues from here)."""
+        other = copy.copy(self)
+        other.segments = copy.deepcopy(self.segments)
+        other._full = list(self._full)
+        other.prefix_breaks = list(self.prefix_breaks)
+        return other
 
     def add_generation(
         self, token_ids: list[int], logprobs: list[float], finish_reason: str, policy_version: int = 0

@@ -60,6 +60,9 @@ class GuardedEnv(_Guarded):
     async def close_session(self, session_id: str) -> None:
         return await self._call("close_session", session_id)
 
+    async def fork_session(self, session_id: str, new_session_ids: list[str]) -> None:
+        return await self._call("fork_session", session_id, new_session_ids)
+
 
 class GuardedPolicy(_Guarded):
     """A PolicyClient whose non-infrastructure failures are `PolicyCallError`s."""

@@ -1,0 +1,142 @@
+"""Tree rollouts: one episode branched into `width` continuations at each of its first `depth` branch points.
+
+At a branch point the node's env session is forked (one copy per branch) and its episode (transcript,
+messages, counters) copied, so the shared prefix is generated once and each branch goes on alone; the node's
+own session is then freed. Every leaf is verified and becomes a row; a node whose episode ends before its
+next branch point is a leaf too. All branches of a tree call the policy with their root's session id, so one
+replica's prefix cache serves the shared prefix. A failure ends only its own node's subtree, as one masked
+leaf row with a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gym_ray.agents.base import EpisodeContext, infra_failure
+from gym_ray.agents.episode import Episode
+from gym_ray.agents.tool_calling import ToolCallingAgent
+from gym_ray.config import TreeConfig
+from gym_ray.episodes.guard import EnvCallError, PolicyCallError
+from gym_ray.errors import Failure, FailureKind, FailureStage, Status
+from gym_ray.types import Rollout
+
+BRANCH_POINTS: dict[str, Callable[[Episode, int], bool]] = {
+    "assistant_turn": lambda ep, turn: True,
+    "tool_call": lambda ep, turn: ep.messages[-1].role == "tool",
+}
+
+
+def can_branch(agent: object) -> bool:
+    """Trees need the tool-calling agent's own turn loop (`play`): a subclass with a loop of its own cannot."""
+    cls = type(agent)
+    return (isinstance(agent, ToolCallingAgent) and cls._loop is ToolCallingAgent._loop
+            and cls.run is ToolCallingAgent.run)
+
+
+@dataclass
+class Node:
+    ep: Episode
+    node_id: str
+    parent_node_id: str
+    level: int  # branch points above this node
+    offset: int = 0  # tokens shared with its siblings
+    offset_segment: int = 0  # the transcript segment the branch point is in
+
+
+class TreePlayer:
+    """Plays one tree: `run(ctx, task)` -> the leaves' rows (with the tree columns)."""
+
+    def __init__(self, agent: ToolCallingAgent, tree: TreeConfig, tree_id: str, timeout_s: float,
+                 infra: tuple[type[BaseException], ...]) -> None:
+        self.agent = agent
+        self.tree = tree
+        self.tree_id = tree_id
+        self.timeout_s = timeout_s
+        self.infra = infra
+        self.branch_at = BRANCH_POINTS[tree.at]
+
+    async def run(self, task, ctx: EpisodeContext) -> list[tuple[Node, list[Rollout]]]:
+        ctx = dataclasses.replace(ctx, policy_session_id=ctx.policy_session_id or ctx.session_id)
+        root = Node(Episode(task, ctx), "0", "", 0)
+        try:
+            root.ep, tools = await asyncio.wait_for(self.agent.start(task, ctx), self.timeout_s)
+            if tools is not None:
+                self.agent.admit(root.ep, tools)
+        except BaseException as e:  # noqa: BLE001 - any failure ends this node as a masked leaf
+            self._failed(root.ep, e)
+            tools = None
+        if tools is None:
+            return [(root, await self.agent.finish(root.ep))]
+        return await self._grow(root, tools, 0)
+
+    async def _grow(self, node: Node, tools, first_turn: int) -> list[tuple[Node, list[Rollout]]]:
+        branch_at = self.branch_at if node.level < self.tree.depth else None
+        try:
+            turn = await asyncio.wait_for(self.agent.play(node.ep, tools, first_turn, branch_at), self.timeout_s)
+        except BaseException as e:  # noqa: BLE001 - any failure ends this node as a masked leaf
+            self._failed(node.ep, e)
+            turn = None
+        if turn is None:
+            return [(node, await self.agent.finish(node.ep))]
+        children = self._children(node)
+        ep = node.ep
+        try:
+            await ep.ctx.env.fork_session(ep.ctx.session_id, [c.ep.ctx.session_id for c in children])
+        except BaseException as e:  # noqa: BLE001 - the branches never started: this node is a failed leaf
+            self._failed(ep, e, FailureStage.SEED)
+            return [(node, await self.agent.finish(ep))]
+        await ep.close()
+        grown = await asyncio.gather(*(self._grow(c, tools, turn) for c in children))
+        return [leaf for leaves in grown for leaf in leaves]
+
+    def _children(self, node: Node) -> list[Node]:
+        ep = node.ep
+        step = self.tree.width ** (self.tree.depth - node.level - 1)
+        offset, segment = len(ep.transcript), len(ep.transcript.segments) - 1
+        children = []
+        for k in range(self.tree.width):
+            index = ep.ctx.rollout_index + k * step  # its first leaf's place in the full tree
+            ctx = dataclasses.replace(ep.ctx, session_id=f"{ep.ctx.session_id}.{k}", rollout_index=index,
+                                      rollout_id=f"{ep.ctx.group_id}-{index}")
+            children.append(Node(ep.fork(ctx), f"{node.node_id}.{k}", node.node_id, node.level + 1, offset, segment))
+        return children
+
+    def _failed(self, ep: Episode, e: BaseException, stage: FailureStage | None = None) -> None:
+        """Record why this node stopped; a cancelled tree is cancelled, not recorded."""
+        if isinstance(e, asyncio.CancelledError):
+            raise e
+        stage = stage or ep.ctx.stage
+        if isinstance(e, TimeoutError):
+            ep.fail(Status.TIMEOUT, f"tree node exceeded {self.timeout_s:g} s (during {stage.value})",
+                    Failure(stage=stage, kind=FailureKind.TIMEOUT))
+        elif isinstance(e, self.infra):
+            ep.fail(Status.INFRA_ERROR, f"{type(e).__name__}: {e}", infra_failure(e, stage))
+        elif isinstance(e, EnvCallError):
+            ep.fail(Status.ENV_ERROR, str(e), Failure(stage=stage, kind=FailureKind.EXCEPTION))
+        elif isinstance(e, PolicyCallError):
+            ep.fail(Status.MODEL_ERROR, str(e), Failure(stage=FailureStage.GENERATE, kind=FailureKind.EXCEPTION))
+        elif isinstance(e, Exception):
+            tb = "".join(traceback.format_exception(e)[-3:])
+            ep.fail(Status.ABORTED, f"agent raised {type(e).__name__}: {e}\n{tb}",
+                    Failure(stage=FailureStage.AGENT, kind=FailureKind.EXCEPTION))
+        else:
+            raise e
+
+
+def tree_rows(tree_id: str, node: Node, rows: list[Rollout]) -> list[Rollout]:
+    """A leaf's rows with the tree columns: segments before its branch point are shared whole, the one it
+    branched in up to the offset, later ones not at all."""
+    for row in rows:
+        row.tree_id, row.node_id, row.parent_node_id = tree_id, node.node_id, node.parent_node_id
+        size = len(row.prompt_token_ids) + len(row.response_token_ids)
+        if row.segment_index < node.offset_segment:
+            row.branch_token_offset = size
+        elif row.segment_index == node.offset_segment:
+            row.branch_token_offset = min(node.offset, size)
+        else:
+            row.branch_token_offset = 0
+    return rows

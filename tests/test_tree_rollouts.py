@@ -1,0 +1,176 @@
+"""Tree rollouts through the episode service, in-process: the real scripted policy and the real counter env.
+
+A tree of width w and depth d has w^d leaf rows; siblings share their tokens up to `branch_token_offset`
+and every leaf is token-exact against the engine's calls; each branch's env session is its own (a leaf's
+reward is what its own increments add up to); every session is closed at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from gym_ray.agents.base import load_tokenizer
+from gym_ray.config import EnvConfig, ModelConfig, SamplingConfig, TreeConfig, load_config
+from gym_ray.episodes import EnvSpec, EpisodeService, Group
+from gym_ray.models.scripted import ScriptedPolicy
+from gym_ray.resources.local import LocalEnvClient
+from gym_ray.tasks import load_tasks
+from gym_ray.types import rollouts_from_arrow, rollouts_to_arrow
+
+COUNTER = Path(__file__).resolve().parents[1] / "environments" / "counter"
+_calls = itertools.count()
+
+
+def counting_script(prompt_text: str, turn: int):
+    """Three increments of 1-3 (each call of the script a different amount, so branches diverge), then an
+    answer; a reply of "stop" on turn 0 when the task says so (an episode that ends before branching)."""
+    if "Stop at once" in prompt_text:
+        return "Nothing to do."
+    if turn < 3:
+        return {"name": "increment", "arguments": {"count": next(_calls) % 3 + 1}}
+    value = re.findall(r"The counter is now (-?\d+)\.", prompt_text)[-1]
+    return f"The counter is {value}."
+
+
+class Recording:
+    """The scripted policy as a PolicyClient, recording each call and the routing key it came with."""
+
+    def __init__(self, policy: ScriptedPolicy):
+        self.policy = policy
+        self.model_name = policy.model_name
+        self.calls: list[tuple[list[int], list[int], list[float]]] = []
+        self.keys: set[str | None] = set()
+
+    async def generate(self, prompt_token_ids, sampling, session_id=None):
+        gen = await self.policy.generate(list(prompt_token_ids), sampling)
+        self.calls.append((list(prompt_token_ids), list(gen.token_ids), list(gen.logprobs)))
+        self.keys.add(session_id)
+        return gen
+
+
+@pytest.fixture(scope="module")
+def setup(default_model_path):
+    env_cfg: EnvConfig = load_config(COUNTER / "config.yaml").envs["counter"]
+    env_cfg = env_cfg.model_copy(update={"hosting": "local"})
+    tasks = load_tasks(env_cfg.data, default_env="counter")
+    chat = load_tokenizer(default_model_path, "chatml_tools")
+    scripted = ScriptedPolicy(ModelConfig(kind="scripted", name="scripted", script=f"{__name__}:counting_script"),
+                              default_model_path)
+    return env_cfg, tasks, chat, scripted
+
+
+def service_for(setup, tree: TreeConfig, policy: Recording) -> tuple[EpisodeService, LocalEnvClient]:
+    env_cfg, _, chat, _ = setup
+    client = LocalEnvClient("counter", env_cfg)
+    service = EpisodeService({"counter": EnvSpec(config=env_cfg, client=client)}, policy, tokenizer=chat,
+                             sampling=SamplingConfig(max_tokens=96), tree=tree)
+    return service, client
+
+
+def increments(row) -> int:
+    msgs = json.loads(row.messages_json)
+    return sum(c["function"]["arguments"]["count"] if isinstance(c["function"]["arguments"], dict)
+               else json.loads(c["function"]["arguments"])["count"]
+               for m in msgs if m["role"] == "assistant" for c in (m.get("tool_calls") or []))
+
+
+def assert_leaf_token_exact(row, calls) -> None:
+    """Each of the row's model calls is one the engine answered: its prompt is the row's sequence before the
+    span, and the span holds exactly the engine's ids and logprobs; mask 1 on spans only."""
+    full = row.prompt_token_ids + row.response_token_ids
+    n = len(row.prompt_token_ids)
+    answered = {(tuple(p), tuple(g)): lp for p, g, lp in calls}
+    for start, end in zip(row.gen_span_starts, row.gen_span_ends, strict=True):
+        key = (tuple(full[: n + start]), tuple(full[n + start: n + end]))
+        assert key in answered, "a span no engine call produced"
+        assert row.response_logprobs[start:end] == answered[key]
+    spans = {i for s, e in zip(row.gen_span_starts, row.gen_span_ends, strict=True) for i in range(s, e)}
+    assert [i for i, m in enumerate(row.response_loss_mask) if m] == sorted(spans)
+    assert all(lp == 0.0 for lp, m in zip(row.response_logprobs, row.response_loss_mask, strict=True) if not m)
+
+
+def test_a_tree_of_width_2_and_depth_2(setup):
+    _, tasks, _, scripted = setup
+    policy = Recording(scripted)
+    tree = TreeConfig(width=2, depth=2, at="assistant_turn")
+    service, client = service_for(setup, tree, policy)
+    task = tasks[0]  # expected count 3
+    rows = asyncio.run(service.run_group(task, Group("g", group_size=2 * tree.leaves)))
+
+    assert len(rows) == 8  # two trees of 2^2 leaves
+    assert {r.status for r in rows} == {"ok"}, [r.error for r in rows]
+    assert sorted(r.rollout_index for r in rows) == list(range(8))
+    assert len({r.rollout_id for r in rows}) == 8 and {r.group_size for r in rows} == {8}
+    assert {r.tree_id for r in rows} == {"g-t0", "g-t1"}
+    for tree_id in ("g-t0", "g-t1"):
+        leaves = sorted((r for r in rows if r.tree_id == tree_id), key=lambda r: r.node_id)
+        assert [r.node_id for r in leaves] == ["0.0.0", "0.0.1", "0.1.0", "0.1.1"]
+        assert [r.parent_node_id for r in leaves] == ["0.0", "0.0", "0.1", "0.1"]
+        seqs = [r.prompt_token_ids + r.response_token_ids for r in leaves]
+        for a, b in ((0, 1), (2, 3)):  # siblings: identical up to the offset (the second branch point)
+            k = leaves[a].branch_token_offset
+            assert k == leaves[b].branch_token_offset and 0 < k < min(len(seqs[a]), len(seqs[b]))
+            assert seqs[a][:k] == seqs[b][:k]
+        # cousins share the first branch point's prefix: the root's first turn, generated once
+        first = leaves[0].prompt_token_ids + leaves[0].response_token_ids[:leaves[0].gen_span_ends[0]]
+        assert all(s[:len(first)] == first for s in seqs)
+    for r in rows:
+        assert r.num_turns == 4 and r.num_tool_calls == 3
+        assert_leaf_token_exact(r, policy.calls)
+        # each branch's session is its own: the env's count is this leaf's own increments
+        assert r.reward == float(increments(r) == 3), (r.node_id, increments(r))
+        assert json.loads(r.messages_json)[-1]["content"] == f"The counter is {increments(r)}."
+    # per tree: 1 root turn + 2 second turns + 4 third + 4 answers = 11 engine calls, not 4 x 4 = 16
+    assert len(policy.calls) == 22
+    assert policy.keys == {"g-t0.a0", "g-t1.a0"}  # a tree's branches go to its root's policy replica
+    assert len(client.runtime.sessions) == 0  # every session closed: leaves', and branch nodes' after forking
+    back = rollouts_from_arrow(rollouts_to_arrow(rows))
+    assert [(r.tree_id, r.node_id, r.parent_node_id, r.branch_token_offset) for r in back] == [
+        (r.tree_id, r.node_id, r.parent_node_id, r.branch_token_offset) for r in rows]
+
+
+def test_branching_before_tool_results_and_an_episode_that_ends_first(setup):
+    _, tasks, _, scripted = setup
+    policy = Recording(scripted)
+    service, client = service_for(setup, TreeConfig(width=3, depth=1, at="tool_call"), policy)
+    task = tasks[0]
+    stop = task.model_copy(update={"task_id": "stop", "prompt": [*task.prompt[:-1], task.prompt[-1].model_copy(
+        update={"content": "Stop at once."})]})
+
+    async def go():
+        return (await service.run_group(task, Group("a", group_size=3)),
+                await service.run_group(stop, Group("b", group_size=3)))
+
+    branched, ended = asyncio.run(go())
+    assert [r.node_id for r in sorted(branched, key=lambda r: r.node_id)] == ["0.0", "0.1", "0.2"]
+    offsets = {r.branch_token_offset for r in branched}
+    assert len(offsets) == 1
+    [k] = offsets
+    first = branched[0]
+    # the branch point follows the first tool result: the shared prefix holds one call, its result, and the
+    # template's lead-in to the next call, where the branches' own tokens start
+    assert first.gen_span_ends[0] < k - len(first.prompt_token_ids) == first.gen_span_starts[1]
+    assert len({tuple((r.prompt_token_ids + r.response_token_ids)[:k]) for r in branched}) == 1
+    # an episode that answers before its first branch point is one leaf: the root, unbranched
+    [root] = ended
+    assert (root.node_id, root.parent_node_id, root.branch_token_offset, root.rollout_index) == ("0", "", 0, 0)
+    assert root.status == "ok" and root.num_turns == 1
+    assert len(client.runtime.sessions) == 0
+
+
+def test_environments_and_agents_that_cannot_branch_are_refused_in_one_line(setup, tmp_path):
+    env_cfg, _, chat, scripted = setup
+    tree = TreeConfig()
+    mcp = EnvConfig(server="gym_ray.integrations.mcp:MCPEnv", config={"command": "no-such-mcp-server"})
+    with pytest.raises(ValueError, match=r"^envs\.tools: collect\.tree needs forkable episodes") as e:
+        EpisodeService({"tools": EnvSpec(config=mcp)}, Recording(scripted), tokenizer=chat, tree=tree)
+    assert "\n" not in str(e.value)
+    own_loop = env_cfg.model_copy(update={"agent": env_cfg.agent.model_copy(
+        update={"cls": "gym_ray.agents.env_step:EnvStepAgent"})})
+    with pytest.raises(ValueError, match=r"^envs\.counter: collect\.tree needs the tool-calling agent's turn loop"):
+        EpisodeService({"counter": EnvSpec(config=own_loop)}, Recording(scripted), tokenizer=chat, tree=tree)
