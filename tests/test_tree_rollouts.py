@@ -174,3 +174,30 @@ def test_environments_and_agents_that_cannot_branch_are_refused_in_one_line(setu
         update={"cls": "gym_ray.agents.env_step:EnvStepAgent"})})
     with pytest.raises(ValueError, match=r"^envs\.counter: collect\.tree needs the tool-calling agent's turn loop"):
         EpisodeService({"counter": EnvSpec(config=own_loop)}, Recording(scripted), tokenizer=chat, tree=tree)
+
+
+def test_a_failed_fork_ends_only_its_own_subtree_as_a_masked_leaf(setup):
+    """The second branch node's fork fails in the environment: that node is one masked env_error leaf, its
+    sibling's subtree is whole, and no session is left open."""
+    _, tasks, _, scripted = setup
+    policy = Recording(scripted)
+    service, client = service_for(setup, TreeConfig(width=2, depth=2), policy)
+    server = client.runtime.server
+    forks = itertools.count()
+    real_fork = server.fork
+
+    def fork(state):
+        if server.session_id.endswith(".a0.1") and next(forks) == 0:
+            raise OSError("snapshot store full")
+        return real_fork(state)
+
+    server.fork = fork
+    rows = asyncio.run(service.run_group(tasks[0], Group("f", group_size=4)))
+    by_node = {r.node_id: r for r in rows}
+    assert sorted(by_node) == ["0.0.0", "0.0.1", "0.1"]
+    failed = by_node["0.1"]
+    assert failed.status == "env_error" and failed.mask_sample and failed.failure_stage == "seed"
+    assert "fork of session 'f-t0.a0.1' failed: OSError: snapshot store full" in failed.error
+    assert failed.rollout_index == 2 and failed.parent_node_id == "0"
+    assert all(by_node[n].status == "ok" for n in ("0.0.0", "0.0.1"))
+    assert len(client.runtime.sessions) == 0

@@ -11,6 +11,7 @@ leaf row with a status.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import traceback
 from collections.abc import Callable
@@ -70,7 +71,7 @@ class TreePlayer:
             self._failed(root.ep, e)
             tools = None
         if tools is None:
-            return [(root, await self.agent.finish(root.ep))]
+            return await self._leaf(root)
         return await self._grow(root, tools, 0)
 
     async def _grow(self, node: Node, tools, first_turn: int) -> list[tuple[Node, list[Rollout]]]:
@@ -81,17 +82,27 @@ class TreePlayer:
             self._failed(node.ep, e)
             turn = None
         if turn is None:
-            return [(node, await self.agent.finish(node.ep))]
+            return await self._leaf(node)
         children = self._children(node)
         ep = node.ep
         try:
             await ep.ctx.env.fork_session(ep.ctx.session_id, [c.ep.ctx.session_id for c in children])
         except BaseException as e:  # noqa: BLE001 - the branches never started: this node is a failed leaf
             self._failed(ep, e, FailureStage.SEED)
-            return [(node, await self.agent.finish(ep))]
+            return await self._leaf(node)
         await ep.close()
         grown = await asyncio.gather(*(self._grow(c, tools, turn) for c in children))
         return [leaf for leaves in grown for leaf in leaves]
+
+    async def _leaf(self, node: Node) -> list[tuple[Node, list[Rollout]]]:
+        """Verify the leaf and free its session; a verify past the time limit makes it a timeout row."""
+        try:
+            return [(node, await asyncio.wait_for(self.agent.finish(node.ep), self.timeout_s))]
+        except TimeoutError as e:
+            self._failed(node.ep, e)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(node.ep.close(), 10)
+            return [(node, node.ep.rows())]
 
     def _children(self, node: Node) -> list[Node]:
         ep = node.ep
