@@ -9,9 +9,10 @@ from gym_ray.collect.metrics import MetricsAccumulator, format_table, metrics_fr
 from gym_ray.collect.plan import GroupSpec, plan_groups
 from gym_ray.collect.scheduler import ActorStartError
 from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
+from gym_ray.collect.stream import RolloutStream, SyncRolloutStream
 
 __all__ = [
     "ActorStartError", "Collector", "GroupSpec", "MetricsAccumulator", "ParquetSink", "ResumeError",
-    "done_groups", "format_table", "load_run_tasks", "metrics_from_dir", "plan_groups",
+    "RolloutStream", "SyncRolloutStream", "done_groups", "format_table", "load_run_tasks", "metrics_from_dir", "plan_groups",
     "tables_to_groups",
 ]

@@ -44,6 +44,7 @@ class Scheduler:
                        for i in range(num_agents)]
         self._started = False
         self.regrouped = 0  # groups re-dispatched after their agent actor died
+        self._cancelled: set[str] = set()
 
     async def start(self) -> list[dict]:
         try:
@@ -75,12 +76,23 @@ class Scheduler:
                 await asyncio.sleep(0.5)
         return False
 
-    async def run(self, groups: list[GroupSpec]) -> AsyncIterator[pa.Table]:
+    async def cancel(self, group_ids: set[str]) -> None:
+        """Cancel these groups on the actors running them (their episodes close their env sessions): they
+        yield no row, nor run again if their actor dies. Take unsent ones out of a `Feed` first (`withdraw`)."""
+        self._cancelled |= group_ids
+        await asyncio.gather(*(a.cancel.remote(sorted(group_ids)) for a in self.actors), return_exceptions=True)
+
+    async def run(self, groups: list[GroupSpec] | Feed) -> AsyncIterator[pa.Table]:
+        """Tables of `groups` as they finish; with a `Feed`, groups submitted to it while this runs, until it
+        is closed and they are done."""
         if not self._started:
             await self.start()
-        pending: deque[GroupSpec] = deque(groups)
+        feed = groups if isinstance(groups, Feed) else None
+        pending: deque[GroupSpec] = feed.pending if feed is not None else deque(groups)
         lost_count: Counter[str] = Counter()
         out: asyncio.Queue = asyncio.Queue()
+        if feed is not None:
+            feed.wake = out
         outstanding = {i: 0 for i in range(len(self.actors))}
         healthy = set(outstanding)
         recovering: set[int] = set()
@@ -108,7 +120,7 @@ class Scheduler:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                lost = [g for g in chunk if g.group_id not in received]
+                lost = [g for g in chunk if g.group_id not in received and g.group_id not in self._cancelled]
                 if not isinstance(e, self.infra):  # a bug in the actor: never silently dropped, not retried
                     give_up(lost, Status.ABORTED, _root_cause(e), FailureKind.EXCEPTION)
                 else:
@@ -125,6 +137,7 @@ class Scheduler:
                         recovering.add(i)
                         spawn(recover(i))
             finally:
+                self._cancelled.difference_update(g.group_id for g in chunk)
                 out.put_nowait(("chunk_done", i))
 
         async def recover(i: int) -> None:
@@ -135,6 +148,14 @@ class Scheduler:
             out.put_nowait(("recovered", i))
 
         def dispatch() -> None:
+            if feed is not None:  # a stream bounds its groups in flight itself: each to the least busy actor
+                while pending and healthy:
+                    i = min(sorted(healthy), key=outstanding.__getitem__)
+                    size = self._chunk_size(pending[0].group_size)
+                    chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
+                    outstanding[i] += 1
+                    spawn(drive(i, chunk))
+                return
             for i in sorted(healthy):
                 while outstanding[i] < self.CHUNKS_PER_ACTOR and pending:
                     size = self._chunk_size(pending[0].group_size)
@@ -144,7 +165,7 @@ class Scheduler:
 
         try:
             dispatch()
-            while any(outstanding.values()) or recovering or (pending and healthy):
+            while any(outstanding.values()) or recovering or (pending and healthy) or (feed and not feed.closed):
                 item = await out.get()
                 if isinstance(item, tuple):
                     if item[0] == "chunk_done":
@@ -161,6 +182,8 @@ class Scheduler:
                 if not isinstance(item, tuple):
                     yield item
         finally:
+            if feed is not None:
+                feed.wake = None
             for t in tasks:
                 t.cancel()
 
@@ -168,6 +191,35 @@ class Scheduler:
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.actors = []
+
+
+class Feed:
+    """Work for one long `Scheduler.run`: groups submitted while it goes on (a rollout stream's admission)."""
+
+    def __init__(self) -> None:
+        self.pending: deque[GroupSpec] = deque()
+        self.closed = False
+        self.wake: asyncio.Queue | None = None  # the running `run`'s inbox
+
+    def submit(self, groups: list[GroupSpec]) -> None:
+        """Queue `groups` and wake the run to dispatch them."""
+        self.pending.extend(groups)
+        self._poke()
+
+    def withdraw(self, group_ids: set[str]) -> None:
+        """Take these groups out if they have not been sent to an actor yet."""
+        kept = [g for g in self.pending if g.group_id not in group_ids]
+        self.pending.clear()
+        self.pending.extend(kept)
+
+    def close(self) -> None:
+        """No more groups: the run ends once those already submitted are done."""
+        self.closed = True
+        self._poke()
+
+    def _poke(self) -> None:
+        if self.wake is not None:
+            self.wake.put_nowait(("fed", -1))
 
 
 def _round_the_nodes(n: int) -> list:

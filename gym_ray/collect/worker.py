@@ -32,6 +32,7 @@ class AgentWorker:
         install_log_redaction()
         policy = build_policy(setup)
         self.telemetry = CollectTelemetry(name)
+        self._groups: dict[str, asyncio.Task] = {}  # running group -> its task, for `cancel`
         self.service = EpisodeService(
             setup.envs, policy, chat_template=setup.chat_template, sampling=setup.sampling,
             agent_classes=setup.agent_classes, episode_timeout_s=setup.episode_timeout_s,
@@ -46,15 +47,31 @@ class AgentWorker:
     async def ready(self) -> dict:
         return {"actor": self.name, "envs": sorted(self.service.envs), "model": self.service.policy.model_name}
 
+    async def cancel(self, group_ids: list[str]) -> int:
+        """Cancel these groups' episodes if they run here (each closes its env session); they yield no row.
+        Returns how many were running here."""
+        tasks = [t for gid in group_ids if (t := self._groups.get(gid)) is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
     async def run_chunk(self, groups: list[GroupSpec]) -> AsyncIterator[bytes]:
         """Run every episode of `groups`; yield Arrow tables (as IPC bytes), each holding whole groups only."""
         done: asyncio.Queue[list[Rollout]] = asyncio.Queue()
 
         async def one_group(g: GroupSpec) -> None:
-            outcomes = await asyncio.gather(*(self.service.run(g.task, i, g) for i in range(g.group_size)))
+            try:
+                outcomes = await asyncio.gather(*(self.service.run(g.task, i, g) for i in range(g.group_size)))
+            except asyncio.CancelledError:
+                done.put_nowait([])  # cancelled: counted as done, no rows
+                raise
+            finally:
+                self._groups.pop(g.group_id, None)
             done.put_nowait([row for rows in outcomes for row in rows])
 
         tasks = [asyncio.create_task(one_group(g)) for g in groups]
+        self._groups.update((g.group_id, t) for g, t in zip(groups, tasks, strict=True))
         remaining = len(tasks)
         try:
             while remaining:
@@ -71,6 +88,8 @@ class AgentWorker:
                         break
                     remaining -= 1
                 rows = [r for group in batch for r in group]
+                if not rows:
+                    continue
                 self._record(rows)
                 yield table_to_ipc(rollouts_to_arrow(rows))
         finally:
