@@ -26,8 +26,9 @@ from gym_ray.agents.base import (
 )
 from gym_ray.agents.choose import agent_class
 from gym_ray.clients import EnvClient, PolicyClient
-from gym_ray.config import EnvConfig, RunConfig, SamplingConfig, load_config
+from gym_ray.config import EnvConfig, RunConfig, SamplingConfig, TreeConfig, load_config
 from gym_ray.episodes.guard import EnvCallError, GuardedEnv, GuardedPolicy, PolicyCallError
+from gym_ray.episodes.tree import TreePlayer, can_branch, tree_rows
 from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
 from gym_ray.tasks import failed_row_texts
 from gym_ray.types import Rollout, RolloutInvariantError, Task
@@ -81,7 +82,8 @@ class EpisodeService:
     `policy` and `sampling` are the defaults, which a trainer adapter replaces per call (its engine, its
     sampling parameters). `tokenizer` is a `ChatTokenizer` or a tokenizer path (default: the policy's),
     loaded with `chat_template`. `max_total_tokens` caps each agent's token budget (a trainer's padded
-    sequence width). `telemetry` (optional) counts retries.
+    sequence width). `telemetry` (optional) counts retries. `tree`: each rollout of a group is a tree
+    (`run_group` plays them; each environment must fork its sessions and use the tool-calling agent).
     """
 
     _shared: ClassVar[dict[tuple, EpisodeService]] = {}
@@ -90,7 +92,7 @@ class EpisodeService:
                  tokenizer: ChatTokenizer | str | None = None, chat_template: str | None = None,
                  sampling: SamplingConfig | None = None, agent_classes: Mapping[str, Any] | None = None,
                  max_total_tokens: int | None = None, episode_timeout_s: float = 300.0, max_retries: int = 2,
-                 concurrency: int = 1 << 30, telemetry=None):
+                 concurrency: int = 1 << 30, telemetry=None, tree: TreeConfig | None = None):
         self.infra = infra_error_types()
         if tokenizer is None or isinstance(tokenizer, str | os.PathLike):
             tokenizer = load_tokenizer(str(tokenizer or policy.tokenizer_path()), chat_template)
@@ -103,6 +105,7 @@ class EpisodeService:
         self.episode_timeout_s = episode_timeout_s
         self.max_retries = max_retries
         self.telemetry = telemetry
+        self.tree = tree
         self.sem = asyncio.Semaphore(concurrency)
         self.in_flight = 0
         self.envs: dict[str, GuardedEnv] = {}
@@ -125,6 +128,7 @@ class EpisodeService:
             raise ValueError(f"envs: {unknown} not in the run config's envs {sorted(cfg.envs)}")
         options = {"tokenizer": cfg.model.tokenizer, "chat_template": cfg.model.chat_template,
                    "sampling": c.sampling, "episode_timeout_s": c.episode_timeout_s, "max_retries": c.max_retries,
+                   "tree": c.tree,
                    **{k: v for k, v in options.items() if v is not None}}
         return cls({n: EnvSpec(config=cfg.envs[n]) for n in names}, policy, **options)
 
@@ -143,6 +147,10 @@ class EpisodeService:
         """Build `name`'s client and agent now: in-process envs are constructed here, so a bad server or
         constructor fails at once, not in every episode."""
         spec = spec if isinstance(spec, EnvSpec) else EnvSpec(config=spec)
+        if self.tree is not None:
+            from gym_ray.resources.runtime import check_forkable
+
+            check_forkable(name, spec.config)  # before building it: such adapters start servers
         client = build_env(name, spec)
         if hasattr(client, "build"):
             client.build()
@@ -151,9 +159,68 @@ class EpisodeService:
             agent_config = agent_config.model_copy(
                 update={"max_total_tokens": min(agent_config.max_total_tokens, self.max_total_tokens)})
         cls = self.agent_classes.get(name) or agent_class(spec.config)
-        self.agents[name] = cls(spec.config.agent)
+        agent = cls(spec.config.agent)
+        if self.tree is not None:
+            self._check_tree(name, client, agent)
+        self.agents[name] = agent
         self.agent_configs[name] = agent_config
         self.envs[name] = GuardedEnv(client, self.infra)
+
+    def _check_tree(self, name: str, client: EnvClient, agent) -> None:
+        """Refuse, in one line, an environment that cannot be played as trees."""
+        if not hasattr(client, "fork_session"):
+            raise ValueError(f"envs.{name}: collect.tree needs forkable sessions; its {type(client).__name__} "
+                             "client cannot fork")
+        if not can_branch(agent):
+            raise ValueError(f"envs.{name}: collect.tree needs the tool-calling agent's turn loop; "
+                             f"{type(agent).__name__} has a loop of its own")
+
+    async def run_group(self, task: Task, group: Group, *, policy: PolicyClient | None = None,
+                        sampling: SamplingConfig | None = None) -> list[Rollout]:
+        """Every rollout of `group`: `group_size` episodes, or with `tree`, `group_size / leaves` trees."""
+        if self.tree is None:
+            runs = [self.run(task, i, group, policy=policy, sampling=sampling) for i in range(group.group_size)]
+        else:
+            leaves = self.tree.leaves
+            runs = [self.run_tree(task, i * leaves, group, policy=policy, sampling=sampling)
+                    for i in range(max(1, group.group_size // leaves))]
+        return [row for rows in await asyncio.gather(*runs) for row in rows]
+
+    async def run_tree(self, task: Task, first_index: int, group: Group, *, policy: PolicyClient | None = None,
+                       sampling: SamplingConfig | None = None) -> list[Rollout]:
+        """One tree (`tree`): its leaves' rows, rollout indexes from `first_index` by their place in the full
+        tree (a node that ended early is a leaf at its first descendant's place); a failed node is a masked
+        leaf with a status."""
+        assert self.tree is not None, "run_tree needs the service's tree"
+        policy = GuardedPolicy(policy, self.infra) if policy is not None else self.policy
+        sampling = sampling or self.sampling
+        tree_id = f"{group.group_id}-t{first_index // self.tree.leaves}"
+        provenance = dict(model=policy.model_name, tokenizer_fingerprint=self.fingerprint,
+                          sampling_params_json=sampling.model_dump_json())
+        agent, env = self.agents.get(task.env), self.envs.get(task.env)
+        if agent is None or env is None:
+            failure = Failure(stage=FailureStage.ADMISSION, kind=FailureKind.UNKNOWN_ENV, delivery=Delivery.NOT_SENT)
+            return [failed_row(task, group, first_index, Status.ENV_ERROR,
+                               f"unknown env {task.env!r}; configured: {sorted(self.envs)}", failure, group.attempt,
+                               **provenance)]
+        ctx = EpisodeContext(
+            policy=policy, env=env, tokenizer=self.tokenizer, sampling=sampling, config=self.agent_configs[task.env],
+            rollout_id=f"{group.group_id}-{first_index}", group_id=group.group_id, rollout_index=first_index,
+            group_size=group.group_size, session_id=f"{tree_id}.a{group.attempt}", attempt=group.attempt)
+        player = TreePlayer(agent, self.tree, tree_id, self.episode_timeout_s, self.infra)
+        async with self.sem:
+            self.in_flight += 1
+            try:
+                leaves = await player.run(task, ctx)
+            finally:
+                self.in_flight -= 1
+        rows = []
+        for node, leaf in leaves:
+            c = node.ep.ctx
+            identity = dict(rollout_id=c.rollout_id, group_id=group.group_id, task_id=task.task_id, env=task.env,
+                            rollout_index=c.rollout_index, group_size=group.group_size)
+            rows += tree_rows(tree_id, node, self._accept(task, group, identity, leaf, group.attempt, provenance))
+        return rows
 
     async def run(self, task: Task, rollout_index: int, group: Group | None = None, *,
                   policy: PolicyClient | None = None, sampling: SamplingConfig | None = None) -> list[Rollout]:
