@@ -187,8 +187,8 @@ def shipped(root: Path) -> list[Row]:
             rows.append(Row(name, "env step" if step else "tool calling", "the package's", cls.verifier,
                             cls.metric, origin))
         else:
-            rows.append(Row(name, "env step" if step else kind_of(cls), tools_of(cls), cls.verifier, cls.metric,
-                            cls.origin))
+            calls = "tool calling" if cls.tool_defs or cls.forwards_tools() else "single turn"
+            rows.append(Row(name, "env step" if step else calls, tools_of(cls), cls.verifier, cls.metric, cls.origin))
     return rows
 
 

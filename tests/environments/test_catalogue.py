@@ -70,7 +70,8 @@ def test_gym_ray_envs_lists_each_package_as_the_catalogue_does(capsys):
     assert set(packages) == {n for n in rows if (ENVIRONMENTS / n / "server.py").is_file()}
     for name, p in packages.items():
         row = rows[name]
-        assert row.kind.startswith(p.kind) or row.kind == "env step", name
+        # a class with reset/step may be played by a tool-calling agent its config names (tau2_bench's)
+        assert row.kind == p.kind or p.kind == "env step", name
         assert (p.verifier, p.origin) == (row.verifier, row.origin), name
     assert main(["envs"]) == 0
     out = capsys.readouterr().out
