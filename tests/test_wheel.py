@@ -72,11 +72,14 @@ def test_wheels_install_and_run_without_the_checkout(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     packages = ["gym_ray", *(f"gym_ray_env_{name}" for name in ENVIRONMENTS)]
-    found = subprocess.run([python, "-c", f"import json, {', '.join(packages)}; "
-                            f"print(json.dumps([m.__file__ for m in ({', '.join(packages)})]))"],
-                           cwd=work, env=env, check=True, capture_output=True, text=True).stdout
-    folders = [Path(f).parent for f in json.loads(found)]
+    # an environment the project venv has as an editable install, but no wheel here: unreachable
+    found = subprocess.run([python, "-c", f"import importlib.util, json, {', '.join(packages)}; "
+                            f"print(json.dumps([m.__file__ for m in ({', '.join(packages)})]));"
+                            "print(importlib.util.find_spec('gym_ray_env_math'))"],
+                           cwd=work, env=env, check=True, capture_output=True, text=True).stdout.splitlines()
+    folders = [Path(f).parent for f in json.loads(found[0])]
     assert all(f.is_relative_to(tmp_path / "venv") for f in folders), folders
+    assert found[1] == "None"
 
     # each environment's packaged config as is (its data path resolves inside the installed package)
     run = {"includes": [str(f / "config.yaml") for f in folders[1:]],
