@@ -231,11 +231,13 @@ class TreeConfig(_Strict):
     """Tree rollouts: each rollout of a group is a tree. An episode branches at its first `depth` branch points
     into `width` continuations each (forked env session, copied transcript), so a tree has up to
     width^depth leaves, each verified into a row. `at`: `assistant_turn` (before every model call after the
-    first) or `tool_call` (before a model call that follows tool results)."""
+    first), `tool_call` (before a model call that follows tool results) or `token_entropy` (in hindsight:
+    each node plays to its end, then branches before its model call whose sampled tokens were least likely,
+    by their logprobs)."""
 
     width: int = Field(2, ge=2)
     depth: int = Field(1, ge=1)
-    at: Literal["assistant_turn", "tool_call"] = "assistant_turn"
+    at: Literal["assistant_turn", "tool_call", "token_entropy"] = "assistant_turn"
 
     @property
     def leaves(self) -> int:

@@ -187,7 +187,7 @@ def test_a_failed_fork_ends_only_its_own_subtree_as_a_masked_leaf(setup):
     real_fork = server.fork
 
     def fork(state):
-        if server.session_id.endswith(".a0.1") and next(forks) == 0:
+        if server.session_id == "f-t0.a0.n0.1" and next(forks) == 0:
             raise OSError("snapshot store full")
         return real_fork(state)
 
@@ -197,7 +197,65 @@ def test_a_failed_fork_ends_only_its_own_subtree_as_a_masked_leaf(setup):
     assert sorted(by_node) == ["0.0.0", "0.0.1", "0.1"]
     failed = by_node["0.1"]
     assert failed.status == "env_error" and failed.mask_sample and failed.failure_stage == "seed"
-    assert "fork of session 'f-t0.a0.1' failed: OSError: snapshot store full" in failed.error
+    assert "fork of session 'f-t0.a0.n0.1' failed: OSError: snapshot store full" in failed.error
     assert failed.rollout_index == 2 and failed.parent_node_id == "0"
     assert all(by_node[n].status == "ok" for n in ("0.0.0", "0.0.1"))
+    assert len(client.runtime.sessions) == 0
+
+
+class Unsure(Recording):
+    """An engine least sure of itself on turn `unsure_turn`: its sampled tokens there get low logprobs."""
+
+    def __init__(self, policy: ScriptedPolicy, unsure_turn: int):
+        super().__init__(policy)
+        self.unsure_turn = unsure_turn
+
+    async def generate(self, prompt_token_ids, sampling, session_id=None):
+        gen = await self.policy.generate(list(prompt_token_ids), sampling)
+        if self.policy.turn(list(prompt_token_ids)) == self.unsure_turn:
+            gen = gen.model_copy(update={"logprobs": [-5.0] * len(gen.token_ids)})
+        self.calls.append((list(prompt_token_ids), list(gen.token_ids), list(gen.logprobs)))
+        self.keys.add(session_id)
+        return gen
+
+
+@pytest.mark.parametrize("unsure_turn", [1, 2])
+def test_token_entropy_branches_where_the_logprobs_say(setup, unsure_turn):
+    """The root plays to its end; its branch point is before the call whose tokens were least likely: the
+    root's own ending is one branch, the other goes on from a snapshot of the episode and its session."""
+    _, tasks, _, scripted = setup
+    policy = Unsure(scripted, unsure_turn)
+    service, client = service_for(setup, TreeConfig(width=2, depth=1, at="token_entropy"), policy)
+    rows = asyncio.run(service.run_group(tasks[0], Group("e", group_size=2)))
+
+    assert sorted(r.node_id for r in rows) == ["0.0", "0.1"] and {r.status for r in rows} == {"ok"}
+    own, other = sorted(rows, key=lambda r: r.node_id)
+    k = own.branch_token_offset
+    assert k == other.branch_token_offset
+    assert k - len(own.prompt_token_ids) == own.gen_span_starts[unsure_turn]  # right before the unsure call
+    assert (own.prompt_token_ids + own.response_token_ids)[:k] == (other.prompt_token_ids + other.response_token_ids)[:k]
+    for r in rows:
+        assert_leaf_token_exact(r, policy.calls)
+        assert r.num_turns == 4 and r.reward == float(increments(r) == 3)
+    # the root's 4 calls, then the other branch's calls from the unsure turn on
+    assert len(policy.calls) == 4 + (4 - unsure_turn)
+    assert len(client.runtime.sessions) == 0  # leaves' and every snapshot's sessions freed
+
+
+def test_token_entropy_two_levels_deep(setup):
+    _, tasks, _, scripted = setup
+    policy = Unsure(scripted, 1)
+    service, client = service_for(setup, TreeConfig(width=2, depth=2, at="token_entropy"), policy)
+    rows = asyncio.run(service.run_group(tasks[0], Group("d", group_size=4)))
+
+    assert sorted(r.node_id for r in rows) == ["0.0.0", "0.0.1", "0.1.0", "0.1.1"]
+    assert sorted(r.rollout_index for r in rows) == [0, 1, 2, 3] and {r.status for r in rows} == {"ok"}
+    by_node = {r.node_id: r for r in rows}
+    for a, b in (("0.0.0", "0.0.1"), ("0.1.0", "0.1.1")):
+        k = by_node[a].branch_token_offset
+        assert k == by_node[b].branch_token_offset and k > len(by_node[a].prompt_token_ids)
+        seq = [by_node[n].prompt_token_ids + by_node[n].response_token_ids for n in (a, b)]
+        assert seq[0][:k] == seq[1][:k]
+    for r in rows:
+        assert_leaf_token_exact(r, policy.calls)
     assert len(client.runtime.sessions) == 0

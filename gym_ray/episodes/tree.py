@@ -2,7 +2,8 @@
 
 At a branch point the node's env session is forked (one copy per branch) and its episode (transcript,
 messages, counters) copied, so the shared prefix is generated once and each branch goes on alone; the node's
-own session is then freed. Every leaf is verified and becomes a row; a node whose episode ends before its
+own session is then freed (with `token_entropy` a node plays to its end first, keeping a snapshot before each
+model call, and branches in hindsight where its sampled tokens were least likely). Every leaf is verified and becomes a row; a node whose episode ends before its
 next branch point is a leaf too. All branches of a tree call the policy with their root's session id, so one
 replica's prefix cache serves the shared prefix. A failure ends only its own node's subtree, as one masked
 leaf row with a status.
@@ -26,9 +27,28 @@ from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.types import Rollout
 
 BRANCH_POINTS: dict[str, Callable[[Episode, int], bool]] = {
-    "assistant_turn": lambda ep, turn: True,
+    "assistant_turn": lambda ep, turn: True,  # (every model call after a node's first)
     "tool_call": lambda ep, turn: ep.messages[-1].role == "tool",
 }
+
+
+def _every_turn(ep: Episode, turn: int) -> bool:
+    return True
+
+
+def turn_surprisal(ep: Episode, call: int) -> float:
+    """Mean -logprob of the tokens model call `call` sampled: how unsure the policy was there."""
+    for seg in ep.transcript.segments:
+        if call in seg.calls:
+            k = seg.calls.index(call)
+            logprobs = seg.response_logprobs[seg.gen_span_starts[k]:seg.gen_span_ends[k]]
+            return -sum(logprobs) / len(logprobs) if logprobs else 0.0
+    return 0.0
+
+
+async def _close_all(episodes: list[Episode]) -> None:
+    """Free snapshot sessions no branch starts from."""
+    await asyncio.gather(*(e.close() for e in episodes))
 
 
 def can_branch(agent: object) -> bool:
@@ -58,7 +78,7 @@ class TreePlayer:
         self.tree_id = tree_id
         self.timeout_s = timeout_s
         self.infra = infra
-        self.branch_at = BRANCH_POINTS[tree.at]
+        self.branch_at = BRANCH_POINTS.get(tree.at)
 
     async def run(self, task, ctx: EpisodeContext) -> list[tuple[Node, list[Rollout]]]:
         ctx = dataclasses.replace(ctx, policy_session_id=ctx.policy_session_id or ctx.session_id)
@@ -75,6 +95,8 @@ class TreePlayer:
         return await self._grow(root, tools, 0)
 
     async def _grow(self, node: Node, tools, first_turn: int) -> list[tuple[Node, list[Rollout]]]:
+        if self.tree.at == "token_entropy":
+            return await self._grow_in_hindsight(node, tools, first_turn, [])
         branch_at = self.branch_at if node.level < self.tree.depth else None
         try:
             turn = await asyncio.wait_for(self.agent.play(node.ep, tools, first_turn, branch_at), self.timeout_s)
@@ -95,26 +117,69 @@ class TreePlayer:
         return [leaf for leaves in grown for leaf in leaves]
 
     async def _leaf(self, node: Node) -> list[tuple[Node, list[Rollout]]]:
-        """Verify the leaf and free its session; a verify past the time limit makes it a timeout row."""
+        """Verify the leaf and free its session; a verify that fails or outlives the time limit makes it a
+        masked row with a status."""
         try:
             return [(node, await asyncio.wait_for(self.agent.finish(node.ep), self.timeout_s))]
-        except TimeoutError as e:
+        except BaseException as e:  # noqa: BLE001 - any failure ends this leaf as a masked row
             self._failed(node.ep, e)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(node.ep.close(), 10)
             return [(node, node.ep.rows())]
 
-    def _children(self, node: Node) -> list[Node]:
-        ep = node.ep
+    def _children(self, node: Node, source: Episode | None = None, first: int = 0) -> list[Node]:
+        """Branches `first`.. of `node`: copies of `source` (default: its episode, at the branch point), each
+        with its own session id and its first leaf's place in the full tree."""
+        ep, source = node.ep, source or node.ep
         step = self.tree.width ** (self.tree.depth - node.level - 1)
-        offset, segment = len(ep.transcript), len(ep.transcript.segments) - 1
+        offset, segment = len(source.transcript), len(source.transcript.segments) - 1
         children = []
-        for k in range(self.tree.width):
-            index = ep.ctx.rollout_index + k * step  # its first leaf's place in the full tree
-            ctx = dataclasses.replace(ep.ctx, session_id=f"{ep.ctx.session_id}.{k}", rollout_index=index,
+        for k in range(first, self.tree.width):
+            index = ep.ctx.rollout_index + k * step
+            node_id = f"{node.node_id}.{k}"
+            ctx = dataclasses.replace(ep.ctx, session_id=f"{ep.ctx.policy_session_id}.n{node_id}", rollout_index=index,
                                       rollout_id=f"{ep.ctx.group_id}-{index}")
-            children.append(Node(ep.fork(ctx), f"{node.node_id}.{k}", node.node_id, node.level + 1, offset, segment))
+            children.append(Node(source.fork(ctx), node_id, node.node_id, node.level + 1, offset, segment))
         return children
+
+    async def _grow_in_hindsight(self, node: Node, tools, first_turn: int,
+                                 snapshots: list[tuple[int, Episode]]) -> list[tuple[Node, list[Rollout]]]:
+        """`token_entropy`: play the node to its end, keeping a snapshot (a forked session and a copy of the
+        episode) before each model call; then branch at the call whose sampled tokens were least likely (the
+        highest mean -logprob): the node's own ending is branch 0, the others go on from that snapshot."""
+        ep = node.ep
+        turn: int | None = first_turn
+        try:
+            while node.level < self.tree.depth:
+                turn = await asyncio.wait_for(self.agent.play(ep, tools, turn, _every_turn), self.timeout_s)
+                if turn is None:
+                    break
+                sid = f"{ep.ctx.session_id}.s{turn}"
+                await ep.ctx.env.fork_session(ep.ctx.session_id, [sid])
+                snapshots.append((turn, ep.fork(dataclasses.replace(ep.ctx, session_id=sid))))
+            else:
+                await asyncio.wait_for(self.agent.play(ep, tools, turn), self.timeout_s)
+        except BaseException as e:  # noqa: BLE001 - any failure ends this node as a masked leaf
+            self._failed(ep, e)
+        if ep.status != Status.OK or not snapshots or node.level >= self.tree.depth:
+            await _close_all([snap for _, snap in snapshots])
+            return await self._leaf(node)
+        turn, snap = max(snapshots, key=lambda s: turn_surprisal(ep, s[0]))
+        later = [(t, s) for t, s in snapshots if t > turn]
+        await _close_all([s for t, s in snapshots if t < turn])
+        others = self._children(node, snap, first=1)
+        try:
+            await ep.ctx.env.fork_session(snap.ctx.session_id, [c.ep.ctx.session_id for c in others])
+        except BaseException as e:  # noqa: BLE001 - the branches never started: this node is a failed leaf
+            self._failed(ep, e, FailureStage.SEED)
+            await _close_all([snap, *(s for _, s in later)])
+            return await self._leaf(node)
+        await snap.close()
+        own = Node(ep, f"{node.node_id}.0", node.node_id, node.level + 1, len(snap.transcript),
+                   len(snap.transcript.segments) - 1)
+        grown = await asyncio.gather(self._grow_in_hindsight(own, tools, turn, later),
+                                     *(self._grow_in_hindsight(c, tools, turn, []) for c in others))
+        return [leaf for leaves in grown for leaf in leaves]
 
     def _failed(self, ep: Episode, e: BaseException, stage: FailureStage | None = None) -> None:
         """Record why this node stopped; a cancelled tree is cancelled, not recorded."""
