@@ -49,7 +49,8 @@ def _build_wheels(src: Path, dist: Path) -> list[Path]:
 
 def _venv_without_checkout(venv: Path) -> Path:
     """A venv whose only gym_ray is what gets installed into it; returns its interpreter."""
-    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    base = Path(sys.base_prefix, "bin", f"python{sys.version_info.major}.{sys.version_info.minor}")
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
