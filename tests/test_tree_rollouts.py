@@ -259,3 +259,34 @@ def test_token_entropy_two_levels_deep(setup):
     for r in rows:
         assert_leaf_token_exact(r, policy.calls)
     assert len(client.runtime.sessions) == 0
+
+
+def test_the_collector_plays_each_rollout_as_a_tree(ray_cluster, default_model_path):
+    """`collect.tree` through the agent actors: num_repeats trees per group, width^depth leaf rows each;
+    an environment that cannot fork is refused before any actor starts."""
+    from gym_ray.collect import Collector
+    from gym_ray.config import validate_config
+    from gym_ray.models.scripted import LocalScriptedClient
+
+    replies = [{"name": "increment", "arguments": {"count": 2}}, {"name": "increment", "arguments": {"count": 1}},
+               "The counter is 3."]
+    policy = LocalScriptedClient(ModelConfig(kind="scripted", name="scripted", replies=replies), default_model_path)
+    counter = {"server": "counter", "hosting": "local", "data": [str(COUNTER / "data" / "example.jsonl")],
+               "agent": {"max_turns": 6}}
+    tree = {"width": 2, "depth": 1, "at": "tool_call"}
+    with pytest.raises(ValueError, match=r"^envs\.mcp: collect\.tree needs forkable episodes"):
+        Collector(validate_config({"envs": {"mcp": {"server": "gym_ray.integrations.mcp:MCPEnv"}},
+                                   "collect": {"tree": tree}}), policy)
+    cfg = validate_config({"envs": {"counter": counter}, "model": {"chat_template": "chatml_tools"},
+                           "collect": {"num_repeats": 2, "concurrency": 8, "tree": tree}})
+    tasks = load_tasks(cfg.envs["counter"].data, default_env="counter")[:2]
+    groups = Collector(cfg, policy).collect_sync(tasks)
+
+    assert [len(g.rollouts) for g in groups] == [4, 4]
+    for g in groups:
+        rows = g.rollouts
+        assert sorted(r.rollout_index for r in rows) == [0, 1, 2, 3] and {r.group_size for r in rows} == {4}
+        assert {r.status for r in rows} == {"ok"}, [r.error for r in rows]
+        assert {r.tree_id for r in rows} == {f"{g.group_id}-t0", f"{g.group_id}-t1"}
+        assert sorted(r.node_id for r in rows) == ["0.0", "0.0", "0.1", "0.1"]
+        assert all(r.branch_token_offset > len(r.prompt_token_ids) for r in rows)

@@ -30,6 +30,7 @@ from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
 from gym_ray.collect.wiring import EnvSpec, WorkerSetup
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig
 from gym_ray.redact import redact
+from gym_ray.resources.runtime import check_forkable
 from gym_ray.rundir import RunDir, RunInputError, hold, read_rollout_table
 from gym_ray.rundir.location import CONFIG, MANIFEST, Location
 from gym_ray.types import RolloutGroup, Task, rollouts_from_arrow
@@ -67,6 +68,10 @@ class Collector:
         if missing:
             raise ValueError(f"env clients given for {sorted(missing)}, which config.envs does not define")
         c = config.collect
+        if c.tree is not None:  # an env given as a client is checked where it is used
+            for name, spec in specs.items():
+                if spec.client is None:
+                    check_forkable(name, spec.config)
         setup = WorkerSetup(
             policy=policy if policy is not None else config.model,
             policy_app=apps.get(config.model.name),
@@ -76,8 +81,10 @@ class Collector:
             agent_classes=agent_classes or {},
             episode_timeout_s=c.episode_timeout_s,
             max_retries=c.max_retries,
+            tree=c.tree,
         )
-        self.num_repeats = c.num_repeats
+        # rows per group: with collect.tree, num_repeats trees of up to width^depth leaves each
+        self.num_repeats = c.num_repeats * (c.tree.leaves if c.tree else 1)
         self._policy = setup.policy
         self.scheduler = Scheduler(setup, c.num_agents, c.concurrency, c.max_retries)
 

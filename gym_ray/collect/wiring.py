@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gym_ray.clients import PolicyClient
-from gym_ray.config import ModelConfig, SamplingConfig
+from gym_ray.config import ModelConfig, SamplingConfig, TreeConfig
 from gym_ray.episodes import EnvSpec
 
 
@@ -26,6 +26,7 @@ class WorkerSetup:
     concurrency: int = 32
     flush_interval_s: float = 0.05
     flush_groups: int = 64
+    tree: TreeConfig | None = None  # each rollout of a group is a tree (collect.tree)
 
 
 def build_policy(setup: WorkerSetup) -> PolicyClient:

@@ -37,6 +37,7 @@ class AgentWorker:
             setup.envs, policy, chat_template=setup.chat_template, sampling=setup.sampling,
             agent_classes=setup.agent_classes, episode_timeout_s=setup.episode_timeout_s,
             max_retries=setup.max_retries, concurrency=setup.concurrency, telemetry=self.telemetry,
+            tree=setup.tree,
         )
         # What startup built (Ray, the tokenizer, the envs) lives as long as the actor: out of the garbage
         # collector's scans, as Serve does for its replicas (RAY_SERVE_FREEZE_GC_ON_STARTUP). Measured with
@@ -62,13 +63,13 @@ class AgentWorker:
 
         async def one_group(g: GroupSpec) -> None:
             try:
-                outcomes = await asyncio.gather(*(self.service.run(g.task, i, g) for i in range(g.group_size)))
+                rows = await self.service.run_group(g.task, g)
             except asyncio.CancelledError:
                 done.put_nowait([])  # cancelled: counted as done, no rows
                 raise
             finally:
                 self._groups.pop(g.group_id, None)
-            done.put_nowait([row for rows in outcomes for row in rows])
+            done.put_nowait(rows)
 
         tasks = [asyncio.create_task(one_group(g)) for g in groups]
         self._groups.update((g.group_id, t) for g, t in zip(groups, tasks, strict=True))
