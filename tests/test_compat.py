@@ -53,7 +53,8 @@ def _params(fn: Any) -> list[str]:
 def test_pins_are_the_projects():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = [*project["dependencies"], *(s for extra in project["optional-dependencies"].values() for s in extra)]
-    specs.append(re.search(r"\bverifiers==\S+", (ROOT / "scripts" / "install.sh").read_text()).group())
+    install = (ROOT / "scripts" / "install.sh").read_text()
+    specs += [re.search(rf"\b{name}==\S+", install).group() for name in ("verifiers", "inspect-ai")]
     pins = {}
     for spec in specs:
         if m := re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(\S+)", spec):
@@ -215,3 +216,17 @@ def test_prepare_turn():
 def test_content_text():
     _get("verifiers.v1.types.content_text")
     assert compat.content_text("hi") == "hi"
+
+
+def test_inspect_sample_context():
+    """Inspect's per-sample context setters, in the shape compat calls them."""
+    assert _params(_get("inspect_ai.solver._task_state.set_sample_state"))[0] == "state"
+    assert _params(_get("inspect_ai.util._store.init_subtask_store")) == ["store"]
+
+
+def test_inspect_handoff_and_grader():
+    from inspect_ai.tool import Tool  # noqa: F401  (the type has_handoff reads)
+
+    assert _get("inspect_ai.agent._handoff.has_handoff")([]) is False
+    assert _params(_get("inspect_ai.model._model.init_active_model"))[:2] == ["model", "config"]
+    assert _params(_get("inspect_ai.model._model.init_model_roles")) == ["roles"]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gym_ray import compat
 from gym_ray.resources.runtime import EnvError
 from gym_ray.resources.server import ResourceServer
 from gym_ray.types import Message, Task, ToolCall, ToolSpec, VerifyResult
@@ -189,24 +190,18 @@ class InspectEnv(ResourceServer):
     # --- the solver up to generate() -------------------------------------------------------------
     async def _solve(self, state: Any, generate: Any) -> Any:
         """The solver on `state` with `state` as the sample's (its `store()` and `sample_state()`), as in eval."""
-        from inspect_ai.solver._task_state import set_sample_state
-        from inspect_ai.util._store import init_subtask_store
-
-        set_sample_state(state)
-        init_subtask_store(state.store)
+        compat.inspect_enter_sample(state)
         return await self.solver(state, generate)
 
     async def _prompt_state(self, sample: Any) -> Any:
         """The TaskState the solver hands `generate()` for `sample`; one line when it never gets there."""
-        from inspect_ai.agent._handoff import has_handoff
-
         async def capture(state: Any, *args: Any, **kwargs: Any) -> Any:
             raise _Generated(state)
 
         try:
             await asyncio.create_task(self._solve(_sample_state(sample), capture))  # its own Inspect context
         except _Generated as reached:
-            if has_handoff(reached.state.tools):
+            if compat.inspect_hands_off(reached.state.tools):
                 raise ValueError(f"config.task: task {self.inspect_task.name!r}'s solver hands off to other agents "
                                  "(handoff()): gym_ray plays one agent") from None
             return reached.state
@@ -257,7 +252,6 @@ class InspectEnv(ResourceServer):
     async def forward_tool(self, name: str, arguments: dict[str, Any]) -> str:
         from inspect_ai.model import ChatMessageAssistant, execute_tools
         from inspect_ai.tool import ToolCall as InspectCall
-        from inspect_ai.util._store import init_subtask_store
 
         ep: _Episode = self.state
         if name not in ep.tools:
@@ -265,7 +259,7 @@ class InspectEnv(ResourceServer):
         call = ChatMessageAssistant(content="", tool_calls=[InspectCall(id="call", function=name, arguments=arguments)])
 
         async def run() -> Any:
-            init_subtask_store(ep.store)
+            compat.inspect_use_store(ep.store)
             return await execute_tools([call], list(ep.tools.values()))
 
         (out, *_) = (await asyncio.create_task(run())).messages
@@ -329,12 +323,10 @@ class InspectEnv(ResourceServer):
     def _bind_grader(self) -> None:
         """The configured grader as Inspect's active model and `grader` role (what model-graded scorers use)."""
         from inspect_ai.model import GenerateConfig, get_model
-        from inspect_ai.model._model import init_active_model, init_model_roles
 
         if self._grader is None:
             self._grader = get_model(self.grader_model, **self.grader_args)  # one per env, made on first use
-        init_active_model(self._grader, GenerateConfig())
-        init_model_roles({"grader": self._grader})
+        compat.inspect_bind_grader(self._grader, GenerateConfig())
 
 
 class _Unscored(Exception):
