@@ -290,3 +290,26 @@ def test_the_collector_plays_each_rollout_as_a_tree(ray_cluster, default_model_p
         assert {r.tree_id for r in rows} == {f"{g.group_id}-t0", f"{g.group_id}-t1"}
         assert sorted(r.node_id for r in rows) == ["0.0", "0.0", "0.1", "0.1"]
         assert all(r.branch_token_offset > len(r.prompt_token_ids) for r in rows)
+
+
+def test_resume_takes_a_tree_group_with_an_early_leaf_as_done(tmp_path):
+    """A tree whose node ended before its branch point has fewer rows than its group's size: still a whole
+    group for resume (files hold whole groups); an independent group short of rows is still refused."""
+    from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
+    from gym_ray.types import Rollout
+
+    def row(group: str, index: int, **tree) -> Rollout:
+        return Rollout(rollout_id=f"{group}-{index}", group_id=group, task_id=group, env="e", rollout_index=index,
+                       group_size=4, **tree)
+
+    sink = ParquetSink(tmp_path, rows_per_file=100)
+    sink.write(rollouts_to_arrow([row("t", 0, tree_id="t-t0", node_id="0.0.0", parent_node_id="0.0"),
+                                  row("t", 1, tree_id="t-t0", node_id="0.0.1", parent_node_id="0.0"),
+                                  row("t", 2, tree_id="t-t0", node_id="0.1", parent_node_id="0")]))
+    sink.close()
+    assert done_groups(tmp_path) == {("e", "t"): "t"}
+    sink = ParquetSink(tmp_path, rows_per_file=100)
+    sink.write(rollouts_to_arrow([row("i", 0)]))
+    sink.close()
+    with pytest.raises(ResumeError, match="i has 1 rollouts of 4"):
+        done_groups(tmp_path)

@@ -105,13 +105,15 @@ def _unwritten(final, e: OSError, what: str) -> RunDirError:
 
 
 def done_groups(output_dir: str | Path | RunDir) -> dict[tuple[str, str], str]:
-    """(env, task_id) -> group_id of every group already written; refuses incomplete groups or duplicates."""
+    """(env, task_id) -> group_id of every group already written; refuses incomplete groups or duplicates.
+    A group of tree rollouts may hold fewer rows than its size (a node that ended early is one leaf)."""
     table = read_rollout_table(
-        output_dir, ["group_id", "env", "task_id", "rollout_index", "group_size", "segment_index"]
+        output_dir, ["group_id", "env", "task_id", "rollout_index", "group_size", "segment_index", "tree_id"]
     )
     done: dict[tuple[str, str], str] = {}
     members: Counter[str] = Counter()
     size: dict[str, int] = {}
+    trees: set[str] = set()
     for row in table.to_pylist():
         if row["segment_index"] != 0:
             continue
@@ -119,7 +121,9 @@ def done_groups(output_dir: str | Path | RunDir) -> dict[tuple[str, str], str]:
         done[(row["env"], row["task_id"])] = gid
         members[gid] += 1
         size[gid] = row["group_size"]
-    bad = [gid for gid, n in members.items() if n != size[gid]]
+        if row["tree_id"]:
+            trees.add(gid)
+    bad = [gid for gid, n in members.items() if n > size[gid] or (n != size[gid] and gid not in trees)]
     if bad:
         raise ResumeError(
             f"{output_dir}: group {bad[0]} has {members[bad[0]]} rollouts of {size[bad[0]]} "
