@@ -94,3 +94,25 @@ def test_a_bucket_that_takes_no_writes_is_one_line(s3_env, monkeypatch):
         with hold("s3://no-such-bucket/x"):
             pass
     assert "\n" not in str(e.value)
+
+
+def test_rows_written_before_the_tree_columns_read_with_their_defaults(tmp_path):
+    """A run written before tree rollouts existed stays readable (report, check, resume): its rows read as
+    single-episode rows; a file missing any other column is still not rollout rows."""
+    import pyarrow.parquet as pq
+
+    from gym_ray.rundir import RunInputError
+    from gym_ray.types import ROLLOUT_SCHEMA
+
+    row = Rollout(rollout_id="r0", group_id="g", task_id="t0", env="weather", rollout_index=0, group_size=1,
+                  response_token_ids=[1, 2], response_loss_mask=[1, 1], response_logprobs=[0.0, 0.0],
+                  gen_span_starts=[0], gen_span_ends=[2], call_finish_reasons=["stop"], gen_policy_versions=[0],
+                  reward=1.0, num_turns=1)
+    table = rollouts_to_arrow([row])
+    old = table.drop_columns(["tree_id", "node_id", "parent_node_id", "branch_token_offset"])
+    pq.write_table(old, tmp_path / "part-000000-a.parquet")
+    back = read_rollout_table(tmp_path)
+    assert back.schema == ROLLOUT_SCHEMA and back.to_pylist() == table.to_pylist()
+    pq.write_table(old.drop_columns(["reward"]), tmp_path / "part-000001-b.parquet")
+    with pytest.raises(RunInputError, match="no column reward"):
+        read_rollout_table(tmp_path)

@@ -44,6 +44,8 @@ def read_run(run_dir: str | Path | RunDir, columns: list[str] | None = None) -> 
 
 # columns a row may leave empty (the failure record of an ok row); every other null is a broken file
 _NULLABLE = {n for n, f in Rollout.model_fields.items() if f.default is None}
+# columns added after rows were first written (tree rollouts), with the value an older row means
+_LATER = {n: Rollout.model_fields[n].default for n in ("tree_id", "node_id", "parent_node_id", "branch_token_offset")}
 
 
 def read_part(run: RunDir, path: Location, schema: pa.Schema) -> pa.Table:
@@ -52,13 +54,16 @@ def read_part(run: RunDir, path: Location, schema: pa.Schema) -> pa.Table:
     source, fs = run.parquet_source(path)
     try:
         found = pq.read_schema(source, filesystem=fs)
-        missing = [n for n in schema.names if n not in found.names]
+        missing = [n for n in schema.names if n not in found.names and n not in _LATER]
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise RunInputError(f"{path}: not rollout rows: no column {', '.join(missing[:3])}{more}")
-        table = pq.read_table(source, columns=schema.names, filesystem=fs)
+        table = pq.read_table(source, columns=[n for n in schema.names if n in found.names], filesystem=fs)
     except (OSError, pa.ArrowException) as e:
         raise RunInputError(f"{path}: not a readable Parquet file ({_reason(e)})") from None
+    for i, field in enumerate(schema):  # a run written before a column existed: the column's default
+        if field.name not in found.names:
+            table = table.add_column(i, field, pa.repeat(pa.scalar(_LATER[field.name], field.type), table.num_rows))
     for i, field in enumerate(schema):
         column = table.column(i)
         if column.type != field.type:
