@@ -81,13 +81,18 @@ def nemo_gym_root(venv: Path) -> Path:
 def resources_server_blocks(venv: Path, name: str) -> dict:
     """The resources-server blocks of NeMo Gym's own config for server `name` (its agents left out)."""
     root = nemo_gym_root(venv) / "resources_servers"
-    path = root / name / "configs" / f"{name}.yaml"
-    if not path.is_file():
+    configs = root / name / "configs"
+    if not configs.is_dir():
         shipped = sorted(p.name for p in root.iterdir() if (p / "configs").is_dir())
         raise LaunchError(f"{name!r}: not a resources server of {venv} (it ships {len(shipped)}: "
                           f"{', '.join(shipped[:12])}, ...)")
-    config = yaml.safe_load(path.read_text())
-    return {k: v for k, v in config.items() if isinstance(v, dict) and "resources_servers" in v}
+    # its `<name>.yaml`, else the first of its configs (some servers ship only variants: lmarena_v2.yaml, ...)
+    for path in sorted(configs.glob("*.yaml"), key=lambda p: (p.stem != name, p.name)):
+        config = yaml.safe_load(path.read_text()) or {}
+        blocks = {k: v for k, v in config.items() if isinstance(v, dict) and "resources_servers" in v}
+        if blocks:
+            return blocks
+    raise LaunchError(f"{name!r}: none of {configs}'s files configures a resources server")
 
 
 def link_venvs(nemo_dir: Path, venv: Path, server_dirs: list[str]) -> None:
