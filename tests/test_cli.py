@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gym_ray.cli import main, parse_args
+from gym_ray.errors import FailureKind
 from gym_ray.rundir import part_files, read_rollout_table
 from gym_ray.types import ROLLOUT_SCHEMA, rollouts_from_arrow
 
@@ -33,8 +34,11 @@ def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides:
     metrics = json.loads((out / ".gym_ray" / "metrics.json").read_text())
     assert metrics["overall"]["rollouts"] == n and sorted(metrics["per_env"]) == sorted(envs)
     assert "pass@2" in printed.out and all(env in printed.out for env in envs)
-    # whatever the model says, no episode may have crashed or timed out
-    assert {r.status.value for r in rows} <= {"ok", "env_error"}, [r.error for r in rows]
+    # whatever the model says, no episode may have crashed or timed out; a prompt longer than the model's
+    # context (tau2_bench's policy, BFCL's long rows on a 2048-token model) is refused as itself
+    for r in rows:
+        too_long = r.status.value == "model_error" and r.failure_kind == FailureKind.PROMPT_TOO_LONG
+        assert r.status.value in ("ok", "env_error") or too_long, (r.env, r.status.value, r.failure_kind, r.error)
     assert main(["metrics", str(out)]) == 0
     assert "pass@1" in capsys.readouterr().out
 
