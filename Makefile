@@ -3,7 +3,7 @@
 VENV ?= .venv
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint docs
 
 install:
 	@bash scripts/install.sh
@@ -19,3 +19,6 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check gym_ray tests benchmarks environments
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict --site-dir site
