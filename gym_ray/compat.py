@@ -183,3 +183,18 @@ def inspect_bind_grader(model: Any, config: Any) -> None:
 
     init_active_model(model, config)
     init_model_roles({"grader": model})
+
+
+# --- py4j-driven simulators (ScienceWorld, TextWorldExpress): each wrapper starts a JVM it does not wait for
+def stop_java_simulator(sim: Any, timeout_s: float = 10.0) -> None:
+    """Close a ScienceWorld / TextWorldExpress simulator and wait for its JVM to exit (killed if it will not):
+    their `close()` asks the JVM to stop but leaves the process to finish on its own time."""
+    import subprocess
+
+    process = sim._gateway.java_process
+    sim.close()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -230,3 +230,10 @@ def test_inspect_handoff_and_grader():
     assert _get("inspect_ai.agent._handoff.has_handoff")([]) is False
     assert _params(_get("inspect_ai.model._model.init_active_model"))[:2] == ["model", "config"]
     assert _params(_get("inspect_ai.model._model.init_model_roles")) == ["roles"]
+
+
+@pytest.mark.parametrize("cls", ["scienceworld.ScienceWorldEnv", "textworld_express.TextWorldExpressEnv"])
+def test_java_simulator_gateway(cls):
+    """The simulators keep their py4j gateway as `_gateway`, whose `java_process` compat waits for."""
+    assert _sets(_get(cls), "_gateway"), f"{cls} no longer sets _gateway"
+    assert _sets(_get("py4j.java_gateway.JavaGateway"), "java_process")

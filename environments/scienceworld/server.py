@@ -4,10 +4,9 @@ task's variation; the action text goes to the simulator and its own score (0-100
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from typing import Any
 
-from gym_ray import ResourceServer, StepResult
+from gym_ray import ResourceServer, StepResult, compat
 from gym_ray.types import Task
 from scienceworld import ScienceWorldEnv
 
@@ -28,15 +27,9 @@ def start(task_name: str, variation: int, simplifications: str, step_limit: int,
     return sim
 
 
-def stop(sim: ScienceWorldEnv, timeout_s: float = 10.0) -> None:
-    """Shut the simulator down and wait for its JVM to exit (killed if it will not)."""
-    process = sim._gateway.java_process
-    sim.close()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop(sim: ScienceWorldEnv) -> None:
+    """Shut the simulator down and wait for its JVM to exit."""
+    compat.stop_java_simulator(sim)
 
 
 class ScienceWorld(ResourceServer):

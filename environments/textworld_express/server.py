@@ -5,10 +5,9 @@ reward, its won/lost flags end the episode."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from typing import Any
 
-from gym_ray import ResourceServer, StepResult
+from gym_ray import ResourceServer, StepResult, compat
 from gym_ray.types import Task
 from textworld_express import TextWorldExpressEnv
 
@@ -28,15 +27,9 @@ def new_game(sim: TextWorldExpressEnv, meta: dict[str, Any], gold: bool = False)
     return sim.reset(seed=int(meta["seed"]), gameFold=meta["fold"], generateGoldPath=gold)
 
 
-def stop(sim: TextWorldExpressEnv, timeout_s: float = 10.0) -> None:
-    """Shut the simulator down and wait for its JVM to exit (killed if it will not)."""
-    process = sim._gateway.java_process
-    sim.close()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop(sim: TextWorldExpressEnv) -> None:
+    """Shut the simulator down and wait for its JVM to exit."""
+    compat.stop_java_simulator(sim)
 
 
 class TextWorldExpress(ResourceServer):
