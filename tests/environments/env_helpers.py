@@ -13,10 +13,29 @@ from gym_ray.types import Message, Task, ToolCall, VerifyResult
 ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
 
 
-def env_and_tasks(name: str):
-    """The in-process client and the example tasks of `environments/<name>/config.yaml`."""
-    cfg = load_config(ENVIRONMENTS / name / "config.yaml")
-    return make_env_client(name, cfg.envs[name]), load_tasks(cfg.envs[name].data)
+def env_and_tasks(name: str, *overrides: str):
+    """The in-process client and the tasks of `environments/<name>/config.yaml` (its data files, or the rows
+    its server makes from its package when it names none)."""
+    from gym_ray.collect.api import own_tasks
+
+    env = load_config(ENVIRONMENTS / name / "config.yaml", list(overrides)).envs[name]
+    return make_env_client(name, env), load_tasks(env.data) if env.data else own_tasks(name, env, None)
+
+
+def verdicts(env, pairs) -> list[VerifyResult]:
+    """Score (task, answer) pairs as single-answer episodes through the env client, concurrently."""
+
+    async def one(i, task, answer):
+        sid = f"s{i}"
+        await env.seed_session(sid, task)
+        result = await env.verify(sid, task, [*task.prompt, Message(role="assistant", content=answer)])
+        await env.close_session(sid)
+        return result
+
+    async def go():
+        return await asyncio.gather(*(one(i, t, a) for i, (t, a) in enumerate(pairs)))
+
+    return asyncio.run(go())
 
 
 def score(env, task: Task, answer: str | None, session_id: str = "s") -> VerifyResult:

@@ -3,18 +3,16 @@ with one wrong cell scores 0 (or its cell share with shaping on); the answer's g
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
+from env_helpers import env_and_tasks, verdicts
 from gym_ray_env_arc_agi.server import ArcAgi, grid_text, load_split, parse_grid
 
 from gym_ray.collect.api import own_tasks
 from gym_ray.config import load_config
-from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import TaskLoadError
-from gym_ray.types import Message
 
 CONFIG = Path(__file__).parents[2] / "environments" / "arc_agi" / "config.yaml"
 SPLITS = {  # (version, split): (tasks, test outputs)
@@ -26,25 +24,7 @@ SPLITS = {  # (version, split): (tasks, test outputs)
 
 
 def env_tasks(*overrides: str):
-    cfg = load_config(CONFIG, list(overrides))
-    env = cfg.envs["arc_agi"]
-    return make_env_client("arc_agi", env), own_tasks("arc_agi", env, None)
-
-
-def verdicts(env, pairs) -> list:
-    """Score (task, answer) pairs as episodes through the env client, concurrently."""
-
-    async def one(i, task, answer):
-        sid = f"s{i}"
-        await env.seed_session(sid, task)
-        result = await env.verify(sid, task, [*task.prompt, Message(role="assistant", content=answer)])
-        await env.close_session(sid)
-        return result
-
-    async def go():
-        return await asyncio.gather(*(one(i, t, a) for i, (t, a) in enumerate(pairs)))
-
-    return asyncio.run(go())
+    return env_and_tasks("arc_agi", *overrides)
 
 
 def _one_cell_wrong(grid: list[list[int]]) -> list[list[int]]:

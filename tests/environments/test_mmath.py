@@ -3,43 +3,23 @@ through the environment and wrong answers 0, AIME by integer and the others by m
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from env_helpers import env_and_tasks, verdicts
 from gym_ray_env_mmath.server import LANGUAGES, MMath, load_problems
 
 from gym_ray.collect.api import own_tasks
 from gym_ray.config import load_config
-from gym_ray.resources.client import make_env_client
 from gym_ray.tasks import TaskLoadError
-from gym_ray.types import Message
 
 CONFIG = Path(__file__).parents[2] / "environments" / "mmath" / "config.yaml"
 
 
 @pytest.fixture(scope="module")
 def env_tasks():
-    cfg = load_config(CONFIG)
-    env = cfg.envs["mmath"]
-    return make_env_client("mmath", env), own_tasks("mmath", env, None)
-
-
-def verdicts(env, pairs) -> list:
-    """Score (task, answer) pairs as episodes through the env client, concurrently."""
-
-    async def one(i, task, answer):
-        sid = f"s{i}"
-        await env.seed_session(sid, task)
-        result = await env.verify(sid, task, [*task.prompt, Message(role="assistant", content=answer)])
-        await env.close_session(sid)
-        return result
-
-    async def go():
-        return await asyncio.gather(*(one(i, t, a) for i, (t, a) in enumerate(pairs)))
-
-    return asyncio.run(go())
+    return env_and_tasks("mmath")
 
 
 def test_every_language_has_the_same_374_problems():
