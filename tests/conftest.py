@@ -35,9 +35,17 @@ def ray_cluster():
 def serve_http_port(ray_cluster) -> int:
     """Serve started once on a free port (Serve's HTTP options are fixed at its first start)."""
     from ray import serve
+    from ray.exceptions import RayActorError
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    for attempt in range(3):  # on a loaded host the controller can kill a proxy that is slow to get ready
+        port = free_port()
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            break
+        except RayActorError:
+            serve.shutdown()
+            if attempt == 2:
+                raise
     yield port
     serve.shutdown()
 

@@ -90,7 +90,7 @@ def test_wheels_install_and_run_without_the_checkout(tmp_path):
     done = subprocess.run(
         [tmp_path / "venv" / "bin" / "gym-ray", "run", "run.yaml", "collect.limit=2", "collect.num_repeats=1",
          f"collect.output_dir={out}", "ray.num_cpus=2", f"ray.http_port={free_port()}"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     rows = read_rollout_table(out).to_pylist()

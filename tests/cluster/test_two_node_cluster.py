@@ -130,7 +130,8 @@ def test_ray_job_submit_succeeds(cluster, tmp_path):
 
 
 def test_ray_job_stop_then_resume(cluster, tmp_path):
-    cfg = write_run_config(tmp_path, "stop", 12, script="cluster_scripts:slow_reply", concurrency=4)
+    # 96 slow episodes two at a time (~40 s): `ray job stop` lands mid-run even on a loaded host
+    cfg = write_run_config(tmp_path, "stop", 24, script="cluster_scripts:slow_reply", concurrency=2)
     out = tmp_path / "stop-out"
     r = submit(cluster, "gym-ray-job-stop", cfg, out, wait=False)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -143,13 +144,13 @@ def test_ray_job_stop_then_resume(cluster, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert job_status(cluster, "gym-ray-job-stop") == "STOPPED"
     written = rows_by_key(out)
-    assert 0 < len(written) < 48 and max(written.values()) == 1  # what was collected stays readable
+    assert 0 < len(written) < 96 and max(written.values()) == 1  # what was collected stays readable
 
     r = submit(cluster, "gym-ray-job-resume", cfg, out, "--resume")
     assert r.returncode == 0, r.stdout[-4000:]
     assert job_status(cluster, "gym-ray-job-resume") == "SUCCEEDED"
     assert "already written" in job(cluster, "logs", "gym-ray-job-resume").stdout
-    assert_complete(out, 12)
+    assert_complete(out, 24)
 
 
 def in_flight_gauges(cluster, timeout: float = 20) -> dict:
