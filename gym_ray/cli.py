@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import subprocess
 import sys
 import time
 
@@ -201,7 +202,14 @@ def _init_env(args: argparse.Namespace) -> int:
     except ScaffoldError as e:
         print(f"gym-ray: error: {e}", file=sys.stderr)
         return 2
-    print(next_steps(folder, args.name))
+    installed = False
+    if not args.no_install:  # editable, into this interpreter's environment: `server: <name>` resolves at once
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(folder)],
+                             capture_output=True, text=True)
+        installed = pip.returncode == 0
+        if not installed:
+            print(f"gym-ray: warning: pip install -e {folder} failed: {pip.stderr.strip()[-300:]}", file=sys.stderr)
+    print(next_steps(folder, args.name, installed))
     return 0
 
 
@@ -287,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     init_env.add_argument("--kind", default="tool",
                           help="tool calling, a reset/step game, or code run in the sandbox (default: tool)")
     init_env.add_argument("--dir", default="environments", help="the folder to write it under (default: environments)")
+    init_env.add_argument("--no-install", action="store_true",
+                          help="only write the package (default: also pip install -e it into this environment)")
     init_env.set_defaults(func=_init_env)
     env = sub.add_parser("env", help="environment tools: `env check NAME|PATH`")
     env_check = env.add_subparsers(dest="env_command", required=True).add_parser(

@@ -85,14 +85,15 @@ def init_env(name: str, kind: str = "tool", parent: str | Path = "environments")
     return folder
 
 
-def next_steps(folder: Path, name: str) -> str:
+def next_steps(folder: Path, name: str, installed: bool = False) -> str:
     """The commands that follow `init env`: the run needs the package installed (its entry point names
     `server: <name>` and the scripted policy imports it, in every Ray worker), the check does not."""
-    steps = [(f"pip install -e {folder}", f"registers `server: {name}` (the run needs it)"),
-             (f"gym-ray env check {folder}", "imports, schemas, task rows, a round trip per task"),
+    steps = [] if installed else [(f"pip install -e {folder}", f"registers `server: {name}` (the run needs it)")]
+    steps += [(f"gym-ray env check {folder}", "imports, schemas, task rows, a round trip per task"),
              (f"gym-ray run {folder}/config.yaml", "the scripted policy: every task scores 1.0"),
              (f"pytest {folder}", "the package's own test")]
     width = max(len(command) for command, _ in steps)
     return "\n".join([
-        f"wrote {folder}/ (server.py, policy.py, config.yaml, data/example.jsonl, README.md, test_{name}.py)",
+        f"wrote {folder}/ (server.py, policy.py, config.yaml, data/example.jsonl, README.md, test_{name}.py)"
+        + (f", installed as gym-ray-env-{name.replace('_', '-')}" if installed else ""),
         "next:", *(f"  {command.ljust(width)}  # {why}" for command, why in steps)])
