@@ -35,19 +35,35 @@ def ray_cluster():
 def serve_http_port(ray_cluster) -> int:
     """Serve started once on a free port (Serve's HTTP options are fixed at its first start)."""
     from ray import serve
-    from ray.exceptions import RayActorError
 
-    for attempt in range(3):  # on a loaded host the controller can kill a proxy that is slow to get ready
+    for attempt in range(3):
         port = free_port()
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
+        if _serve_up(serve, port) or attempt == 2:
             break
-        except RayActorError:
-            serve.shutdown()
-            if attempt == 2:
-                raise
+        serve.shutdown()  # another process took the port first, or the controller killed a slow proxy
     yield port
     serve.shutdown()
+
+
+def _serve_up(serve, port: int, timeout_s: float = 120) -> bool:
+    """Start Serve on `port` and wait for its proxy to be healthy: a free port can be taken by another process
+    before the proxy binds it (the proxy then retries the same port forever)."""
+    import time
+
+    from ray.exceptions import RayActorError
+    from ray.serve.schema import ProxyStatus
+
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    except RayActorError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        proxies = serve.status().proxies
+        if proxies and all(s == ProxyStatus.HEALTHY for s in proxies.values()):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 @pytest.fixture(scope="session")
