@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from gym_ray.integrations.nemo_gym.launch import (
     LaunchError,
     clean_env,
     nemo_gym_root,
+    resources_server_blocks,
     serve_resources_servers,
 )
 from gym_ray.resources.client import make_env_client
@@ -103,6 +106,22 @@ async def play(bridge: dict, rows_file: Path, name: str) -> tuple[int, int, str]
     return len(tasks), scored, why
 
 
+def _model_server(name: str, base: Path) -> str:
+    """The first key of the server's config block naming a `responses_api_models` server (a judge, a user
+    simulator), or "" when it needs none."""
+    def walk(node, key=""):
+        if isinstance(node, dict):
+            if node.get("type") == "responses_api_models":
+                return key
+            return next((found for k, v in node.items() if (found := walk(v, k))), "")
+        return ""
+
+    try:
+        return walk(resources_server_blocks(base, name))
+    except LaunchError:
+        return ""
+
+
 def serve_and_play(base: Path, names: list[str], venvs: dict[str, Path], root: Path, work: Path) -> dict:
     """One ng_run for `names`; each server's rows played. Raises LaunchError when the batch does not come up."""
     nemo_dir = work / f"batch-{names[0]}"
@@ -120,7 +139,15 @@ def serve_and_play(base: Path, names: list[str], venvs: dict[str, Path], root: P
         ng.stop()
 
 
-def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float) -> list[dict]:
+def _last_error(log: Path, name: str) -> str:
+    """The last exception line ng_run's log holds for server `name` (or its last line)."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()] if log.is_file() else []
+    mine = [ln for ln in lines if f"({name}_resources_server)" in ln] or lines
+    errors = [ln for ln in mine if re.search(r"\w+(Error|Exception)\b", ln)] or mine or ["ng_run failed"]
+    return errors[-1].split(")", 1)[-1].strip()[:160]
+
+
+def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float, progress=None) -> list[dict]:
     root = nemo_gym_root(base)
     folders = sorted(p.parent for p in root.glob("resources_servers/*/configs"))
     folders = [f for f in folders if not only or f.name in only]
@@ -136,24 +163,27 @@ def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float) -> li
                            "why": err, "install_s": round(time.monotonic() - t, 1)}
         if not (f / "data" / "example.jsonl").is_file():
             results[f.name]["why"] = "no data/example.jsonl"
+        elif model := _model_server(f.name, base):
+            results[f.name]["why"] = f"needs a NeMo Gym model server ({model}); none is served here"
         print(f"{f.name}: {len(reqs)} requirements {'ok' if not err else err}", flush=True)
     ready = [n for n, r in results.items() if not r["why"]]
-    for i in range(0, len(ready), batch):
-        names = ready[i:i + batch]
+    while ready:
+        names, ready = ready[:batch], ready[batch:]
         try:
-            found = {tuple(names): serve_and_play(base, names, venvs, root, work)}
-        except LaunchError:
-            found = {}
-            for name in names:  # one at a time: which of them keeps the batch down
-                try:
-                    found[(name,)] = serve_and_play(base, [name], venvs, root, work)
-                except LaunchError as e:
-                    tail = [ln for ln in str(e).splitlines() if ln.strip()]
-                    results[name]["why"] = "did not start: " + (tail[-1][:160] if tail else "ng_run failed")
-        for per in found.values():
-            for name, (rows, scored, why) in per.items():
-                results[name].update(started=True, rows=rows, scored=scored, why=why)
-                print(f"{name}: {scored}/{rows} scored {why}", flush=True)
+            per = serve_and_play(base, names, venvs, root, work)
+        except LaunchError as e:
+            # ng_run names the server that went down; it is out, the rest of the batch goes back in line
+            crashed = re.findall(r"Process `(\w+?)_resources_server` finished unexpectedly", str(e))
+            out = [n for n in names if n in crashed] or names[:1]
+            for name in out:
+                results[name]["why"] = "did not start: " + _last_error(work / f"batch-{names[0]}" / "ng_run.log", name)
+            ready = [n for n in names if n not in out] + ready
+            continue
+        for name, (rows, scored, why) in per.items():
+            results[name].update(started=True, rows=rows, scored=scored, why=why)
+            print(f"{name}: {scored}/{rows} scored {why}", flush=True)
+        if progress:
+            progress(list(results.values()))
     return list(results.values())
 
 
@@ -172,6 +202,7 @@ def table(results: list[dict], version: str) -> str:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the ng_run in flight (its finally)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--venv", type=Path, default=ROOT / ".venv-nemogym-0.7")
     p.add_argument("--only", nargs="*", default=[])
@@ -180,11 +211,14 @@ def main() -> None:
     args = p.parse_args()
     version = subprocess.run([str(args.venv / "bin" / "python"), "-c", "import importlib.metadata as m; "
                               "print(m.version('nemo-gym'))"], capture_output=True, text=True).stdout.strip()
-    results = measure(args.venv.absolute(), args.only, args.batch, args.pip_timeout)
+    def save(results: list[dict]) -> None:  # after every batch: a stopped measurement keeps what it saw
+        OUT_JSON.write_text(json.dumps({"nemo_gym": version, "servers": results}, indent=1) + "\n")
+
+    results = measure(args.venv.absolute(), args.only, args.batch, args.pip_timeout, None if args.only else save)
     if args.only:
         print(json.dumps(results, indent=1))
         return
-    OUT_JSON.write_text(json.dumps({"nemo_gym": version, "servers": results}, indent=1) + "\n")
+    save(results)
     text = README.read_text()
     section = table(results, version)
     if BEGIN in text:
