@@ -101,3 +101,20 @@ def test_failure_rows_of_the_collector_keep_a_cut_task(chat):
     [row] = asyncio.run(service.run(task, 0, group))
     assert (row.status, row.failure_stage, row.failure_kind) == ("env_error", "admission", "unknown_env")
     _assert_small_with_record(row, task)
+
+
+@pytest.mark.parametrize(("message", "kind"), [
+    ("The decoder prompt (length 2153) is longer than the maximum model length of 2048.", "prompt_too_long"),
+    ("engine exploded", "exception")])
+def test_the_engine_refusing_a_prompt_over_its_context_is_prompt_too_long(chat, message, kind):
+    """A prompt inside the agent's budget but over the engine's context: the engine's refusal is named as such,
+    any other engine error stays an exception."""
+    from agent_fakes import Reply
+
+    task = Task(task_id="t", env="weather", prompt=[Message(role="user", content="hi")])
+    policy, env = FakePolicy(chat, [Reply("", raise_error=ValueError(message))]), FakeEnv()
+    cfg = AgentConfig(max_total_tokens=8192)
+    ctx = EpisodeContext(policy=policy, env=env, tokenizer=chat, sampling=SamplingConfig(), config=cfg,
+                         rollout_id="g1-0", group_id="g1", rollout_index=0, group_size=1, session_id="g1-0.a0")
+    [row] = asyncio.run(ToolCallingAgent(cfg).run(task, ctx))
+    assert (row.status, row.failure_stage, row.failure_kind) == ("model_error", "generate", kind)

@@ -29,6 +29,9 @@ _FAILED = object()
 # event loop that runs every other episode of the actor.
 _OFF_LOOP_CHARS = 8192
 
+# vLLM's words when a prompt exceeds max_model_len (VLLMValidationError)
+_MODEL_TOO_SHORT = "longer than the maximum model length"
+
 
 class Episode:
     """One episode in progress: the transcript, the OpenAI-style messages, timings and the outcome."""
@@ -149,8 +152,10 @@ class Episode:
             if is_infra_error(e):
                 raise InfraError(f"policy generate: {type(e).__name__}: {e}",
                                  infra_failure(e, FailureStage.GENERATE)) from e
+            # the engine's own refusal of a prompt over its context (the agent's budget may be larger)
+            kind = FailureKind.PROMPT_TOO_LONG if _MODEL_TOO_SHORT in str(e) else FailureKind.EXCEPTION
             self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {type(e).__name__}: {e}",
-                      Failure(stage=FailureStage.GENERATE, kind=FailureKind.EXCEPTION))
+                      Failure(stage=FailureStage.GENERATE, kind=kind))
             return None
         finally:
             self.timings["generate_s"] += time.perf_counter() - t
