@@ -34,7 +34,7 @@ class MultiTurnAgent(ToolCallingAgent):
             if ep.stopped:
                 return
             if parsed.calls:
-                new = await self._run_calls(ep, parsed.calls, {t.name for t in tools})
+                new = await self.call_tools(ep, parsed.calls, {t.name for t in tools})
                 if new is None:
                     return
             else:
@@ -59,18 +59,3 @@ class MultiTurnAgent(ToolCallingAgent):
             if not await ep.append(new):
                 return
         ep.stop("max_turns", truncated=True)  # out of model calls right after re-rendering for added tools
-
-    async def _run_calls(self, ep: Episode, calls: list, offered: set[str]) -> list[Message] | None:
-        ctx = ep.ctx
-        results = []
-        for call in calls:
-            if call.name not in offered:
-                out = f"Error: unknown tool {call.name!r}; available tools: {sorted(offered)}"
-            else:
-                out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call),
-                                        FailureStage.TOOL, "tool_s")
-                if failed(out):
-                    return None
-                ep.num_tool_calls += 1
-            results.append(Message(role="tool", content=ep.capped(str(out)), tool_call_id=call.id, name=call.name))
-        return results

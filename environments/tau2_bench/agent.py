@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from gym_ray.agents.base import EpisodeContext
 from gym_ray.agents.episode import Episode, failed
-from gym_ray.agents.tool_calling import ToolCallingAgent, _parse_error_message
+from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.errors import FailureStage, Status
 from gym_ray.types import Message, Rollout, Task
 
@@ -45,20 +45,9 @@ class Tau2Agent(ToolCallingAgent):
             if ep.stopped:  # cut by length or aborted: do not act on an incomplete turn
                 return
             if parsed.calls or parsed.errors:
-                replies = []
-                for call in parsed.calls:
-                    if call.name not in offered:
-                        out = f"Error: unknown tool {call.name!r}; available tools: {sorted(offered)}"
-                    else:
-                        out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call),
-                                                FailureStage.TOOL, "tool_s")
-                        if failed(out):
-                            return
-                        ep.num_tool_calls += 1
-                    replies.append(Message(role="tool", content=ep.capped(str(out)), tool_call_id=call.id,
-                                           name=call.name))
-                if parsed.errors:
-                    replies.append(Message(role="user", content=_parse_error_message(parsed.errors)))
+                replies = await self.call_tools(ep, parsed.calls, offered, parsed.errors)
+                if replies is None:
+                    return
             else:
                 result = await ep.env_call("step", ctx.env.step(ctx.session_id, parsed.content), FailureStage.TOOL)
                 if failed(result):

@@ -95,11 +95,31 @@ class ToolCallingAgent:
         ep.at(FailureStage.ADMISSION)
         ep.admit(ep.task.prompt, self._schemas(tools))
 
+    async def call_tools(self, ep: Episode, calls: list, offered: set[str],
+                         errors: list | None = None) -> list[Message] | None:
+        """The messages answering one turn's tool calls (an unknown tool is told so; unparsable calls get one
+        user message naming what went wrong); None when the environment failed and the episode stopped."""
+        ctx = ep.ctx
+        results = []
+        for call in calls:
+            if call.name not in offered:
+                out = f"Error: unknown tool {call.name!r}; available tools: {sorted(offered)}"
+            else:
+                out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call),
+                                        FailureStage.TOOL, "tool_s")
+                if failed(out):
+                    return None
+                ep.num_tool_calls += 1
+            results.append(Message(role="tool", content=ep.capped(str(out)), tool_call_id=call.id, name=call.name))
+        if errors:
+            results.append(Message(role="user", content=_parse_error_message(errors)))
+        return results
+
     async def play(self, ep: Episode, tools: list[ToolSpec], first_turn: int = 0,
                    branch_at: Callable[[Episode, int], bool] | None = None) -> int | None:
         """Play turns from `first_turn` until the episode stops (None), or until a later turn is a branch point
         (`branch_at(ep, turn)`): that turn, not played yet, from which a tree's branches go on."""
-        ctx, chat = ep.ctx, ep.chat
+        chat = ep.chat
         schemas = self._schemas(tools)
         offered = {t.name for t in tools}
         for turn in range(first_turn, self.config.max_turns):
@@ -119,20 +139,9 @@ class ToolCallingAgent:
             if not parsed.calls and not parsed.errors:
                 ep.stop("final_answer")
                 return None
-            results = []
-            for call in parsed.calls:
-                if call.name not in offered:
-                    out = f"Error: unknown tool {call.name!r}; available tools: {sorted(offered)}"
-                else:
-                    out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call),
-                                            FailureStage.TOOL, "tool_s")
-                    if failed(out):
-                        return None
-                    ep.num_tool_calls += 1
-                results.append(Message(role="tool", content=ep.capped(str(out)), tool_call_id=call.id,
-                                       name=call.name))
-            if parsed.errors:
-                results.append(Message(role="user", content=_parse_error_message(parsed.errors)))
+            results = await self.call_tools(ep, parsed.calls, offered, parsed.errors)
+            if results is None:
+                return None
             if turn == self.config.max_turns - 1:
                 ep.messages.extend(results)
                 ep.stop("max_turns", truncated=True)
