@@ -14,6 +14,7 @@ section and the machine-readable result to gym_ray/integrations/nemo_gym/servers
 counts as reachable.
 
     .venv/bin/python benchmarks/nemo_gym_servers.py [--venv .venv-nemogym-0.7] [--only a b ...] [--batch 8]
+        [--work DIR --resume]   # keep the venvs; a stopped measurement goes on where it stopped
 """
 
 from __future__ import annotations
@@ -147,14 +148,19 @@ def _last_error(log: Path, name: str) -> str:
     return errors[-1].split(")", 1)[-1].strip()[:160]
 
 
-def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float, progress=None) -> list[dict]:
+def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float, progress=None, work: Path | None = None,
+            done: dict[str, dict] | None = None) -> list[dict]:
+    """`done`: results of an earlier, stopped measurement (servers that started, or failed to): kept as they are."""
     root = nemo_gym_root(base)
     folders = sorted(p.parent for p in root.glob("resources_servers/*/configs"))
     folders = [f for f in folders if not only or f.name in only]
-    work = Path(tempfile.mkdtemp(prefix="nemo-gym-servers-"))
+    work = work or Path(tempfile.mkdtemp(prefix="nemo-gym-servers-"))
     results: dict[str, dict] = {}
     venvs: dict[str, Path] = {}
     for f in folders:
+        if done and f.name in done:
+            results[f.name] = done[f.name]
+            continue
         reqs = requirements(f)
         t = time.monotonic()
         venv, err = server_venv(base, f.name, reqs, work / "venvs", pip_timeout_s)
@@ -166,7 +172,7 @@ def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float, progr
         elif model := _model_server(f.name, base):
             results[f.name]["why"] = f"needs a NeMo Gym model server ({model}); none is served here"
         print(f"{f.name}: {len(reqs)} requirements {'ok' if not err else err}", flush=True)
-    ready = [n for n, r in results.items() if not r["why"]]
+    ready = [n for n, r in results.items() if not r["why"] and not r["started"]]
     while ready:
         names, ready = ready[:batch], ready[batch:]
         try:
@@ -208,13 +214,23 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=[])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--pip-timeout", type=float, default=300)
+    p.add_argument("--work", type=Path, default=None, help="where the server venvs go (kept, reused by --resume)")
+    p.add_argument("--resume", action="store_true", help="keep the servers the saved result already measured")
     args = p.parse_args()
     version = subprocess.run([str(args.venv / "bin" / "python"), "-c", "import importlib.metadata as m; "
                               "print(m.version('nemo-gym'))"], capture_output=True, text=True).stdout.strip()
     def save(results: list[dict]) -> None:  # after every batch: a stopped measurement keeps what it saw
         OUT_JSON.write_text(json.dumps({"nemo_gym": version, "servers": results}, indent=1) + "\n")
 
-    results = measure(args.venv.absolute(), args.only, args.batch, args.pip_timeout, None if args.only else save)
+    done = {}
+    if args.resume and OUT_JSON.is_file():
+        saved = json.loads(OUT_JSON.read_text())
+        if saved["nemo_gym"] == version:
+            done = {r["server"]: r for r in saved["servers"] if r["started"] or r["why"].startswith("did not start")}
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+    results = measure(args.venv.absolute(), args.only, args.batch, args.pip_timeout, None if args.only else save,
+                      args.work, done)
     if args.only:
         print(json.dumps(results, indent=1))
         return
