@@ -122,6 +122,8 @@ class ScriptedModelConfig(_Served):
     # "serve" (a Serve app: HTTP, replicas, hooks) or "local" (the script runs inside each caller, no hop
     # per call: for load-testing environments)
     hosting: Literal["serve", "local"] = "serve"
+    # sample replies at this rate, one token at a time (a latency model: a weight update can cut a reply)
+    tokens_per_second: float | None = Field(None, gt=0)
 
 
 _MODEL_KINDS: dict[str, type[ModelConfig]] = {
@@ -257,6 +259,11 @@ class CollectConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     resume: bool = False
     tree: TreeConfig | None = None
+    # what a weight update does to generations in flight (gym_ray.models.updates): finish them under the
+    # old weights, abort them and continue under the new ones, or drop their episodes
+    weight_update: Literal["finish", "abort", "drop"] = "finish"
+    # a group with a dropped episode: kept with its masked row, or run again (a rollout stream)
+    on_dropped: Literal["mask", "rerun"] = "mask"
 
 
 # Deployments on the rollout hot path skip Serve's per-request access log: thousands of calls a second

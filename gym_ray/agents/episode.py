@@ -18,6 +18,7 @@ from gym_ray.agents.tokenizer import ChatTokenizer
 from gym_ray.agents.transcript import Transcript, TranscriptError
 from gym_ray.clients import Generation
 from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
+from gym_ray.models.updates import CUT as WEIGHT_UPDATE
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import SeedError, cap_output
 from gym_ray.tasks import FAILED_ROW_KEEP_CHARS, failed_row_texts, messages_json
@@ -159,14 +160,19 @@ class Episode:
             return None
         finally:
             self.timings["generate_s"] += time.perf_counter() - t
+        parts = gen.extra.get("parts")  # cut by a weight update and continued: one span per version
         try:
-            tr.add_generation(gen.token_ids, gen.logprobs, gen.finish_reason, gen.policy_version)
+            tr.add_generation(gen.token_ids, gen.logprobs, gen.finish_reason, gen.policy_version, parts)
         except TranscriptError as e:
             self.fail(Status.MODEL_ERROR, f"policy generate (call {tr.num_calls}): {e}",
                       Failure(stage=FailureStage.GENERATE, kind=FailureKind.BAD_OUTPUT))
             return None
         self.note(gen)
-        if gen.finish_reason == "abort":
+        if gen.finish_reason == WEIGHT_UPDATE:
+            self.fail(Status.ABORTED, f"{WEIGHT_UPDATE}: the policy's weights changed while model call "
+                      f"{tr.num_calls - 1} generated under version {gen.policy_version}; dropped",
+                      Failure(stage=FailureStage.GENERATE, kind=FailureKind.ABORTED))
+        elif gen.finish_reason == "abort":
             self.fail(Status.ABORTED, f"policy aborted generation (call {tr.num_calls - 1})",
                       Failure(stage=FailureStage.GENERATE, kind=FailureKind.ABORTED))
         elif gen.finish_reason == "length":
@@ -177,7 +183,7 @@ class Episode:
         """Count a recorded generation's model and policy version into the rows' provenance (agents that
         call the policy themselves, e.g. the gateway, record through this too)."""
         self._models.append(gen.model)
-        self._versions.append(gen.policy_version)
+        self._versions.extend(v for _, v, _ in gen.extra.get("parts") or [[0, gen.policy_version, ""]])
 
     def capped(self, text: str) -> str:
         """A tool result or observation cut to the agent's `max_tool_output_chars`, saying so to the model

@@ -78,22 +78,30 @@ class Transcript:
         return other
 
     def add_generation(
-        self, token_ids: list[int], logprobs: list[float], finish_reason: str, policy_version: int = 0
+        self, token_ids: list[int], logprobs: list[float], finish_reason: str, policy_version: int = 0,
+        parts: list[list] | None = None,
     ) -> None:
         """Append one model call's output verbatim: mask 1, its logprobs, one span (with the policy
-        version it was sampled under, for off-policy correction)."""
+        version it was sampled under, for off-policy correction). A call a weight update cut and continued
+        under new weights gives `parts` ([tokens, version, finish reason] each): one span per part."""
         if len(logprobs) != len(token_ids):
             raise TranscriptError(f"policy returned {len(logprobs)} logprobs for {len(token_ids)} token ids")
+        parts = parts or [[len(token_ids), policy_version, finish_reason]]
+        if sum(n for n, _, _ in parts) != len(token_ids):
+            raise TranscriptError(f"policy returned parts of {[n for n, _, _ in parts]} tokens for "
+                                  f"{len(token_ids)} token ids")
         seg = self.current
         start = len(seg.response_token_ids)
         seg.response_token_ids.extend(token_ids)
         seg.response_loss_mask.extend([1] * len(token_ids))
         seg.response_logprobs.extend(float(x) for x in logprobs)
-        seg.gen_span_starts.append(start)
-        seg.gen_span_ends.append(start + len(token_ids))
-        seg.call_finish_reasons.append(finish_reason)
-        seg.gen_policy_versions.append(int(policy_version))
-        seg.calls.append(self.num_calls)
+        for n, version, reason in parts:
+            seg.gen_span_starts.append(start)
+            seg.gen_span_ends.append(start + n)
+            seg.call_finish_reasons.append(reason)
+            seg.gen_policy_versions.append(int(version))
+            seg.calls.append(self.num_calls)  # the call of each span
+            start += n
         self.num_calls += 1
         self._full.extend(token_ids)
         self._last_generated = token_ids[-1] if token_ids else None

@@ -100,16 +100,39 @@ class HandlePolicyClient:
         await self._broadcast("set_policy_version", version)
         return version
 
+    async def begin_weight_update(self, mode: str) -> int:
+        """On every replica: hold new generations and `finish`, `abort` (to continue under the new weights)
+        or `drop` those in flight (gym_ray.models.updates); returns once none runs, with how many were cut."""
+        return sum(await self._broadcast("begin_weight_update", mode))
+
+    async def end_weight_update(self, version: int) -> int:
+        """On every replica: stamp `version` on what generates from now, and let held generations go."""
+        await self._broadcast("end_weight_update", version)
+        return version
+
     async def update_weights(self, method: str, args: tuple = (), kwargs: dict | None = None,
-                             timeout: float | None = None, version: int | None = None) -> int:
+                             timeout: float | None = None, version: int | None = None,
+                             mode: str | None = None) -> int:
         """One weight update: `collective_rpc(method)`, drop the stale prefix cache, raise the version.
 
         Returns the new policy version (`version`, or the current one + 1), stamped on every later
-        generation. Pause before and resume after when no request may see mixed weights.
+        generation. With `mode` (`finish`, `abort`, `drop`: `collect.weight_update`) the load is bracketed
+        by `begin_weight_update` / `end_weight_update`, so collection goes on around it; without, pause
+        before and resume after when no request may see mixed weights.
         """
-        await self.collective_rpc(method, args, kwargs, timeout)
-        await self._broadcast("reset_prefix_cache")
-        new = version if version is not None else await self.policy_version() + 1
+        old = await self.policy_version()
+        new = version if version is not None else old + 1
+        if mode is not None:
+            await self.begin_weight_update(mode)
+        try:
+            await self.collective_rpc(method, args, kwargs, timeout)
+            await self._broadcast("reset_prefix_cache")
+        except BaseException:
+            if mode is not None:  # the load failed: generation goes on, stamped with the old version
+                await self.end_weight_update(old)
+            raise
+        if mode is not None:
+            await self.end_weight_update(new)
         return await self.set_policy_version(new)
 
 

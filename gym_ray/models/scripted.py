@@ -3,10 +3,15 @@
 It is how tests run without an engine and how users load-test an environment at thousands of concurrent
 episodes, so a call does as little as possible: replies are tokenized once and cached; the turn is read
 from the prompt itself (how many assistant headers it holds), so any replica answers any call the same.
+
+Weight updates while generating work as on vLLM (`gym_ray.models.updates`): with `tokens_per_second` set, a
+reply is sampled one token at a time at that rate, so an update can cut it; a cut reply continues from the
+token it reached. Each token's logprob is -version/1000: it names the weights that sampled it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 from collections.abc import Callable
@@ -16,6 +21,7 @@ from typing import Any
 from gym_ray.clients import Generation
 from gym_ray.config import ModelConfig, SamplingConfig
 from gym_ray.models.openai_format import chat_response, render_tool_call
+from gym_ray.models.updates import Call, Part, WeightUpdates, merged
 from gym_ray.types import Message, ToolSpec
 
 ASSISTANT_HEADER = "<|im_start|>assistant"
@@ -63,6 +69,9 @@ class ScriptedPolicy:
         self.fn = load_script(cfg.script) if cfg.script else None
         self._header = self.tokenizer.encode(ASSISTANT_HEADER, add_special_tokens=False)
         self._shape = lru_cache(maxsize=4096)(self._shape_uncached)
+        self.tokens_per_second = cfg.tokens_per_second
+        self.updates = WeightUpdates()
+        self._sampled = asyncio.Event()  # set (and replaced) at each token sampled at `tokens_per_second`
 
     def turn(self, prompt_token_ids: list[int]) -> int:
         """Index of the assistant turn being generated: assistant headers in the prompt, minus one."""
@@ -104,26 +113,48 @@ class ScriptedPolicy:
     def token_strings(self, ids: list[int]) -> list[str]:
         return [self.tokenizer.decode([i]) for i in ids]
 
-    async def chat(self, messages: list[dict], tools: list[dict] | None, sampling: SamplingConfig,
-                   version: int = 0) -> dict:
+    async def chat(self, messages: list[dict], tools: list[dict] | None, sampling: SamplingConfig) -> dict:
         """An OpenAI chat completion with token ids and logprobs, as the HTTP route answers it."""
         prompt = self.chat_prompt(messages, tools)
-        gen = await self.generate(prompt, sampling, version)
+        gen = await self.generate(prompt, sampling)
         return chat_response(gen, prompt, self.token_strings(gen.token_ids), with_logprobs=True, with_ids=True)
 
-    async def generate(self, prompt_token_ids: list[int], sampling: SamplingConfig, version: int = 0) -> Generation:
+    async def generate(self, prompt_token_ids: list[int], sampling: SamplingConfig) -> Generation:
         if not prompt_token_ids:
             raise ValueError("prompt_token_ids is empty")
         text = await self.reply_for(prompt_token_ids)
         ids, finish, out_text = self._shape(text, sampling.max_tokens, tuple(sampling.stop))
-        return Generation(
-            token_ids=list(ids),
-            logprobs=[0.0] * len(ids),
-            finish_reason=finish,
-            model=self.model_name,
-            policy_version=version,
-            text=out_text,
-        )
+        n_prompt = len(prompt_token_ids)
+
+        async def run(prompt: list[int], max_tokens: int, call: Call) -> Part:
+            rest = ids[len(prompt) - n_prompt:]  # the reply from where an earlier cut left it
+            if self.tokens_per_second:
+                for _ in rest:
+                    await asyncio.sleep(1 / self.tokens_per_second)
+                    if call.cut:
+                        return self._part(rest[:call.tokens], call.version, "abort")
+                    call.tokens += 1
+                    self._sampled.set()
+                    self._sampled = asyncio.Event()
+            return self._part(rest, call.version, finish)
+
+        parts = await self.updates.generate(run, prompt_token_ids, sampling.max_tokens)
+        gen = Generation(**merged(parts, self.model_name))
+        gen.text = out_text if gen.token_ids == list(ids) else self.tokenizer.decode(gen.token_ids,
+                                                                                     skip_special_tokens=True)
+        return gen
+
+    @staticmethod
+    def _part(token_ids, version: int, finish: str) -> Part:
+        return Part(list(token_ids), [-version / 1000 if version else 0.0] * len(token_ids), version, finish)
+
+    async def sampling_reached(self, tokens: int) -> Call:
+        """Return a generation in flight once it has sampled `tokens` tokens (tests cut it there)."""
+        while True:
+            for call in self.updates.calls:
+                if call.tokens >= tokens and not call.cut:
+                    return call
+            await self._sampled.wait()
 
 
 class LocalScriptedClient:
@@ -157,3 +188,14 @@ class LocalScriptedClient:
     async def chat(self, messages: list[Message], tools: list[ToolSpec] | None, sampling: SamplingConfig) -> dict:
         msgs = [m.to_openai() if isinstance(m, Message) else m for m in messages]
         return await self._p().chat(msgs, [t.to_openai() for t in tools] if tools else None, sampling)
+
+    # -- trainer hooks (this process's copy of the script) ----------------------------------------
+    async def begin_weight_update(self, mode: str) -> int:
+        return await self._p().updates.begin(mode)
+
+    async def end_weight_update(self, version: int) -> int:
+        self._p().updates.end(version)
+        return version
+
+    async def policy_version(self) -> int:
+        return self._p().updates.version

@@ -1,7 +1,7 @@
 """The scripted policy as a Serve deployment: token-level methods for handles, OpenAI routes for HTTP.
 
-It carries the same trainer hooks as the vLLM server (pause/resume, collective_rpc, policy version), so
-a trainer loop can be exercised end to end without an engine.
+It carries the same trainer hooks as the vLLM server (pause/resume, collective_rpc, policy version, weight
+updates while generating), so a trainer loop can be exercised end to end without an engine.
 """
 
 from __future__ import annotations
@@ -36,19 +36,18 @@ class ScriptedServer(BatchedCalls):
     def __init__(self, cfg: dict, tokenizer_path: str):
         self.cfg = ModelConfig.model_validate(cfg)
         self.policy = ScriptedPolicy(self.cfg, tokenizer_path)
-        self.version = 0
         self._running = asyncio.Event()
         self._running.set()
 
     # -- token level (handles) -------------------------------------------------------------------
     async def generate(self, prompt_token_ids: list[int], sampling: dict) -> dict:
         await self._running.wait()
-        gen = await self.policy.generate(prompt_token_ids, SamplingConfig.model_construct(**sampling), self.version)
+        gen = await self.policy.generate(prompt_token_ids, SamplingConfig.model_construct(**sampling))
         return gen.__dict__
 
     async def chat_messages(self, messages: list[dict], tools: list[dict] | None, sampling: dict) -> dict:
         await self._running.wait()
-        return await self.policy.chat(messages, tools, SamplingConfig.model_validate(sampling), self.version)
+        return await self.policy.chat(messages, tools, SamplingConfig.model_validate(sampling))
 
     # -- trainer hooks ----------------------------------------------------------------------------
     async def pause(self, **_: Any) -> None:
@@ -69,12 +68,20 @@ class ScriptedServer(BatchedCalls):
     async def reset_prefix_cache(self) -> None:
         return None
 
+    async def begin_weight_update(self, mode: str) -> int:
+        """`finish`, `abort` or `drop` what generates (gym_ray.models.updates); returns how many were cut."""
+        return await self.policy.updates.begin(mode)
+
+    async def end_weight_update(self, version: int) -> int:
+        self.policy.updates.end(version)
+        return version
+
     async def set_policy_version(self, version: int) -> int:
-        self.version = version
+        self.policy.updates.version = version
         return version
 
     async def get_policy_version(self) -> int:
-        return self.version
+        return self.policy.updates.version
 
     async def check_health(self) -> None:
         return None
@@ -82,7 +89,7 @@ class ScriptedServer(BatchedCalls):
     # -- OpenAI HTTP ------------------------------------------------------------------------------
     async def _chat(self, prompt: list[int], sampling: SamplingConfig, *, logprobs: bool, ids: bool) -> dict:
         await self._running.wait()
-        gen = await self.policy.generate(prompt, sampling, self.version)
+        gen = await self.policy.generate(prompt, sampling)
         return chat_response(gen, prompt, self.policy.token_strings(gen.token_ids), with_logprobs=logprobs, with_ids=ids)
 
     def _check(self, body: dict) -> JSONResponse | None:
@@ -129,6 +136,6 @@ class ScriptedServer(BatchedCalls):
         except ValidationError as e:
             return _error(400, f"invalid completions request: {e}")
         await self._running.wait()
-        gen = await self.policy.generate(prompt, sampling, self.version)
+        gen = await self.policy.generate(prompt, sampling)
         return completion_response(gen, prompt, self.policy.token_strings(gen.token_ids), logprobs=body.get("logprobs"),
                                    with_ids=bool(body.get("return_token_ids")))

@@ -4,7 +4,10 @@ our `LLMServer` subclass adding what the training path needs and serve.llm lacks
 - `generate(prompt_token_ids, sampling)`: token-in/token-out straight on the engine (no OpenAI request
   or response objects on the hot path), final output only, sampled-token logprobs;
 - a policy version, stamped on every generation (token path, and the body of every non-streaming
-  OpenAI response as `policy_version`) and set by the trainer after each weight update.
+  OpenAI response as `policy_version`) and set by the trainer after each weight update;
+- weight updates while generating (gym_ray.models.updates): in-flight token-level generations finish,
+  are cut (vLLM's public `abort`) and continued from the same token prefix under the new weights, or are
+  dropped, while new ones wait for the update.
 
 CPU machines get working defaults: CPU accelerator, one CPU bundle per replica, zero-CPU replica and
 ingress actors, an explicit KV-cache size and OMP thread binding, float32 and eager mode.
@@ -23,6 +26,7 @@ from gym_ray.compat import engine_client
 from gym_ray.config import ModelConfig
 from gym_ray.models.default_model import resolve_model_path
 from gym_ray.models.names import VLLM_SERVER_CLASS, serve_options
+from gym_ray.models.updates import Call, Part, WeightUpdates, merged
 
 
 def engine_input(prompt_token_ids: list[int]) -> Any:
@@ -37,10 +41,11 @@ def engine_input(prompt_token_ids: list[int]) -> Any:
 
 
 class GymLLMServer(LLMServer):
-    """serve.llm's LLMServer plus a token-level `generate` and a policy version."""
+    """serve.llm's LLMServer plus a token-level `generate`, a policy version, and weight updates while
+    generating (`begin_weight_update` / `end_weight_update`, gym_ray.models.updates)."""
 
     async def __init__(self, llm_config: LLMConfig, **kwargs: Any):
-        self._policy_version = 0
+        self._updates = WeightUpdates()
         self._model_id = llm_config.model_id
         await super().__init__(llm_config, **kwargs)
 
@@ -48,37 +53,46 @@ class GymLLMServer(LLMServer):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
-            temperature=sampling.get("temperature", 1.0),
-            top_p=sampling.get("top_p", 1.0),
-            top_k=sampling.get("top_k", -1),
-            max_tokens=sampling.get("max_tokens", 256),
-            seed=sampling.get("seed"),
-            stop=sampling.get("stop") or None,
-            logprobs=0,
-            output_kind=RequestOutputKind.FINAL_ONLY,
-        )
-        version = self._policy_version
-        final = None
-        async for out in engine_client(self).generate(
-            engine_input(list(prompt_token_ids)), params, uuid.uuid4().hex
-        ):
-            final = out
-        if final is None:  # aborted (pause with mode="abort") before any output
-            return {"token_ids": [], "logprobs": [], "finish_reason": "abort", "model": self._model_id,
-                    "policy_version": version, "text": ""}
-        c = final.outputs[0]
-        ids = list(c.token_ids)
-        return {
-            "token_ids": ids,
-            "logprobs": [lp[t].logprob for t, lp in zip(ids, c.logprobs, strict=True)],
-            "finish_reason": c.finish_reason or "abort",
-            "model": self._model_id,
-            "policy_version": version,
-            "text": c.text,
+        def params(max_tokens: int) -> SamplingParams:
+            return SamplingParams(
+                temperature=sampling.get("temperature", 1.0),
+                top_p=sampling.get("top_p", 1.0),
+                top_k=sampling.get("top_k", -1),
+                max_tokens=max_tokens,
+                seed=sampling.get("seed"),
+                stop=sampling.get("stop") or None,
+                logprobs=0,
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )
+
+        async def run(prompt: list[int], max_tokens: int, call: Call) -> Part:
+            call.request_id = uuid.uuid4().hex
+            final = None
+            async for out in engine_client(self).generate(engine_input(prompt), params(max_tokens), call.request_id):
+                final = out
+            if final is None:  # aborted before any output
+                return Part([], [], call.version, "abort")
+            c = final.outputs[0]
+            ids = list(c.token_ids)
             # what the engine actually ran on, so callers can check their transcript against it
-            "extra": {"prompt_token_ids": list(final.prompt_token_ids or [])},
-        }
+            return Part(ids, [lp[t].logprob for t, lp in zip(ids, c.logprobs, strict=True)], call.version,
+                        c.finish_reason or "abort", c.text, {"prompt_token_ids": list(final.prompt_token_ids or [])})
+
+        parts = await self._updates.generate(run, list(prompt_token_ids), sampling.get("max_tokens", 256))
+        return merged(parts, self._model_id)
+
+    async def begin_weight_update(self, mode: str) -> int:
+        """`finish`, `abort` or `drop` the token-level generations in flight (vLLM's `abort` cuts them), with
+        new ones held until `end_weight_update`; returns once none runs, with how many were cut. Requests
+        on the OpenAI routes are held and finished, never cut."""
+        return await self._updates.begin(mode, self._abort)
+
+    async def _abort(self, calls: list[Call]) -> None:
+        await engine_client(self).abort([c.request_id for c in calls if c.request_id])
+
+    async def end_weight_update(self, version: int) -> int:
+        self._updates.end(version)
+        return version
 
     async def chat_messages(self, messages: list[dict], tools: list[dict] | None, sampling: dict) -> dict:
         """`PolicyClient.chat` by handle: vLLM's own chat serving, answered as a dict with token ids."""
@@ -101,26 +115,31 @@ class GymLLMServer(LLMServer):
         return last.model_dump()
 
     async def chat(self, request, raw_request_info=None):
-        return self._stamped(await super().chat(request, raw_request_info), self._policy_version)
+        call = await self._updates.enter()
+        return self._stamped(await super().chat(request, raw_request_info), call, self._updates)
 
     async def completions(self, request, raw_request_info=None):
-        return self._stamped(await super().completions(request, raw_request_info), self._policy_version)
+        call = await self._updates.enter()
+        return self._stamped(await super().completions(request, raw_request_info), call, self._updates)
 
     @staticmethod
-    async def _stamped(outputs, version: int):
+    async def _stamped(outputs, call: Call, updates: WeightUpdates):
         """OpenAI responses allow extra fields: a whole (non-streaming) response carries the version it
-        was generated under, read when the request arrived, like `generate`."""
-        async for out in outputs:
-            if hasattr(out, "choices"):  # not an error, nor a list of stream chunks
-                out.policy_version = version
-            yield out
+        was generated under, read when the request passed the weight-update gate, like `generate`."""
+        try:
+            async for out in outputs:
+                if hasattr(out, "choices"):  # not an error, nor a list of stream chunks
+                    out.policy_version = call.version
+                yield out
+        finally:
+            updates.leave(call)
 
     async def set_policy_version(self, version: int) -> int:
-        self._policy_version = version
+        self._updates.version = version
         return version
 
     async def get_policy_version(self) -> int:
-        return self._policy_version
+        return self._updates.version
 
 
 # serve.llm names the deployment after this class; handles find it by names.llm_deployment_name.

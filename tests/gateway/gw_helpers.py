@@ -40,14 +40,14 @@ class RecordingPolicy:
         self.policy = policy
         self.model_name = policy.model_name
         self._path = tokenizer_path
-        self.version = version
+        policy.updates.version = version
         self.calls: list[tuple[list[int], list[int], list[float]]] = []
 
     def tokenizer_path(self) -> str:
         return self._path
 
     async def generate(self, prompt_token_ids, sampling, session_id=None):
-        gen = await self.policy.generate(list(prompt_token_ids), sampling, self.version)
+        gen = await self.policy.generate(list(prompt_token_ids), sampling)
         salt = zlib.crc32(bytes(str(len(self.calls)), "ascii"))
         gen.logprobs = [-((t * 7919 + i * 31 + salt) % 1000) / 1000.0 - 0.001 for i, t in enumerate(gen.token_ids)]
         self.calls.append((list(prompt_token_ids), list(gen.token_ids), list(gen.logprobs)))
