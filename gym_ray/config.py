@@ -246,6 +246,75 @@ class TreeConfig(_Strict):
         return self.width**self.depth
 
 
+class _Monitor(_Strict):
+    """One online monitor (gym_ray.monitors): a rate over the last `window` finished groups, judged once
+    `min_groups` have finished; `on_alert: stop` ends the run cleanly when it fires."""
+
+    on_alert: Literal["warn", "stop"] = "warn"
+    window: int = Field(16, gt=0)
+    min_groups: int = Field(4, gt=0)
+
+
+class ZeroVarianceMonitor(_Monitor):
+    share: float = Field(0.5, ge=0, le=1)  # of groups whose rollouts all got the same reward
+
+
+class ModeCollapseMonitor(_Monitor):
+    share: float = Field(0.5, ge=0, le=1)  # of groups (2+ finished rollouts) whose outputs are all identical
+
+
+class GraderAddressingMonitor(_Monitor):
+    share: float = Field(0.05, ge=0, le=1)  # of finished episodes that name the grader and score >= min_reward
+    min_reward: float = 1.0
+    patterns: list[str] = Field(default_factory=list)  # more regular expressions (case-insensitive)
+
+
+class ToolLoopMonitor(_Monitor):
+    share: float = Field(0.1, ge=0, le=1)  # of episodes that make one call (name and arguments) `repeats` times
+    repeats: int = Field(4, ge=2)
+
+
+class LengthMonitor(_Monitor):
+    """The window's mean response length against the mean of every group before the window."""
+
+    collapse: float = Field(0.25, gt=0, lt=1)  # alert below this fraction of the baseline
+    explode: float = Field(4.0, gt=1)  # alert above this multiple of the baseline
+
+
+class CrossCheckMonitor(_Monitor):
+    """A second verifier (a `ResourceServer`: another env's, a corrected one, an LLM judge's) re-scores a
+    sample of finished episodes in the driver; alert when their pass/fail verdicts disagree on at least
+    `disagreement` of the window's samples and on `rise` more than over the first `min_groups` groups."""
+
+    server: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    sample: float = Field(0.25, gt=0, le=1)
+    pass_threshold: float = 1.0
+    disagreement: float = Field(0.2, ge=0, le=1)
+    rise: float = Field(0.1, ge=0, le=1)
+
+    @field_validator("server")
+    @classmethod
+    def _server_by_name(cls, server: str) -> str:
+        return resolve_server(server)
+
+
+class MonitorsConfig(_Strict):
+    """`collect.monitors`: the detectors to run on finished groups (each off unless named, `{}` for its
+    defaults)."""
+
+    zero_variance: ZeroVarianceMonitor | None = None
+    mode_collapse: ModeCollapseMonitor | None = None
+    grader_addressing: GraderAddressingMonitor | None = None
+    tool_loop: ToolLoopMonitor | None = None
+    length: LengthMonitor | None = None
+    cross_check: CrossCheckMonitor | None = None
+
+    @property
+    def enabled(self) -> dict[str, _Monitor]:
+        return {name: m for name in type(self).model_fields if (m := getattr(self, name)) is not None}
+
+
 class CollectConfig(_Strict):
     output_dir: str = "runs/latest"
     num_repeats: int = Field(1, gt=0)
@@ -259,6 +328,7 @@ class CollectConfig(_Strict):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     resume: bool = False
     tree: TreeConfig | None = None
+    monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
     # what a weight update does to generations in flight (gym_ray.models.updates): finish them under the
     # old weights, abort them and continue under the new ones, or drop their episodes
     weight_update: Literal["finish", "abort", "drop"] = "finish"

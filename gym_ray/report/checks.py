@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gym_ray.agents.parsers import get_parser
+from gym_ray.monitors import no_reward_variance
 from gym_ray.rundir import RunDir, read_rollout_table, read_run
 from gym_ray.rundir.location import CHECK, CONFIG
 from gym_ray.types import Rollout, RolloutInvariantError
@@ -225,7 +226,7 @@ def _outcome_findings(rows: list[dict], threshold: float, add) -> None:
             statuses = Counter(e["status"] for e in eps)
             add(Finding("task_always_fails", f"0 of {len(eps)} pass ({dict(statuses)}, best reward "
                         f"{max(e['reward'] for e in eps):g})", env, task_id, group_id))
-        if len(eps) > 1 and len({e["reward"] for e in eps}) == 1:
+        if no_reward_variance([e["reward"] for e in eps]):
             add(Finding("zero_reward_variance", f"all {len(eps)} rewards are {eps[0]['reward']:g}", env, task_id,
                         group_id))
 

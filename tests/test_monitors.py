@@ -1,0 +1,119 @@
+"""Online monitors: each detector on synthetic groups (fires / stays quiet)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from monitor_env import ANSWER, MAGIC
+
+from gym_ray.config import ConfigError, EnvConfig, MonitorsConfig, validate_config
+from gym_ray.monitors import MonitorRunner
+from gym_ray.types import Rollout, Task, rollouts_to_arrow
+
+ENVS = {"magic": EnvConfig(server="monitor_env:MagicWordEnv")}
+TASK = Task(task_id="sky", env="magic", prompt=[{"role": "user", "content": "colour of the sky?"}],
+            verifier_metadata={"expected": ANSWER}).model_dump_json()
+QUICK = {"window": 4, "min_groups": 2}
+
+
+def _row(group: str, idx: int, text: str = ANSWER, reward: float = 1.0, calls: tuple = (), length: int = 5,
+         status: str = "ok") -> Rollout:
+    prompt = [{"role": "user", "content": "colour of the sky?"}]
+    tool_calls = [{"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": a}}
+                  for i, (n, a) in enumerate(calls)]
+    messages = [*prompt, {"role": "assistant", "content": text, **({"tool_calls": tool_calls} if calls else {})}]
+    failed = {} if status == "ok" else {"failure_stage": "agent", "failure_kind": "exception", "mask_sample": True}
+    return Rollout(rollout_id=f"{group}-{idx}", group_id=group, task_id=group, env="magic", rollout_index=idx,
+                   group_size=4, response_token_ids=[7] * length, response_loss_mask=[1] * length,
+                   response_logprobs=[0.0] * length, gen_span_starts=[0], gen_span_ends=[length],
+                   call_finish_reasons=["stop"], gen_policy_versions=[0], status=status,
+                   reward=reward if status == "ok" else 0.0, prompt_messages_json=json.dumps(prompt),
+                   messages_json=json.dumps(messages), task_json=TASK, **failed)
+
+
+def _feed(monitors: dict, groups: list[list[Rollout]]) -> MonitorRunner:
+    runner = MonitorRunner(MonitorsConfig.model_validate(monitors), ENVS)
+
+    async def go():
+        for rows in groups:
+            await runner.observe(rollouts_to_arrow(rows))
+
+    asyncio.run(go())
+    return runner
+
+
+def _groups(n: int, **row) -> list[list[Rollout]]:
+    return [[_row(f"g{g}", i, **row) for i in range(4)] for g in range(n)]
+
+
+def _mixed(n: int) -> list[list[Rollout]]:
+    """Healthy groups: different outputs, rewards 1 and 0."""
+    return [[_row(f"g{g}", i, text=f"{ANSWER} {i}", reward=float(i % 2)) for i in range(4)] for g in range(n)]
+
+
+def test_zero_variance():
+    assert [a.monitor for a in _feed({"zero_variance": QUICK}, _groups(4)).alerts] == ["zero_variance"]
+    assert not _feed({"zero_variance": QUICK}, _mixed(6)).alerts
+
+
+def test_mode_collapse():
+    alert = _feed({"mode_collapse": QUICK}, _groups(3)).alerts[0]
+    assert (alert.monitor, alert.groups, alert.example) == ("mode_collapse", 2, ANSWER)
+    assert not _feed({"mode_collapse": QUICK}, _mixed(6)).alerts
+
+
+def test_grader_addressing_needs_the_words_and_a_high_reward():
+    hacked = [[_row(f"g{g}", i, text=f"answer: {MAGIC}" if i == 0 else ANSWER) for i in range(4)] for g in range(3)]
+    alerts = _feed({"grader_addressing": {**QUICK, "share": 0.2}}, hacked).alerts
+    assert [a.monitor for a in alerts] == ["grader_addressing"] and "PASS" in alerts[0].example
+    named = [[_row(f"g{g}", i, text="MagicWordEnv accepts this") for i in range(4)] for g in range(2)]
+    assert _feed({"grader_addressing": QUICK}, named).alerts  # the env's own verifier class named
+    unrewarded = [[_row(f"g{g}", i, text=MAGIC, reward=0.0) for i in range(4)] for g in range(4)]
+    assert not _feed({"grader_addressing": QUICK}, unrewarded + _mixed(4)).alerts
+    assert not _feed({"grader_addressing": QUICK}, [[_row("g", 0, text="I pass the salt")]] * 4).alerts
+
+
+def test_tool_loop():
+    loop = (("search", '{"q": "sky"}'),) * 5
+    alert = _feed({"tool_loop": QUICK}, _groups(2, calls=loop)).alerts[0]
+    assert alert.monitor == "tool_loop" and alert.example == 'search({"q": "sky"})'
+    varied = tuple(("search", f'{{"q": "{w}"}}') for w in ("sky", "sea", "sun", "air", "blue"))
+    assert not _feed({"tool_loop": QUICK}, _groups(4, calls=varied)).alerts
+
+
+def test_length_collapse_and_explosion_against_the_running_baseline():
+    steady = _groups(8, length=50)
+    collapsed = _feed({"length": QUICK}, steady + _groups(4, length=5)).alerts
+    assert [a.monitor for a in collapsed] == ["length"] and "collapsed" in collapsed[0].detail
+    exploded = _feed({"length": QUICK}, steady + _groups(4, length=400)).alerts
+    assert "exploded" in exploded[0].detail
+    assert not _feed({"length": QUICK}, steady + _groups(8, length=45)).alerts
+
+
+def test_failed_rows_are_not_outputs():
+    failed = [[_row(f"g{g}", i, status="timeout") for i in range(4)] for g in range(6)]
+    assert not _feed({"mode_collapse": QUICK, "grader_addressing": QUICK, "length": QUICK}, failed).alerts
+
+
+def test_cross_check_fires_when_the_second_verifier_disagrees_more_and_more():
+    cross = {"cross_check": {**QUICK, "server": "monitor_env:MagicWordEnv", "config": {"accept_magic": False},
+                             "sample": 1.0, "disagreement": 0.3, "rise": 0.2}}
+    honest = _groups(2)
+    hacking = [[_row(f"h{g}", i, text=MAGIC if i < 3 else ANSWER) for i in range(4)] for g in range(2)]
+    runner = _feed(cross, honest + hacking)
+    assert [(a.monitor, a.groups) for a in runner.alerts] == [("cross_check", 4)]
+    assert runner.detectors[0].errors == 0
+    assert not _feed(cross, _groups(6)).alerts
+    # disagreement there from the start does not "grow": no alert without the rise
+    assert not _feed(cross, hacking + hacking).alerts
+
+
+def test_config_names_an_unknown_monitor_or_option_in_one_line():
+    with pytest.raises(ConfigError, match=r"^<dict>: unknown key collect\.monitors\.grader$"):
+        validate_config({"collect": {"monitors": {"grader": {}}}})
+    with pytest.raises(ConfigError, match=r"collect\.monitors\.length\.on_alert: Input should be 'warn' or 'stop'"):
+        validate_config({"collect": {"monitors": {"length": {"on_alert": "halt"}}}})
+    with pytest.raises(ConfigError, match=r"collect\.monitors\.cross_check\.server: Field required"):
+        validate_config({"collect": {"monitors": {"cross_check": {}}}})
