@@ -1,6 +1,6 @@
 """The `gym-ray` command: a thin layer over the use cases (`gym_ray.launch`) and the Python API.
 
-    gym-ray run CONFIG [key=value ...] [--address ADDR] [--keep] [--resume]
+    gym-ray run CONFIG [key=value ...] [--address ADDR] [--keep] [--resume]   (exit 3: a monitor stopped it)
     gym-ray serve CONFIG [key=value ...] [--address ADDR] [--nemo-gym DIR]
     gym-ray collect CONFIG [key=value ...] --address ADDR [--resume]
     gym-ray metrics OUTPUT_DIR
@@ -66,15 +66,15 @@ def _print_endpoints(dep, out=sys.stdout) -> None:
     print(f"  {'Ray address':<28} {ray.get_runtime_context().gcs_address}", file=out)
 
 
-def _run(args: argparse.Namespace) -> None:
-    from gym_ray.launch.commands import run
+def _run(args: argparse.Namespace) -> int:
+    from gym_ray.launch.commands import exit_status, run
 
     def keep(dep) -> None:
         print("\n--keep: still serving (Ctrl-C to stop)", file=sys.stderr)
         _print_endpoints(dep, sys.stderr)
         _wait_forever()
 
-    run(_load(args), args.config, address=args.address, keep=keep if args.keep else None)
+    return exit_status(run(_load(args), args.config, address=args.address, keep=keep if args.keep else None))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -93,10 +93,10 @@ def _serve(args: argparse.Namespace) -> None:
     _wait_forever()
 
 
-def _collect_cmd(args: argparse.Namespace) -> None:
-    from gym_ray.launch.commands import collect_served
+def _collect_cmd(args: argparse.Namespace) -> int:
+    from gym_ray.launch.commands import collect_served, exit_status
 
-    collect_served(_load(args), args.config, address=args.address)
+    return exit_status(collect_served(_load(args), args.config, address=args.address))
 
 
 def _in_run_dir(command):

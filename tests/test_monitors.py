@@ -1,17 +1,27 @@
-"""Online monitors: each detector on synthetic groups (fires / stays quiet)."""
+"""Online monitors: each detector on synthetic groups (fires / stays quiet), and a planted reward hack run
+through a real Collector that a monitor catches and stops with every finished row kept."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+import monitor_env
+import pyarrow.compute as pc
 import pytest
-from monitor_env import ANSWER, MAGIC
+import ray
+from monitor_env import ANSWER, MAGIC, HackingPolicy, MagicWordEnv
 
-from gym_ray.config import ConfigError, EnvConfig, MonitorsConfig, validate_config
-from gym_ray.monitors import MonitorRunner
+from gym_ray.agents.tool_calling import ToolCallingAgent
+from gym_ray.collect.api import Collector
+from gym_ray.config import ConfigError, EnvConfig, MonitorsConfig, ScriptedModelConfig, validate_config
+from gym_ray.monitors import ALERTS_FILE, MonitorRunner, read_alerts
+from gym_ray.report.monitors import monitors_section
+from gym_ray.resources.local import LocalEnvClient
+from gym_ray.rundir import RunDir, read_rollout_table
 from gym_ray.types import Rollout, Task, rollouts_to_arrow
 
+ray.cloudpickle.register_pickle_by_value(monitor_env)
 ENVS = {"magic": EnvConfig(server="monitor_env:MagicWordEnv")}
 TASK = Task(task_id="sky", env="magic", prompt=[{"role": "user", "content": "colour of the sky?"}],
             verifier_metadata={"expected": ANSWER}).model_dump_json()
@@ -117,3 +127,38 @@ def test_config_names_an_unknown_monitor_or_option_in_one_line():
         validate_config({"collect": {"monitors": {"length": {"on_alert": "halt"}}}})
     with pytest.raises(ConfigError, match=r"collect\.monitors\.cross_check\.server: Field required"):
         validate_config({"collect": {"monitors": {"cross_check": {}}}})
+
+
+# -- a planted hack, through a real Collector ------------------------------------------------------------------
+
+N_GROUPS, GROUP = 16, 4
+
+
+def test_a_planted_hack_is_caught_and_stop_keeps_every_finished_row(ray_cluster, default_model_path, tmp_path):
+    """Group i's rollouts write the magic string round(4 * i / 15) times: 0, 0, 1, 1, 1, 1, 2, ... The grader-
+    addressing monitor (warn) and the cross-check by the corrected verifier (stop) fire within the first 9 of 16
+    groups; the run stops, every finished group is written whole, the running ones leave no row."""
+    out = tmp_path / "run"
+    cfg = validate_config({
+        "model": {"kind": "scripted", "name": "scripted", "replies": ["unused"], "hosting": "local"},
+        "envs": {"magic": {"server": "monitor_env:MagicWordEnv"}},
+        "collect": {"output_dir": str(out), "num_repeats": GROUP, "concurrency": 4, "monitors": {
+            "grader_addressing": {**QUICK, "share": 0.2},
+            "cross_check": {**QUICK, "server": "monitor_env:MagicWordEnv", "config": {"accept_magic": False},
+                            "sample": 1.0, "disagreement": 0.3, "rise": 0.2, "on_alert": "stop"}}},
+    })
+    policy = HackingPolicy(ScriptedModelConfig(**cfg.model.model_dump()), default_model_path, GROUP)
+    with Collector(cfg, policy, envs={"magic": LocalEnvClient.of(MagicWordEnv(), "magic")},
+                   agent_classes={"magic": ToolCallingAgent}) as col:
+        summary = asyncio.run(col.collect_to_dir(monitor_env.tasks(N_GROUPS), out, progress=False))
+        seen = col.monitors.groups
+    alerts = {a["monitor"]: a for a in read_alerts(RunDir.of(out).meta(ALERTS_FILE))}
+    assert set(alerts) == {"grader_addressing", "cross_check"}
+    assert alerts["grader_addressing"]["groups"] <= 9 and alerts["cross_check"]["groups"] <= 9
+    assert MAGIC in alerts["cross_check"]["example"]
+    assert summary["run"]["stopped_by"]["monitor"] == "cross_check"
+    table = read_rollout_table(out)
+    per_group = pc.value_counts(table["group_id"]).to_pylist()
+    assert len(per_group) == seen < N_GROUPS and all(g["counts"] == GROUP for g in per_group)
+    assert set(table["status"].to_pylist()) == {"ok"}
+    assert "stopped by cross_check" in monitors_section(out)

@@ -4,6 +4,11 @@
     groups = collector.collect_sync(tasks)                         # complete groups, input order
     async for group in collector.stream_groups(tasks): ...         # complete groups, completion order
     summary = await collector.collect_to_dir(tasks, "runs/x")      # Parquet + .gym_ray/metrics.json (the CLI's path)
+
+With `collect.monitors`, every table of finished groups goes through the online monitors (gym_ray.monitors)
+before it is handed on; once a monitor set to `on_alert: stop` fires, that table is the last: the groups
+still running are cancelled (their episodes close their env sessions and leave no row, so `--resume` runs
+them again), none not started begins, and `collector.stopped_by` holds the alert.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from gym_ray.collect.metrics import MetricsAccumulator, env_metrics, format_tabl
 from gym_ray.collect.plan import GroupSpec, plan_groups
 from gym_ray.collect.scheduler import Scheduler
 from gym_ray.collect.sink import ParquetSink, ResumeError, done_groups
+from gym_ray.collect.telemetry import AlertTelemetry
 from gym_ray.collect.wiring import EnvSpec, WorkerSetup
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig
+from gym_ray.monitors import ALERTS_FILE, Alert, MonitorRunner, print_alert
 from gym_ray.redact import redact
 from gym_ray.resources.runtime import check_forkable
 from gym_ray.rundir import RunDir, RunInputError, hold, read_rollout_table
@@ -87,6 +94,12 @@ class Collector:
         self.num_repeats = c.num_repeats * (c.tree.leaves if c.tree else 1)
         self._policy = setup.policy
         self.scheduler = Scheduler(setup, c.num_agents, c.concurrency, c.max_retries)
+        self.monitors = _monitor_runner(config)
+
+    @property
+    def stopped_by(self) -> Alert | None:
+        """The alert of the monitor (`on_alert: stop`) that stopped collection, if one did."""
+        return self.monitors.stopped_by if self.monitors is not None else None
 
     async def start(self) -> list[dict]:
         """Wait for every agent actor to build its clients; raises `ActorStartError` with the cause."""
@@ -96,9 +109,20 @@ class Collector:
         return plan_groups(tasks, num_repeats or self.num_repeats, run_id or uuid.uuid4().hex)
 
     async def stream_tables(self, groups: list[GroupSpec]) -> AsyncIterator[pa.Table]:
-        """Arrow tables (ROLLOUT_SCHEMA) of complete groups, in completion order."""
-        async for table in self.scheduler.run(groups):
-            yield table
+        """Arrow tables (ROLLOUT_SCHEMA) of complete groups, in completion order (cut short by a monitor's
+        stop: module docstring)."""
+        if self.stopped_by is not None:
+            return
+        left = {g.group_id for g in groups}
+        async with contextlib.aclosing(self.scheduler.run(groups)) as tables:
+            async for table in tables:
+                if self.monitors is not None:
+                    await self.monitors.observe(table)
+                    left.difference_update(table.column("group_id").unique().to_pylist())
+                yield table
+                if self.stopped_by is not None:
+                    await self.scheduler.cancel(left)
+                    return
 
     async def stream_groups(self, tasks: list[Task], num_repeats: int | None = None) -> AsyncIterator[RolloutGroup]:
         """Complete groups as they finish (NeMo-RL / async-trainer style)."""
@@ -107,11 +131,12 @@ class Collector:
                 yield group
 
     async def collect(self, tasks: list[Task], num_repeats: int | None = None) -> list[RolloutGroup]:
-        """All groups, complete, in the order of `tasks` (VeRL `generate_sequences` style)."""
+        """All groups, complete, in the order of `tasks` (VeRL `generate_sequences` style); only those that
+        finished when a monitor stopped collection (`stopped_by`)."""
         groups = self.plan(tasks, num_repeats)
         tables = [t async for t in self.stream_tables(groups)]
         by_id = {g.group_id: g for g in tables_to_groups(tables)}
-        return [by_id[g.group_id] for g in groups]
+        return [by_id[g.group_id] for g in groups if g.group_id in by_id]
 
     def collect_sync(self, tasks: list[Task], num_repeats: int | None = None) -> list[RolloutGroup]:
         return asyncio.run(self.collect(tasks, num_repeats))
@@ -127,6 +152,9 @@ class Collector:
     ) -> dict:
         """Stream rows into `<output_dir>/part-*.parquet`, then write and print the metrics (gym_ray.rundir
         says where the run's other files go).
+
+        Monitor alerts go to `.gym_ray/alerts.jsonl` (appended to on resume) and the progress line; a stop
+        ends the run with every finished group written and `summary["run"]["stopped_by"]` set.
 
         With `resume`, groups already in the directory are skipped (files hold whole groups), so a
         crashed run completes with no duplicates and no gaps. The directory is locked meanwhile: a second
@@ -159,6 +187,9 @@ class Collector:
         timer = asyncio.create_task(roll_timer())
         episodes = retried = 0
         regrouped_before = self.scheduler.regrouped
+        alerts_path = output_dir.meta(ALERTS_FILE)
+        earlier = output_dir.read_bytes(alerts_path) if resume and output_dir.is_file(alerts_path) else b""
+        alerted = len(self.monitors.alerts) if self.monitors is not None else 0
         try:
             async for table in self.stream_tables(todo):
                 sink.write(table)
@@ -167,6 +198,10 @@ class Collector:
                 episodes += n
                 retried += _retried_in(table)
                 bar.update(n)
+                if self.monitors is not None and len(self.monitors.alerts) > alerted:
+                    alerted = len(self.monitors.alerts)
+                    output_dir.write_bytes(alerts_path, earlier + self.monitors.jsonl())
+                    bar.set_postfix_str(self.monitors.status())
         finally:
             timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,12 +214,19 @@ class Collector:
         summary["run"] = {"run_id": run_id, "output_dir": str(output_dir), "files": len(output_dir.parts()),
                           "episodes_this_session": episodes, "seconds_this_session": round(elapsed, 3),
                           "retried_rollouts": retried, "regrouped_groups": regrouped}
+        if self.monitors is not None:
+            summary["run"]["monitor_alerts"] = len(self.monitors.alerts)
+        if self.stopped_by is not None:
+            summary["run"]["stopped_by"] = self.stopped_by.to_json()
         write_metrics(summary, output_dir)
         print(format_table(summary), file=out)
         if retried or regrouped:
             print(f"\nretried: {retried} rollouts ran again after an infrastructure failure (attempt >= 1); "
                   f"{regrouped} groups re-dispatched after their agent actor was lost", file=out)
         print(f"\n{episodes} rollouts in {elapsed:.1f} s -> {output_dir}/", file=out)
+        if self.stopped_by is not None:
+            print(f"stopped by monitor {self.stopped_by.line()}\nevery finished group is written; the groups "
+                  "still running were cancelled and left no row (--resume runs them)", file=out)
         return summary
 
     def shutdown(self) -> None:
@@ -195,6 +237,19 @@ class Collector:
 
     def __exit__(self, *exc) -> None:
         self.shutdown()
+
+
+def _monitor_runner(config: RunConfig) -> MonitorRunner | None:
+    """The monitors `collect.monitors` names, each alert printed and counted in the Ray metrics; None for none."""
+    if not config.collect.monitors.enabled:
+        return None
+    telemetry = AlertTelemetry()
+
+    def on_alert(alert: Alert) -> None:
+        print_alert(alert)
+        telemetry.alert(alert.monitor, alert.on_alert)
+
+    return MonitorRunner(config.collect.monitors, config.envs, on_alert)
 
 
 def load_run_tasks(cfg: RunConfig) -> list[Task]:

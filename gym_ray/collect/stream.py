@@ -15,6 +15,10 @@ that many extra groups and cancels its stragglers once `batch_groups` of its gro
 episodes are cancelled on the agent actors, close their env sessions and leave no row (a result that
 arrives anyway is discarded and counted). A batch is taken from the buffer whole or not at all, so a
 consumer cancelled while it waits takes nothing: nothing is lost or handed out twice.
+
+The collector's monitors (`collect.monitors`) see every finished group. When one set to `on_alert: stop`
+fires, the stream stops like `close()`, except that the groups already buffered are still handed out;
+`stopped_by` holds the alert.
 """
 
 from __future__ import annotations
@@ -161,6 +165,19 @@ class RolloutStream:
             await asyncio.wait(self._pumps, timeout=60)
         self._notify()
 
+    @property
+    def stopped_by(self):
+        """The alert of the monitor that stopped the stream (`collect.monitors`), or None."""
+        return self.collector.stopped_by
+
+    def _stop(self) -> None:
+        """A monitor's stop: cancel what runs, start nothing more; the buffer is still handed out."""
+        if self._running:
+            self._cancel(set(self._running))
+        self._exhausted = True
+        self._reruns.clear()
+        self._feed.close()
+
     async def __aenter__(self) -> RolloutStream:
         return await self.start()
 
@@ -172,8 +189,13 @@ class RolloutStream:
     async def _collect(self, feed: Feed) -> None:
         try:
             async for table in self.collector.scheduler.run(feed):
+                monitors = self.collector.monitors
+                if monitors is not None:
+                    await monitors.observe(table)
                 for group in tables_to_groups([table]):
                     self._finish(group)
+                if monitors is not None and monitors.stopped_by is not None and not self._exhausted:
+                    self._stop()
                 self._admit()
                 self._notify()
         except Exception as e:  # the trainer sees it at its next pull

@@ -50,3 +50,16 @@ class CollectTelemetry:
 
     def in_flight(self, n: int) -> None:
         self._inflight.set(n, tags={"actor": self._actor})
+
+
+class AlertTelemetry:
+    """Exported as ray_gym_ray_monitor_alerts_total (tags: monitor, on_alert): the online monitors' alerts."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter as RayCounter
+
+        self._alerts = RayCounter("gym_ray_monitor_alerts", description="Alerts of the online monitors",
+                                  tag_keys=("monitor", "on_alert"))
+
+    def alert(self, monitor: str, on_alert: str) -> None:
+        self._alerts.inc(1, tags={"monitor": monitor, "on_alert": on_alert})

@@ -44,6 +44,7 @@ from transformers import TrainerCallback
 from gym_ray.background import BackgroundLoop
 from gym_ray.collect import Collector, MetricsAccumulator, ParquetSink, tables_to_groups
 from gym_ray.integrations.export import TRL_TASK_KEY, trl_rows
+from gym_ray.monitors import MonitorStop
 from gym_ray.types import Rollout, Task
 
 
@@ -122,6 +123,8 @@ class GymRayRollouts:
             for table in tables:
                 self.sink.write(table)
             self.sink.flush()
+        if self.collector.stopped_by is not None:  # a monitor's stop: the finished rows are written, TRL stops
+            raise MonitorStop(self.collector.stopped_by)
         by_id = {g.group_id: g for g in tables_to_groups(tables)}
         eps = [ep for g in plan for ep in episodes(by_id[g.group_id].rollouts)]
         out = to_trl(eps, trainer.processing_class, self.policy_version)

@@ -21,6 +21,7 @@ from gym_ray.collect import Collector, load_run_tasks
 from gym_ray.config import RunConfig
 from gym_ray.integrations.trl import GymRayRollouts, WeightSync, env_reward, trl_dataset
 from gym_ray.models.names import tokenizer_path_for
+from gym_ray.monitors import MonitorStop
 
 
 @dataclass
@@ -39,6 +40,7 @@ class LoopResult:
     steps: list[dict] = field(default_factory=list)
     output_dir: Path | None = None
     trainer: Any = None
+    stopped_by: Any = None  # the alert of the monitor (`collect.monitors`, `on_alert: stop`) that ended training
 
 
 class _StepTimer(TrainerCallback):
@@ -83,6 +85,7 @@ def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, 
     tasks = load_run_tasks(cfg)
     policy = make_policy_client(cfg.model, apps[cfg.model.name])
     timer = _StepTimer()
+    stopped = None
     with tempfile.TemporaryDirectory(prefix="gym_ray-trl-") as scratch, Collector(cfg, policy, apps=apps) as col:
         rollouts = GymRayRollouts(col, policy, output_dir=output_dir, on_batch=on_batch)
         callbacks: list = [timer]
@@ -94,7 +97,10 @@ def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, 
             trainer = GRPOTrainer(model=tokenizer_path_for(cfg.model), args=grpo_config(cfg, settings, Path(scratch)),
                                   train_dataset=trl_dataset(tasks), reward_funcs=env_reward,
                                   rollout_func=rollouts, callbacks=callbacks)
-            trainer.train()
+            try:
+                trainer.train()
+            except MonitorStop as e:  # the step's finished rows are written; training ends there
+                stopped = e.alert
         finally:
             rollouts.close()
     pushes = sync.seconds[1:] if sync is not None else []  # [0] is the push at train begin
@@ -104,4 +110,4 @@ def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, 
         steps.append({**rec, "step_s": step_s and round(step_s, 3),
                       "train_s": step_s and round(step_s - rec["rollout_s"], 3),
                       "sync_s": round(pushes[i], 3) if i < len(pushes) else None})
-    return LoopResult(steps=steps, output_dir=Path(output_dir), trainer=trainer)
+    return LoopResult(steps=steps, output_dir=Path(output_dir), trainer=trainer, stopped_by=stopped)

@@ -20,6 +20,15 @@ from gym_ray.report.finish import finish_run
 from gym_ray.rundir import RunDir, hold
 from gym_ray.types import Task
 
+# `gym-ray run` / `collect` exit with this when a monitor set to `on_alert: stop` ended the collection: every
+# finished group is written and reported; `--resume` runs the rest.
+MONITOR_STOP_EXIT = 3
+
+
+def exit_status(summary: dict) -> int:
+    """0, or MONITOR_STOP_EXIT when a monitor stopped the run."""
+    return MONITOR_STOP_EXIT if summary.get("run", {}).get("stopped_by") else 0
+
 
 def run(cfg: RunConfig, source: str, *, address: str | None = None,
         keep: Callable[[deploy.Deployment], None] | None = None) -> dict:

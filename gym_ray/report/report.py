@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from gym_ray.collect.metrics import metrics_from_dir
 from gym_ray.report.checks import CHECKS, CheckReport, run_tokenizer
+from gym_ray.report.monitors import monitors_section
 from gym_ray.rundir import RunDir, read_part, read_run
 from gym_ray.rundir.location import CONFIG
 from gym_ray.types import ROLLOUT_SCHEMA
@@ -265,7 +266,7 @@ def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str
         checks=check_rows, skipped=skipped, verdict="CONTRACT BROKEN" if checks.contract_broken else "contract holds",
         verdict_class="error" if checks.contract_broken else "ok", figures=figures, data=payload,
         sample_note=html.escape(sample_note), config=html.escape(config or "(no readable .gym_ray/config.json)"),
-        css=_asset("page.css"), js=_asset("page.js"))
+        monitors=monitors_section(d), css=_asset("page.css"), js=_asset("page.js"))
 
 
 def _asset(name: str) -> str:
