@@ -16,6 +16,7 @@ from typing import Any
 
 from gym_ray.agents.parsers import get_parser
 from gym_ray.monitors import no_reward_variance
+from gym_ray.report.tree_checks import level, tree_findings, tree_shape
 from gym_ray.rundir import RunDir, read_rollout_table, read_run
 from gym_ray.rundir.location import CHECK, CONFIG
 from gym_ray.types import Rollout, RolloutInvariantError
@@ -30,6 +31,10 @@ CHECKS: dict[str, tuple[str, str]] = {
     "duplicate_rollout": (ERROR, "the same (task, rollout_index, segment) is there twice"),
     "missing_rollout": (ERROR, "a group or episode lacks rows (rollout_index or segment absent)"),
     "missing_groups": (ERROR, "fewer groups than the run's tasks: the run did not finish (--resume)"),
+    "tree_orphan_node": (ERROR, "a tree leaf whose parent_node_id is not its parent node, or is a leaf itself"),
+    "tree_missing_leaf": (ERROR, "a tree node that branched lacks a child: no leaf row ends it or fails it"),
+    "tree_prefix_mismatch": (ERROR, "sibling tree leaves differ before their branch_token_offset (tokens, "
+                                    "logprobs, mask)"),
     "model_call_failed": (WARNING, "the episode ended on a failed model call (status model_error)"),
     "runaway_generation": (WARNING, "every model call hit max_tokens (finish reason 'length')"),
     "empty_final_answer": (WARNING, "the episode's last assistant message is empty"),
@@ -43,6 +48,7 @@ _COLUMNS = [
     "response_token_ids", "response_loss_mask", "response_logprobs", "gen_span_starts", "gen_span_ends",
     "call_finish_reasons", "gen_policy_versions", "reward", "reward_component_names", "reward_component_values",
     "status", "mask_sample", "failure_stage", "failure_kind", "prompt_messages_json", "messages_json",
+    "tree_id", "node_id",
 ]
 _ROW_FIELDS = [c for c in _COLUMNS if c in Rollout.model_fields]
 # The other fields at their defaults, made once: model_construct would inspect each default factory's
@@ -110,7 +116,9 @@ def run_checks(run_dir: str | Path, *, pass_threshold: float = 1.0, tokenizer: A
         where = {"env": r["env"], "task_id": r["task_id"], "group_id": r["group_id"], "rollout_id": r["rollout_id"]}
         for check, detail in _row_findings(r, tokenizer, parser):
             add(Finding(check, detail, **where))
-    _identity_findings(rows, add)
+    _identity_findings(run_dir, rows, add)
+    for check, detail, r in tree_findings(run_dir):
+        add(Finding(check, detail, r["env"], r["task_id"], r["group_id"], r["rollout_id"]))
     _outcome_findings(rows, pass_threshold, add)
     _manifest_findings(run_dir, rows, report)
     return report
@@ -192,7 +200,10 @@ def _same_text(message: dict, text: str, parser) -> bool:
     return content in (" ".join(parsed.content.split()), " ".join(text.split()))
 
 
-def _identity_findings(rows: list[dict], add) -> None:
+def _identity_findings(run_dir: str | Path, rows: list[dict], add) -> None:
+    """Each (task, rollout_index, segment) once, and every index of a group there; a tree leaf that ended
+    early or failed stands for the indexes of its whole subtree."""
+    width, depth = tree_shape(run_dir, [r["node_id"] for r in rows if r["tree_id"]])
     seen: Counter = Counter()
     episodes: dict[tuple[str, str], dict] = {}
     for r in rows:
@@ -205,8 +216,10 @@ def _identity_findings(rows: list[dict], add) -> None:
                                                                "segments": defaultdict(set), "nseg": {}})
         group["segments"][r["rollout_index"]].add(r["segment_index"])
         group["nseg"][r["rollout_index"]] = r["num_segments"]
+        span = width ** max(0, depth - level(r["node_id"])) if r["tree_id"] else 1
+        group.setdefault("covered", set()).update(range(r["rollout_index"], r["rollout_index"] + span))
     for (env, task_id), g in episodes.items():
-        absent = sorted(set(range(g["size"])) - set(g["segments"]))
+        absent = sorted(set(range(g["size"])) - g["covered"])
         if absent:
             add(Finding("missing_rollout", f"group of {g['size']} lacks rollout_index {absent}", env, task_id,
                         g["group_id"]))

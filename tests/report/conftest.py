@@ -14,3 +14,11 @@ def mixed_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mixed") / "run"
     report_runs.collect(out, "report_runs:mixed", num_repeats=4)
     return out
+
+
+@pytest.fixture(scope="session")
+def tree_run(tmp_path_factory) -> Path:
+    """The counter env played as width-2, depth-2 trees: two full trees and one that ends before branching."""
+    out = tmp_path_factory.mktemp("tree") / "run"
+    report_runs.tree_run(out)
+    return out

@@ -27,6 +27,7 @@ from gym_ray.types import Rollout, rollouts_to_arrow
 
 ROOT = Path(__file__).resolve().parents[2]
 WEATHER = ROOT / "environments" / "weather"
+COUNTER = ROOT / "environments" / "counter"
 _RESULT = re.compile(r"The weather in (.+?) is (\w+), (-?\d+) °C\.")
 
 
@@ -71,6 +72,20 @@ def broken(prompt_text: str, turn: int):
     raise RuntimeError("the policy process died")
 
 
+_branch_calls = itertools.count()
+
+
+def branching(prompt_text: str, turn: int):
+    """Counter: three increments of 1-3 (each call its own amount, so a tree's branches diverge), then the
+    value; "Nothing to do." at once when the task says "Stop at once" (a tree that ends before branching)."""
+    if "Stop at once" in prompt_text:
+        return "Nothing to do."
+    if turn < 3:
+        return {"name": "increment", "arguments": {"count": next(_branch_calls) % 3 + 1}}
+    value = re.findall(r"The counter is now (-?\d+)\.", prompt_text)[-1]
+    return f"The counter is {value}."
+
+
 class _InProcess:
     """The scripted policy as a PolicyClient without Serve."""
 
@@ -106,6 +121,37 @@ def collect(out: Path, script: str, num_repeats: int = 4, limit: int | None = No
     async def main():
         groups = plan_groups(tasks, num_repeats, run_id)
         return await asyncio.gather(*(episode(g, g.task, i) for g in groups for i in range(num_repeats)))
+
+    rows = [r for rs in asyncio.run(main()) for r in rs]
+    write_rows(out, rows)
+    return rows
+
+
+def tree_run(out: Path, width: int = 2, depth: int = 2, limit: int = 2) -> list[Rollout]:
+    """The counter env played as trees (`collect.tree`, branching at every assistant turn) by `branching`:
+    `limit` tasks of one tree each, and one task that stops before its first branch point (one early leaf)."""
+    from gym_ray.episodes import EnvSpec, EpisodeService, Group
+    from gym_ray.resources.local import LocalEnvClient
+
+    cfg = load_config(COUNTER / "config.yaml", [
+        f"collect.num_repeats={width ** depth}", f"collect.output_dir={out}", "model.kind=scripted",
+        "model.script=report_runs:branching", "model.chat_template=chatml_tools",
+        f"collect.tree={{width: {width}, depth: {depth}, at: assistant_turn}}"])
+    env_cfg = cfg.envs["counter"].model_copy(update={"hosting": "local"})
+    tasks = load_tasks(env_cfg.data, default_env="counter", limit=limit)
+    last = tasks[-1].prompt[-1].model_copy(update={"content": "Stop at once."})
+    tasks.append(tasks[-1].model_copy(update={"task_id": "counter-stop", "prompt": [*tasks[-1].prompt[:-1], last]}))
+    run_id, _ = _open_run(out, False, run_identity(cfg, tasks))
+    _write_meta(RunDir.of(out), CONFIG, json.loads(cfg.model_dump_json()))
+    policy = _InProcess(ScriptedPolicy(cfg.model, tokenizer_path_for(cfg.model)))
+    service = EpisodeService({"counter": EnvSpec(config=env_cfg, client=LocalEnvClient("counter", env_cfg))}, policy,
+                             tokenizer=load_tokenizer(tokenizer_path_for(cfg.model), "chatml_tools"),
+                             sampling=cfg.collect.sampling, tree=cfg.collect.tree)
+
+    async def main():
+        groups = plan_groups(tasks, width ** depth, run_id)
+        return await asyncio.gather(*(service.run_group(g.task, Group(g.group_id, group_size=width ** depth))
+                                      for g in groups))
 
     rows = [r for rs in asyncio.run(main()) for r in rs]
     write_rows(out, rows)
