@@ -61,6 +61,8 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--prompts-per-step", type=int, default=4, help="tasks per step; x num_repeats rows")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--off-policy-steps", type=int, default=0, choices=[0, 1, 2],
+                   help="0: synchronous; 1 or 2: the next steps' rollouts generate while a step trains")
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = p.parse_args()
@@ -78,7 +80,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = LoopSettings(steps=args.steps, prompts_per_step=args.prompts_per_step, learning_rate=args.lr,
-                            seed=args.seed)
+                            seed=args.seed, off_policy_steps=args.off_policy_steps)
     started = connect_ray(cfg, None)
     dep = None
     t0 = time.monotonic()
@@ -93,7 +95,8 @@ def main() -> int:
             ray.shutdown()
     envs = ",".join(cfg.envs)
     print(f"\nTRL GRPO on gym_ray env {envs}: {args.prompts_per_step} tasks x {cfg.collect.num_repeats} rollouts "
-          f"per step, lr {args.lr}, seed {args.seed}, {time.monotonic() - t0:.0f} s in all\n")
+          f"per step, lr {args.lr}, seed {args.seed}, off-policy steps {args.off_policy_steps}, "
+          f"{time.monotonic() - t0:.0f} s in all\n")
     print(table(result.steps))
     (out / "learning_curve.json").write_text(json.dumps({"settings": vars(args), "steps": result.steps}, indent=2))
     plot(result.steps, out / "learning_curve.png", f"TRL GRPO on gym_ray {envs} (SmolLM2-135M, CPU)")

@@ -26,15 +26,24 @@ tokens, which TRL then leaves out of the loss). The reward is the environment's 
   loss (it assumes on-policy data); its importance-sampling correction exists only on its own vLLM path
   (private attributes), so the loop stays strictly on-policy instead. `off_policy_mask_threshold` is the
   one public TRL option that reads the logprobs returned here.
+- **Asynchronous** (`off_policy_steps=k`, k >= 1): a `RolloutStream` keeps generating while TRL trains,
+  up to k batches ahead, so step t+1's rollouts are made while step t trains; a row is used if every span
+  of it is at most k versions old (older groups are re-run by the stream, never handed out). The stream
+  owns the task order (each epoch a seeded shuffle of `tasks`): the prompts TRL's sampler picked are not
+  the ones run, TRL learns from the returned `prompt_ids` / `completion_ids`. TRL has no importance-
+  sampling correction for these rows (`vllm_importance_sampling_correction` acts only with `use_vllm`, on
+  the logprobs of TRL's own vLLM client); `off_policy_mask_threshold` (DeepSeek-V3.2's off-policy sequence
+  mask) is the public path that weighs them against the sampler's logprobs returned here.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +51,10 @@ import pyarrow as pa
 from transformers import TrainerCallback
 
 from gym_ray.background import BackgroundLoop
-from gym_ray.collect import Collector, MetricsAccumulator, ParquetSink, tables_to_groups
+from gym_ray.collect import Collector, MetricsAccumulator, ParquetSink, RolloutStream, tables_to_groups
 from gym_ray.integrations.export import TRL_TASK_KEY, trl_rows
 from gym_ray.monitors import MonitorStop
-from gym_ray.types import Rollout, Task
+from gym_ray.types import Rollout, RolloutGroup, Task, rollouts_to_arrow
 
 
 class PromptTaskError(ValueError):
@@ -91,11 +100,20 @@ class GymRayRollouts:
     `policy` is the `HandlePolicyClient` of the policy the collector generates with (the one weights are
     pushed to); `output_dir` gets every step's rows as Parquet (one file per step); `on_batch` sees each
     dict handed to TRL. `history` holds one record per call: step, policy version, mean reward, pass@1,
-    rollout seconds, failures.
+    rollout seconds (the trainer's wait), failures. With `off_policy_steps` > 0 the rows come from a
+    `RolloutStream` over `tasks` that keeps generating while TRL trains (module docstring).
     """
 
     def __init__(self, collector: Collector, policy: Any = None, *, output_dir: str | Path | None = None,
-                 on_batch: Callable[[dict], None] | None = None):
+                 on_batch: Callable[[dict], None] | None = None, off_policy_steps: int = 0,
+                 tasks: list[Task] | None = None, seed: int = 0):
+        if off_policy_steps < 0:
+            raise ValueError(f"off_policy_steps must be >= 0, got {off_policy_steps}")
+        if off_policy_steps and not tasks:
+            raise ValueError("off_policy_steps > 0 needs the tasks to stream: GymRayRollouts(..., tasks=...)")
+        self.off_policy_steps = off_policy_steps
+        self.tasks, self.seed = tasks, seed
+        self.stream: RolloutStream | None = None
         self.collector = collector
         self.on_batch = on_batch
         self.policy = policy
@@ -115,9 +133,13 @@ class GymRayRollouts:
 
     def __call__(self, prompts: list, trainer: Any) -> dict:
         size = trainer.num_generations if trainer.model.training else trainer.num_generations_eval
-        plan = self.collector.plan(group_tasks(prompts, size), size)
         started = time.monotonic()
-        tables = self.run(self._stream(plan))
+        if self.off_policy_steps and trainer.model.training:
+            plan: list = self.run(self._pull(len(prompts), size))
+            tables = [rollouts_to_arrow([r for g in plan for r in g.rollouts])]
+        else:
+            plan = self.collector.plan(group_tasks(prompts, size), size)
+            tables = self.run(self._stream(plan))
         seconds = time.monotonic() - started
         if self.sink is not None:
             for table in tables:
@@ -127,7 +149,7 @@ class GymRayRollouts:
             raise MonitorStop(self.collector.stopped_by)
         by_id = {g.group_id: g for g in tables_to_groups(tables)}
         eps = [ep for g in plan for ep in episodes(by_id[g.group_id].rollouts)]
-        out = to_trl(eps, trainer.processing_class, self.policy_version)
+        out = to_trl(eps, trainer.processing_class, self.policy_version, self.off_policy_steps)
         acc = MetricsAccumulator()
         for table in tables:
             acc.add(table)
@@ -145,10 +167,42 @@ class GymRayRollouts:
     async def _stream(self, plan: list) -> list[pa.Table]:
         return [t async for t in self.collector.stream_tables(plan)]
 
+    async def _pull(self, num_prompts: int, size: int) -> list[RolloutGroup]:
+        """The next batch of the stream (started on the first call): `num_prompts / size` complete groups."""
+        if num_prompts % size:
+            raise PromptTaskError(f"{num_prompts} prompts do not split into groups of num_generations={size}")
+        n, k = num_prompts // size, self.off_policy_steps
+        if self.stream is None:  # k batches ahead: one running, k - 1 waiting (admitted while fewer wait)
+            self.stream = RolloutStream(self.collector, task_epochs(self.tasks or [], self.seed), batch_groups=n,
+                                        num_repeats=size, max_staleness=k, max_buffered=(k - 1) * n + 1,
+                                        max_in_flight=n, policy_version=self.policy_version or 0)
+            await self.stream.start()
+        return await self.stream.next_batch(n)
+
+    def set_policy_version(self, version: int) -> None:
+        """The trainer's policy version: rows older than `off_policy_steps` versions are not handed out."""
+        self.policy_version = version
+        if self.stream is not None:
+            self.run(self._set_version(version))
+
+    async def _set_version(self, version: int) -> None:
+        self.stream.set_policy_version(version)
+
     def close(self) -> None:
+        if self.stream is not None:
+            self.run(self.stream.close())
         if self.sink is not None:
             self.sink.close()
         self._loop.stop()
+
+
+def task_epochs(tasks: list[Task], seed: int) -> Iterator[Task]:
+    """`tasks` endlessly, each epoch in a new order drawn from `seed`."""
+    rng = random.Random(seed)
+    while True:
+        order = list(tasks)
+        rng.shuffle(order)
+        yield from order
 
 
 def mean_components(components: list[dict | None]) -> dict[str, float]:
@@ -179,14 +233,17 @@ def episodes(rows: list[Rollout]) -> list[tuple[Rollout, int]]:
     return [(r, r.num_segments) for r in rows if r.segment_index == r.num_segments - 1]
 
 
-def to_trl(eps: list[tuple[Rollout, int]], tokenizer: Any, policy_version: int | None) -> dict:
-    """TRL's rollout_func dict for these episodes (one sample each, group-contiguous)."""
+def to_trl(eps: list[tuple[Rollout, int]], tokenizer: Any, policy_version: int | None,
+           max_staleness: int = 0) -> dict:
+    """TRL's rollout_func dict for these episodes (one sample each, group-contiguous); a row with a span
+    more than `max_staleness` versions behind `policy_version` (or ahead of it) is masked as stale."""
     out: dict[str, list] = {k: [] for k in ("prompt_ids", "completion_ids", "logprobs", "env_mask", "env_reward",
                                             "reward_components", "policy_version", "num_segments",
                                             "gym_ray_status", "gym_ray_rollout_id")}
     for row, num_segments in eps:
         versions = set(row.gen_policy_versions)
-        off_policy = policy_version is not None and bool(versions - {policy_version})
+        off_policy = policy_version is not None and any(not 0 <= policy_version - v <= max_staleness
+                                                        for v in versions)
         masked = row.mask_sample or off_policy
         prompt, completion = list(row.prompt_token_ids), list(row.response_token_ids)
         mask, logprobs = [int(m) for m in row.response_loss_mask], [float(x) for x in row.response_logprobs]
@@ -238,7 +295,7 @@ class WeightSync(TrainerCallback):
                 await policy.resume()
 
         new = self.rollouts.run(update())
-        self.rollouts.policy_version = new
+        self.rollouts.set_policy_version(new)
         self.seconds.append(time.monotonic() - started)
         return new
 

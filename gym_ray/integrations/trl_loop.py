@@ -5,6 +5,10 @@ GRPOTrainer learning from their episodes, weights pushed back after every step.
 from the policy's own checkpoint (`model.model`, default the embedded SmolLM2-135M-Instruct), so step 0
 is on-policy before the first push. CPU settings (the fastest measured on a 2-core machine): fp32, no
 gradient checkpointing, no reference model (`beta=0`), one iteration per generation.
+
+`off_policy_steps` 0 is the synchronous loop (each step's rollouts, then its training); 1 or 2 generate
+the next steps' rollouts while a step trains, on the same machine (`GymRayRollouts`' stream), with rows
+up to that many versions old; `off_policy_mask_threshold` turns on TRL's off-policy sequence mask.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class LoopSettings:
     learning_rate: float = 3e-5
     seed: int = 0
     weight_sync: bool = True
+    off_policy_steps: int = 0
+    off_policy_mask_threshold: float | None = None
 
 
 @dataclass
@@ -69,6 +75,7 @@ def grpo_config(cfg: RunConfig, settings: LoopSettings, scratch: Path):
         temperature=cfg.collect.sampling.temperature, learning_rate=settings.learning_rate,
         lr_scheduler_type="constant", max_steps=settings.steps, logging_steps=1, save_strategy="no",
         report_to="none", seed=settings.seed, data_seed=settings.seed, dataloader_num_workers=0,
+        off_policy_mask_threshold=settings.off_policy_mask_threshold,
     )
 
 
@@ -87,7 +94,8 @@ def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, 
     timer = _StepTimer()
     stopped = None
     with tempfile.TemporaryDirectory(prefix="gym_ray-trl-") as scratch, Collector(cfg, policy, apps=apps) as col:
-        rollouts = GymRayRollouts(col, policy, output_dir=output_dir, on_batch=on_batch)
+        rollouts = GymRayRollouts(col, policy, output_dir=output_dir, on_batch=on_batch,
+                                  off_policy_steps=settings.off_policy_steps, tasks=tasks, seed=settings.seed)
         callbacks: list = [timer]
         sync: WeightSync | None = rollouts.weight_sync(Path(scratch) / "weights") if settings.weight_sync else None
         if sync is not None:

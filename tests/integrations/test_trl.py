@@ -3,6 +3,7 @@ is what gym_ray wrote to Parquet, and a failed or stale episode teaches nothing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pyarrow.parquet as pq
@@ -21,6 +22,7 @@ from gym_ray.integrations.trl import (
     env_reward,
     episodes,
     group_tasks,
+    task_epochs,
     to_trl,
     trl_dataset,
 )
@@ -126,6 +128,48 @@ def test_failed_and_stale_episodes_are_masked_not_scored_zero():
     assert out["gym_ray_status"] == ["ok", "model_error", "stale"]
     assert out["num_segments"] == [1, 1, 2] and out["reward_components"][0] == {"correct": 1.0}
     assert component_reward("correct")([None] * 3, out["reward_components"]) == [1.0, None, None]
+    # off-policy by one step: a row whose oldest span is one version behind is trained on, two behind is not
+    older = _row(task, versions=(1, 3))
+    out = to_trl([(ok, 1), (stale, 2), (older, 1)], _Tok(), policy_version=3, max_staleness=1)
+    assert out["gym_ray_status"] == ["ok", "ok", "stale"] and out["env_reward"] == [1.0, 1.0, None]
+
+
+async def _until_buffered(stream, n: int) -> None:
+    while stream.stats()["buffered"] < n:
+        await asyncio.wait_for(stream.changed(), 60)
+
+
+def test_off_policy_rollouts_of_the_next_step_are_made_before_trl_asks(ray_cluster, default_model_path, tmp_path):
+    """off_policy_steps=1: once TRL has a step's rows, the stream makes the next step's while it trains; those
+    rows, one version old when TRL takes them, reach TRL unmasked and token for token as in Parquet."""
+    cfg = scripted_config("weather", num_repeats=2)
+    tasks = load_tasks(cfg.envs["weather"].data, default_env="weather")[:3]
+    received = []
+    with Collector(cfg) as collector:
+        rollouts = GymRayRollouts(collector, output_dir=tmp_path / "rows", on_batch=received.append,
+                                  off_policy_steps=1, tasks=tasks, seed=0)
+        trainer = grpo_trainer(default_model_path, rollouts, trl_dataset(tasks), num_generations=2)
+        trainer.model.train()
+        batch = [row for row in trl_rows(tasks[:2]) for _ in range(2)]
+        trainer._generate_and_score_completions(batch)
+        rollouts.run(_until_buffered(rollouts.stream, 2))  # the next step's groups, made while nothing asked
+        rollouts.set_policy_version(1)  # the trainer stepped
+        out = trainer._generate_and_score_completions(batch)
+        stats = rollouts.stream.stats()
+        rollouts.close()
+
+    assert stats["handed_out"] == 4 and stats["stale_rerun"] == 0
+    epochs = task_epochs(tasks, 0)
+    first_four = sorted(next(epochs).task_id for _ in range(4))  # the stream's order: a seeded shuffle per epoch
+    rows = {r["rollout_id"]: r for r in pq.read_table(tmp_path / "rows").to_pylist()}
+    assert len(rows) == 8 and sorted(rid for sent in received for rid in sent["gym_ray_rollout_id"]) == sorted(rows)
+    assert sorted(r["task_id"] for r in rows.values() if r["rollout_index"] == 0) == first_four
+    second = received[1]
+    assert second["gym_ray_status"] == ["ok"] * 4 and second["policy_version"] == [0] * 4
+    for i, rid in enumerate(second["gym_ray_rollout_id"]):
+        n = len(rows[rid]["response_token_ids"])
+        assert out["completion_ids"][i, :n].tolist() == rows[rid]["response_token_ids"]
+        assert second["env_mask"][i] == rows[rid]["response_loss_mask"]
 
 
 def test_prompts_must_come_as_contiguous_groups_of_tasks():
@@ -199,3 +243,45 @@ def test_exported_dataset_loads_with_datasets_and_carries_each_task(tmp_path, su
     assert [m["content"] for m in ds[0]["prompt"]] == [m.content for m in tasks[0].prompt]
     assert cli_main(["export", "trl", *files, str(tmp_path / "x.csv")]) == 2
     assert "x.csv: the output must be a .parquet or .jsonl file" in capsys.readouterr().err
+
+
+def test_tree_leaves_reach_grpo_with_their_shared_prefix_once(default_model_path):
+    """Two real trees (width 2, depth 2) handed to TRL's own GRPOTrainer as gym_ray's rollout_func hands
+    them: TRL's loss mask is the shared-prefix weights (either mode), its advantages the tree advantages."""
+    from tree_helpers import counter_tasks, play_trees
+    from trl import GRPOConfig, GRPOTrainer
+
+    from gym_ray.advantages import prefix_loss_weights, tree_advantages
+    from gym_ray.config import TreeConfig
+    from gym_ray.integrations.trl import add_tree_fields, tree_advantage
+
+    tasks = counter_tasks()[:2]
+    rows = play_trees(default_model_path, TreeConfig(width=2, depth=2), tasks)
+    assert len(rows) == 8 and all(r.status == "ok" and r.tree_id for r in rows)
+    mode = []
+
+    def rollout_func(prompts, trainer):
+        eps = episodes(rows)
+        out = to_trl(eps, trainer.processing_class, None)
+        add_tree_fields(out, [r for r, _ in eps], mode[-1], global_term=True)
+        return out
+
+    args = GRPOConfig(output_dir="/tmp/gym_ray-test-trl", use_cpu=True, bf16=False, beta=0.0, num_generations=4,
+                      per_device_train_batch_size=8, max_steps=1, report_to="none", save_strategy="no",
+                      scale_rewards="none", seed=0)
+    trainer = GRPOTrainer(model=default_model_path, args=args, train_dataset=trl_dataset(tasks),
+                          reward_funcs=tree_advantage, rollout_func=rollout_func)
+    for prefix_loss in ("train_once", "weighted"):
+        mode.append(prefix_loss)
+        out = trainer._generate_and_score_completions([dict(row) for row in trl_rows(tasks) for _ in range(4)])
+        weights = prefix_loss_weights(rows, prefix_loss)
+        loss_mask = out["completion_mask"] * out["tool_mask"]
+        for i, row in enumerate(rows):
+            n = len(row.response_token_ids)
+            assert out["completion_ids"][i, :n].tolist() == row.response_token_ids
+            assert loss_mask[i, :n].tolist() == pytest.approx(weights[i]) and loss_mask[i, n:].sum() == 0
+            # every leaf shares its prefix; only the first leaf of a tree keeps all of it, and only train_once
+            kept_all = weights[i] == [float(m) for m in row.response_loss_mask]
+            assert kept_all == (prefix_loss == "train_once" and i % 4 == 0)
+        # scale_rewards="none": a group of whole trees has mean advantage 0, so TRL's centring keeps them
+        assert out["advantages"].tolist() == pytest.approx(tree_advantages(rows, global_term=True), abs=1e-6)
