@@ -1,0 +1,121 @@
+"""Weight updates while episodes are in flight (`collect.weight_update`): real weather episodes in-process on
+the scripted policy sampling at a fixed rate, its version raised while they generate. `finish` never mixes
+versions in a span, `abort` continues token-exact under the new version, `drop` leaves masked rows."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gym_ray.config import ModelConfig
+from gym_ray.episodes import EpisodeService
+from gym_ray.models.client import make_policy_client
+from gym_ray.tasks import load_tasks
+
+WEATHER = Path(__file__).parents[1] / "environments" / "weather"
+OVERRIDES = ["envs.weather.hosting=local", "model.chat_template=chatml_tools"]
+EPISODES = 3
+CUT_AT = 4  # tokens the first reply has sampled when the update starts
+
+
+def scripted(tokens_per_second: float | None = 400.0):
+    """The scripted weather policy inside this process (each test its own: versions are per copy)."""
+    return make_policy_client(ModelConfig(kind="scripted", hosting="local", script="fault_helpers:weather_reply",
+                                          chat_template="chatml_tools", tokens_per_second=tokens_per_second),
+                              app_name="policy")
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_tasks([WEATHER / "data" / "example.jsonl"], default_env="weather")[:EPISODES]
+
+
+@pytest.fixture(scope="module")
+def service():
+    """The weather run's episodes in this process; each test passes its own policy."""
+    return EpisodeService.from_config(WEATHER / "config.yaml", OVERRIDES, policy=scripted(None))
+
+
+@pytest.fixture(scope="module")
+def reference(service, tasks):
+    """Each task's episode with no update: the tokens the policy produces, all under version 0."""
+
+    async def go():
+        return await asyncio.gather(*(service.run(t, 0) for t in tasks))
+
+    return [rows[-1] for rows in asyncio.run(go())]
+
+
+def run_with_update(service, tasks, mode: str, late: bool = False):
+    """Run the tasks' episodes; once a first reply has sampled CUT_AT tokens, update the weights to version 1
+    in `mode`. With `late`, one more episode starts while the update is under way. Returns (rows, cut)."""
+    policy = scripted()
+
+    async def go():
+        running = [asyncio.create_task(service.run(t, 0, policy=policy)) for t in tasks]
+        await policy._p().sampling_reached(CUT_AT)
+        update = asyncio.create_task(policy.begin_weight_update(mode))
+        if late:
+            while not policy._p().updates.paused:
+                await asyncio.sleep(0)
+            running.append(asyncio.create_task(service.run(tasks[0], 0, policy=policy)))
+        cut = await update
+        await policy.end_weight_update(1)
+        return [rows[-1] for rows in await asyncio.gather(*running)], cut
+
+    return asyncio.run(go())
+
+
+def spans(row) -> list[tuple[list[int], list[float], int, str]]:
+    """(ids, logprobs, version, finish reason) of each generated span."""
+    return [(row.response_token_ids[s:e], row.response_logprobs[s:e], v, f) for s, e, v, f in
+            zip(row.gen_span_starts, row.gen_span_ends, row.gen_policy_versions, row.call_finish_reasons, strict=True)]
+
+
+def sampled_under(logprobs: list[float], version: int) -> bool:
+    """The scripted policy's logprob of a token names the version that sampled it: -version/1000."""
+    return all(x == (-version / 1000 if version else 0.0) for x in logprobs)
+
+
+def test_abort_continues_token_exact_under_the_new_version(service, tasks, reference):
+    rows, cut = run_with_update(service, tasks, "abort")
+    assert cut == EPISODES  # every first reply was generating
+    assert max(row.gen_span_ends[0] - row.gen_span_starts[0] for row in rows) >= CUT_AT
+    for row, ref in zip(rows, reference, strict=True):
+        assert row.status == "ok" and not row.mask_sample and row.reward == ref.reward == 1.0
+        # the same tokens as the episode without an update, token for token, across the version boundary
+        assert row.prompt_token_ids == ref.prompt_token_ids and row.response_token_ids == ref.response_token_ids
+        assert row.response_loss_mask == ref.response_loss_mask
+        (prefix, lp0, v0, f0), (rest, lp1, v1, f1), *later = spans(row)
+        first = spans(ref)[0][0]
+        assert (v0, f0, v1, f1) == (0, "weight_update", 1, "stop")
+        assert prefix and rest and prefix + rest == first
+        assert row.gen_span_ends[0] == row.gen_span_starts[1]  # one model call, two spans
+        assert sampled_under(lp0, 0) and sampled_under(lp1, 1) and lp1
+        assert all(v == 1 and sampled_under(lp, 1) for _, lp, v, _ in later)
+        assert row.num_turns == ref.num_turns == 2 and len(row.gen_span_starts) == len(ref.gen_span_starts) + 1
+
+
+def test_finish_never_mixes_versions_in_a_span_and_new_calls_wait(service, tasks, reference):
+    rows, cut = run_with_update(service, tasks, "finish", late=True)
+    assert cut == 0
+    *early, late = rows
+    for row, ref in zip(early, reference, strict=True):
+        assert row.status == "ok" and row.response_token_ids == ref.response_token_ids
+        assert [(v, f) for _, _, v, f in spans(row)] == [(0, "stop"), (1, "stop")]  # first reply finished under 0
+    assert [v for _, _, v, _ in spans(late)] == [1, 1]  # started during the update: waited for version 1
+    for row in rows:
+        assert all(sampled_under(lp, v) for _, lp, v, _ in spans(row))
+
+
+def test_drop_leaves_masked_rows_naming_the_update(service, tasks):
+    rows, cut = run_with_update(service, tasks, "drop")
+    assert cut == EPISODES
+    for row in rows:
+        assert (row.status, row.mask_sample, row.failure_stage, row.failure_kind) == (
+            "aborted", True, "generate", "aborted")
+        assert row.error.startswith("weight_update: ") and "version 0" in row.error
+        [(ids, lp, v, f)] = spans(row)
+        assert (v, f) == (0, "weight_update") and ids and sampled_under(lp, 0)
