@@ -1,61 +1,24 @@
-"""Tree advantages and shared-prefix loss weights on real trees: the counter env and the scripted policy,
-in-process, through the episode service (a width-2 depth-2 tree, 4 leaves, two branch levels)."""
+"""Tree advantages and shared-prefix loss weights on real trees (`tree_helpers.play_trees`: the counter env
+and the scripted policy in-process; width 2, depth 2: 4 leaves, two branch levels)."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import re
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from tree_helpers import counter_tasks, play_trees
 
 from gym_ray.advantages import node_values, prefix_loss_weights, tree_advantages
-from gym_ray.agents.base import load_tokenizer
-from gym_ray.config import ModelConfig, SamplingConfig, TreeConfig, load_config
-from gym_ray.episodes import EnvSpec, EpisodeService, Group
+from gym_ray.config import TreeConfig
 from gym_ray.errors import Failure, FailureKind, FailureStage, Status
-from gym_ray.models.scripted import ScriptedPolicy
-from gym_ray.resources.local import LocalEnvClient
-from gym_ray.tasks import load_tasks
 from gym_ray.types import Rollout, rollouts_to_arrow
-
-COUNTER = Path(__file__).resolve().parents[1] / "environments" / "counter"
-_calls = itertools.count()
-
-
-def counting_script(prompt_text: str, turn: int):
-    """Three increments of 1-3 (each call a different amount, so branches diverge), then the count."""
-    if turn < 3:
-        return {"name": "increment", "arguments": {"count": next(_calls) % 3 + 1}}
-    return f"The counter is {re.findall(r'The counter is now (-?[0-9]+)[.]', prompt_text)[-1]}."
-
-
-class Policy:
-    """The scripted policy as a PolicyClient (the tree's routing key is not needed here)."""
-
-    def __init__(self, policy: ScriptedPolicy):
-        self.policy, self.model_name = policy, policy.model_name
-
-    async def generate(self, prompt_token_ids, sampling, session_id=None):
-        return await self.policy.generate(list(prompt_token_ids), sampling)
 
 
 @pytest.fixture(scope="module")
 def tree_rows(default_model_path) -> list[Rollout]:
     """Two trees of width 2, depth 2 on a task whose reward is 1 when three increments add up to 3."""
-    env_cfg = load_config(COUNTER / "config.yaml").envs["counter"].model_copy(update={"hosting": "local"})
-    task = load_tasks(env_cfg.data, default_env="counter")[0]
-    policy = Policy(ScriptedPolicy(ModelConfig(kind="scripted", name="scripted",
-                                               script=f"{__name__}:counting_script"), default_model_path))
-    tree = TreeConfig(width=2, depth=2, at="assistant_turn")
-    service = EpisodeService({"counter": EnvSpec(config=env_cfg, client=LocalEnvClient("counter", env_cfg))},
-                             policy, tokenizer=load_tokenizer(default_model_path, "chatml_tools"),
-                             sampling=SamplingConfig(max_tokens=96), tree=tree)
-    rows = asyncio.run(service.run_group(task, Group("g", group_size=2 * tree.leaves)))
+    rows = play_trees(default_model_path, TreeConfig(width=2, depth=2, at="assistant_turn"), counter_tasks()[:1], 2)
     assert len(rows) == 8 and {r.status for r in rows} == {Status.OK}, [r.error for r in rows]
-    return sorted(rows, key=lambda r: r.rollout_index)
+    return rows
 
 
 def rewarded(rows: list[Rollout], rewards: list[float]) -> list[Rollout]:
@@ -76,10 +39,10 @@ def rewarded(rows: list[Rollout], rewards: list[float]) -> list[Rollout]:
 def test_node_values_and_leaf_advantages_follow_the_tree(tree_rows):
     rows = rewarded(tree_rows, [1, 0, 1, 1, 0, 0, 0, 1])
     by_node = {(r.tree_id, r.node_id): r for r in rows}
-    assert by_node[("g-t0", "0.0.0")].parent_node_id == "0.0"
+    assert by_node[("g0-t0", "0.0.0")].parent_node_id == "0.0"
     values = node_values(rows)
-    assert values[("g-t0", "0")] == 0.75 and values[("g-t0", "0.0")] == 0.5 and values[("g-t0", "0.1")] == 1.0
-    assert values[("g-t1", "0")] == 0.25 and values[("g-t1", "0.1")] == 0.5
+    assert values[("g0-t0", "0")] == 0.75 and values[("g0-t0", "0.0")] == 0.5 and values[("g0-t0", "0.1")] == 1.0
+    assert values[("g0-t1", "0")] == 0.25 and values[("g0-t1", "0.1")] == 0.5
     # a leaf against its siblings' mean (the leaves sharing its parent)
     assert tree_advantages(rows) == [0.5, -0.5, 0.0, 0.0, 0.0, 0.0, -0.5, 0.5]
     # plus the GRPO-style global term: the leaf against its whole tree
@@ -95,8 +58,8 @@ def test_failed_leaves_are_left_out_never_counted_as_zero(tree_rows):
     adv = tree_advantages(rows, global_term=True)
     assert adv[1] is None and adv[4:] == [None] * 4
     assert adv[0] == pytest.approx(0.0 + (1 - 2 / 3))  # its parent's only scored leaf is itself
-    assert node_values(rows)[("g-t0", "0")] == pytest.approx(2 / 3)
-    assert ("g-t1", "0") not in node_values(rows)  # no scored leaf below: no value, not 0
+    assert node_values(rows)[("g0-t0", "0")] == pytest.approx(2 / 3)
+    assert ("g0-t1", "0") not in node_values(rows)  # no scored leaf below: no value, not 0
     weights = prefix_loss_weights(rows, "weighted")
     assert all(w == 0 for w in weights[1]) and all(w == 0 for r in weights[4:] for w in r)
 
@@ -110,7 +73,7 @@ def test_independent_rollouts_are_a_group_of_leaves():
 
 @pytest.mark.parametrize("mode", ["train_once", "weighted"])
 def test_a_shared_prefix_is_trained_once_in_all(tree_rows, mode):
-    rows = [r for r in tree_rows if r.tree_id == "g-t0"]
+    rows = [r for r in tree_rows if r.tree_id == "g0-t0"]
     weights = prefix_loss_weights(rows, mode)
     n = len(rows[0].prompt_token_ids)
     first_branch = rows[0].gen_span_starts[1]  # up to the second model call: held by all four leaves

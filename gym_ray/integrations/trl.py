@@ -19,6 +19,11 @@ tokens, which TRL then leaves out of the loss). The reward is the environment's 
   earlier segments' tokens stay in Parquet and are not trained on. `num_segments` says how many there were.
 - **Failures** (a row with `mask_sample`): reward `None` (TRL: NaN, left out of the group baseline,
   advantage 0) and `env_mask` all 0, so a failed episode neither teaches nor shifts its group's baseline.
+- **Tree rollouts** (`collect.tree`): `num_generations` counts leaves (`num_repeats * width^depth`), each
+  leaf one sample. A tree's shared prefix enters the loss once in all: `prefix_loss="train_once"` (the
+  default) keeps its mask in one leaf, `"weighted"` weights each leaf's copy 1/(leaves sharing it). The
+  reward function `tree_advantage` gives TRL each leaf's reward against its siblings' mean (`global_term`:
+  plus against its tree's mean) instead of the raw reward; the tree columns come along.
 - **On-policy**: `weight_sync()` pushes the trainer's weights into the hosted vLLM after every optimizer
   step (`save_pretrained` to a directory, then vLLM's `reload_weights` through `collective_rpc`, with
   generation paused) and sets the policy version to the trainer's `global_step`. A row generated under
@@ -50,6 +55,7 @@ from typing import Any
 import pyarrow as pa
 from transformers import TrainerCallback
 
+from gym_ray.advantages import DEFAULT_PREFIX_MODE, PREFIX_MODES, prefix_loss_weights, tree_advantages
 from gym_ray.background import BackgroundLoop
 from gym_ray.collect import Collector, MetricsAccumulator, ParquetSink, RolloutStream, tables_to_groups
 from gym_ray.integrations.export import TRL_TASK_KEY, trl_rows
@@ -83,6 +89,12 @@ def env_reward(completions: list, env_reward: list, **kwargs: Any) -> list:
     return env_reward
 
 
+def tree_advantage(completions: list, tree_advantage: list, **kwargs: Any) -> list:
+    """Each leaf's tree advantage as TRL's reward (None for a failed episode); use it with
+    `scale_rewards="none"`: a group of whole trees has mean advantage 0, so TRL's centring keeps it."""
+    return tree_advantage
+
+
 def component_reward(name: str):
     """A reward function returning the verifier's component `name` (None where absent): add it with
     weight 0 to see the component in TRL's logs (`rewards/<name>/mean`)."""
@@ -105,6 +117,7 @@ class GymRayRollouts:
     """
 
     def __init__(self, collector: Collector, policy: Any = None, *, output_dir: str | Path | None = None,
+                 prefix_loss: str = DEFAULT_PREFIX_MODE, global_term: bool = False,
                  on_batch: Callable[[dict], None] | None = None, off_policy_steps: int = 0,
                  tasks: list[Task] | None = None, seed: int = 0):
         if off_policy_steps < 0:
@@ -114,6 +127,9 @@ class GymRayRollouts:
         self.off_policy_steps = off_policy_steps
         self.tasks, self.seed = tasks, seed
         self.stream: RolloutStream | None = None
+        if prefix_loss not in PREFIX_MODES:
+            raise ValueError(f"GymRayRollouts: prefix_loss {prefix_loss!r}: expected one of {', '.join(PREFIX_MODES)}")
+        self.prefix_loss, self.global_term = prefix_loss, global_term
         self.collector = collector
         self.on_batch = on_batch
         self.policy = policy
@@ -160,6 +176,7 @@ class GymRayRollouts:
             "rollout_s": round(seconds, 3), "failed": sum(s != "ok" for s in out["gym_ray_status"]),
             "components": mean_components(out["reward_components"]),
         })
+        add_tree_fields(out, [row for row, _ in eps], self.prefix_loss, self.global_term)
         if self.on_batch is not None:
             self.on_batch(out)
         return out
@@ -265,6 +282,20 @@ def to_trl(eps: list[tuple[Rollout, int]], tokenizer: Any, policy_version: int |
         out["gym_ray_status"].append("stale" if off_policy and not row.mask_sample else row.status.value)
         out["gym_ray_rollout_id"].append(row.rollout_id)
     return out
+
+
+def add_tree_fields(out: dict, rows: list[Rollout], prefix_loss: str, global_term: bool) -> None:
+    """Tree leaves in TRL's dict: the shared prefix's loss weights in `env_mask`, `tree_advantage`, and the
+    tree columns. A sample TRL gets masked (reward None: failed or stale) shares no prefix and has no
+    advantage."""
+    rows = [r.model_copy(update={"mask_sample": True}) if reward is None else r
+            for r, reward in zip(rows, out["env_reward"], strict=True)]
+    for i, (row, weights) in enumerate(zip(rows, prefix_loss_weights(rows, prefix_loss), strict=True)):
+        if row.tree_id and not row.mask_sample:
+            out["env_mask"][i] = [int(w) for w in weights] if prefix_loss == "train_once" else weights
+    out["tree_advantage"] = tree_advantages(rows, global_term=global_term)
+    for column in ("tree_id", "node_id", "parent_node_id", "branch_token_offset"):
+        out[column] = [getattr(r, column) for r in rows]
 
 
 class WeightSync(TrainerCallback):
