@@ -59,6 +59,7 @@ function openRow(i, tr){
        'shaded by logprob)</span><span class="tok ctx">tool / template (mask 0)</span><span class="fin">finish</span> ' +
        d.prompt.length + ' prompt + ' + d.ids.length + ' response tokens, ' + d.starts.length + ' generation spans</p>' +
        '<label><input type="checkbox" id="show-prompt"> show the prompt tokens</label><div id="tokens"></div>';
+  if (R.tree_id[i]) h += treeView(i);
   box.innerHTML = h;
   const tokens = $('tokens');
   function paint(){
@@ -76,6 +77,30 @@ function openRow(i, tr){
     tokens.innerHTML = parts.join('');
   }
   $('show-prompt').onchange = paint; paint();
+}
+// -- tree view: a tree's leaves side by side from the point where they part ------------------------
+const TREES = new Map();
+for (let j=0;j<N;j++) if (R.tree_id[j]){ const k = R.tree_id[j] + '/' + R.segment_index[j];
+  if (!TREES.has(k)) TREES.set(k, []); TREES.get(k).push(j); }
+function treeView(i){
+  const leaves = TREES.get(R.tree_id[i] + '/' + R.segment_index[i]).slice().sort((a, b) => R.node_id[a] < R.node_id[b] ? -1 : 1);
+  const seqs = leaves.map(j => { const d = DATA.details[R.rollout_id[j] + '/' + R.segment_index[j]];
+    return d ? {seq: d.prompt.concat(d.ids), mask: d.prompt.map(() => 0).concat(d.mask), n: d.prompt.length} : null; });
+  let h = '<h4>Tree <code>' + esc(R.tree_id[i]) + '</code>: ' + leaves.length + ' leaves</h4>';
+  if (seqs.includes(null)) return h + '<p class="muted">Not every leaf of this tree is in the report\'s sample.</p>';
+  // the prefix every leaf shares: no longer than the shortest common sequence, nor past any leaf's branch point
+  let fork = Math.min(...seqs.map(s => s.seq.length), ...leaves.map(j => R.branch_token_offset[j] || Infinity));
+  for (let p = 0; p < fork; p++) if (seqs.some(s => s.seq[p] !== seqs[0].seq[p])){ fork = p; break; }
+  const toks = (s, from, to) => { let out = ''; for (let p = from; p < to; p++)
+    out += '<span class="tok ' + (p < s.n ? 'prompt' : s.mask[p] ? 'gen' : 'ctx') + '" data-id="' + s.seq[p] + '">' + esc(tokText(s.seq[p])) + '</span>';
+    return out; };
+  h += '<div id="tree-view"><div class="tree-prefix" data-len="' + fork + '"><div class="role">shared prefix after the prompt, generated once (' + (fork - seqs[0].n) +
+       ' tokens)</div>' + toks(seqs[0], seqs[0].n, fork) + '</div><div class="branches">';
+  leaves.forEach((j, b) => { const s = seqs[b], own = Math.max(fork, R.branch_token_offset[j]);
+    h += '<div class="branch' + (j === i ? ' current' : '') + '" data-node="' + esc(R.node_id[j]) + '" data-reward="' + R.reward[j] +
+         '" data-from="' + fork + '"><div class="role">node ' + esc(R.node_id[j]) + ' &middot; ' + esc(R.status[j]) + ' &middot; reward ' +
+         R.reward[j] + '</div><span class="sib">' + toks(s, fork, own) + '</span>' + toks(s, own, s.seq.length) + '</div>'; });
+  return h + '</div></div>';
 }
 ['f-env','f-status','f-flag'].forEach(id => $(id).onchange = applyFilters);
 ['f-task','f-rmin','f-rmax'].forEach(id => $(id).oninput = applyFilters);

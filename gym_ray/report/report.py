@@ -31,7 +31,8 @@ from gym_ray.types import ROLLOUT_SCHEMA
 
 _INDEX_COLUMNS = ["rollout_id", "group_id", "task_id", "env", "rollout_index", "segment_index", "num_segments",
                   "status", "reward", "num_turns", "num_tool_calls", "truncated", "created_at", "metrics_json",
-                  "reward_component_names", "reward_component_values", "response_loss_mask", "prompt_token_ids"]
+                  "reward_component_names", "reward_component_values", "response_loss_mask", "prompt_token_ids",
+                  "tree_id", "node_id", "branch_token_offset"]
 _DETAIL_COLUMNS = ["rollout_id", "segment_index", "prompt_token_ids", "response_token_ids", "response_loss_mask",
                    "response_logprobs", "gen_span_starts", "gen_span_ends", "call_finish_reasons", "messages_json",
                    "error", "failure_stage", "failure_kind", "failure_delivery", "attempt", "policy_version",
@@ -72,7 +73,7 @@ def _index_rows(table) -> list[dict]:
 def _columnar(rows: list[dict], verdicts: dict[str, list[str]]) -> dict[str, list]:
     """The browser's index, one list per column (much smaller than a list of objects)."""
     keys = ["rollout_id", "task_id", "env", "rollout_index", "segment_index", "status", "reward", "num_turns",
-            "num_tool_calls", "gen_tokens", "latency"]
+            "num_tool_calls", "gen_tokens", "latency", "tree_id", "node_id", "branch_token_offset"]
     out: dict[str, list] = {k: [r[k] for r in rows] for k in keys}
     out["reward"] = [round(x, 4) for x in out["reward"]]
     out["latency"] = [None if x is None else round(x, 3) for x in out["latency"]]
@@ -81,9 +82,17 @@ def _columnar(rows: list[dict], verdicts: dict[str, list[str]]) -> dict[str, lis
 
 
 def _pick_details(rows: list[dict], verdicts: dict, budget: int, seed: int) -> set[tuple[str, int]]:
+    """The rows that carry their tokens; a tree's leaves go together (its view shows them side by side)."""
     keys = [(r["rollout_id"], r["segment_index"]) for r in rows]
     if len(keys) <= budget:
         return set(keys)
+    chosen = _sample(rows, keys, verdicts, budget, seed)
+    trees = {r["tree_id"] for k, r in zip(keys, rows, strict=True) if k in chosen and r["tree_id"]}
+    return chosen | {k for k, r in zip(keys, rows, strict=True) if r["tree_id"] in trees}
+
+
+def _sample(rows: list[dict], keys: list[tuple[str, int]], verdicts: dict, budget: int,
+            seed: int) -> set[tuple[str, int]]:
     rng = random.Random(seed)
     flagged = [k for k, r in zip(keys, rows, strict=True) if r["rollout_id"] in verdicts]
     chosen = set(rng.sample(flagged, min(len(flagged), budget // 2)))

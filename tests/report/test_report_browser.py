@@ -160,3 +160,34 @@ def test_report_of_100k_rows_stays_responsive(run_dir, browser, tmp_path):
     page.screenshot(path=str(SHOTS / "report-100k.png"))
     assert errors == []
     print(f"100k rows: report built in {built:.1f} s, {size / 1e6:.1f} MB, filter + page in {filtered:.2f} s")
+
+
+def test_a_tree_shows_its_branches_side_by_side_from_the_fork(tree_run, browser, tmp_path):
+    """An opened tree leaf shows its tree: the prefix every leaf shares once, then one column per leaf with
+    its own tokens from there and its reward, as the Parquet rows hold them."""
+    page, errors = _open(browser, write_report(tree_run, tmp_path / "tree.html"))
+    df = pd.read_parquet(tree_run)
+    leaf = df[(df.node_id == "0.1.0") & (df.task_id != "counter-stop")].iloc[0]
+    page.locator(f"#rows tr[data-rollout='{leaf.rollout_id}']").click()
+    tree = df[df.tree_id == leaf.tree_id].sort_values("node_id")
+    seqs = [list(r.prompt_token_ids) + list(r.response_token_ids) for r in tree.itertuples()]
+    fork = next(i for i in range(min(map(len, seqs))) if len({s[i] for s in seqs}) > 1)
+    assert fork <= tree.branch_token_offset.min() and fork > len(leaf.prompt_token_ids)
+
+    prefix = page.locator("#tree-view .tree-prefix")
+    assert int(prefix.get_attribute("data-len")) == fork
+    assert prefix.locator(".tok").evaluate_all("t => t.map(x => Number(x.dataset.id))") == seqs[0][
+        len(leaf.prompt_token_ids):fork]
+    branches = page.locator("#tree-view .branch")
+    assert branches.evaluate_all("b => b.map(x => x.dataset.node)") == list(tree.node_id)
+    for k, r in enumerate(tree.itertuples()):
+        branch = branches.nth(k)
+        assert branch.locator(".tok").evaluate_all("t => t.map(x => Number(x.dataset.id))") == seqs[k][fork:]
+        assert float(branch.get_attribute("data-reward")) == r.reward
+        assert f"reward {r.reward:g}" in branch.locator(".role").inner_text().lower()
+    assert page.locator("#tree-view .branch.current").get_attribute("data-node") == "0.1.0"
+    box = [branches.nth(k).bounding_box() for k in range(len(tree))]
+    assert len({round(b["y"]) for b in box}) == 1  # side by side, in one row
+    page.locator("#detail").screenshot(path=str(SHOTS / "report-tree.png"))
+    assert errors == []
+    page.close()
