@@ -18,22 +18,22 @@ ENV_CONFIGS = sorted(ROOT.glob("environments/*/config.yaml"))
 
 
 def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides: str,
-                   model: str = "model.kind=scripted", tasks: int = 2) -> None:
+                   model: str = "model.kind=scripted", tasks: int = 2, repeats: int = 2) -> None:
     rc = main(["run", str(config), model, f"collect.output_dir={out}", f"collect.limit={tasks}",
-               "collect.num_repeats=2", "collect.episode_timeout_s=240", *overrides])
+               f"collect.num_repeats={repeats}", "collect.episode_timeout_s=240", *overrides])
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
     table = read_rollout_table(out)
     assert pq.read_schema(part_files(out)[0]) == ROLLOUT_SCHEMA
     rows = rollouts_from_arrow(table)
     keys = sorted((r.env, r.task_id, r.rollout_index) for r in rows if r.segment_index == 0)
-    n = 2 * tasks * len(envs)
-    assert len(keys) == n and len(set(keys)) == len(keys)  # tasks x 2 repeats per env, once each
+    n = repeats * tasks * len(envs)
+    assert len(keys) == n and len(set(keys)) == len(keys)  # tasks x repeats per env, once each
     for r in rows:
         r.check_invariants()
     metrics = json.loads((out / ".gym_ray" / "metrics.json").read_text())
     assert metrics["overall"]["rollouts"] == n and sorted(metrics["per_env"]) == sorted(envs)
-    assert "pass@2" in printed.out and all(env in printed.out for env in envs)
+    assert f"pass@{repeats}" in printed.out and all(env in printed.out for env in envs)
     # whatever the model says, no episode may have crashed or timed out; a prompt longer than the model's
     # context (tau2_bench's policy, BFCL's long rows on a 2048-token model) is refused as itself
     for r in rows:
@@ -43,9 +43,9 @@ def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides:
     assert "pass@1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["weather", "blackjack"])  # the tool-calling and the env-step agent
-def test_env_config_runs_as_is_with_scripted_policy(name, tmp_path, serve_http_port, capsys):
-    _run_and_check(ROOT / "environments" / name / "config.yaml", tmp_path / "run", capsys, [name])
+def test_an_env_config_runs_as_is_with_scripted_policy(tmp_path, serve_http_port, capsys):
+    """The README's one-line command on one environment's own file (the run below merges them all)."""
+    _run_and_check(ROOT / "environments" / "weather" / "config.yaml", tmp_path / "run", capsys, ["weather"])
 
 
 def test_every_env_config_runs_with_scripted_policy(tmp_path, serve_http_port, capsys):
@@ -63,7 +63,7 @@ def test_every_env_config_runs_as_is_on_the_default_model(tmp_path, serve_http_p
     combined.write_text("includes:\n" + "".join(f"  - {p}\n" for p in ENV_CONFIGS))
     _run_and_check(combined, tmp_path / "run", capsys, [p.parent.name for p in ENV_CONFIGS],
                    "collect.sampling.max_tokens=48", "model.engine_kwargs.max_model_len=2048",
-                   model="model.name=policy", tasks=1)
+                   model="model.name=policy", tasks=1, repeats=1)
 
 
 def test_cli_errors_are_clean_with_exit_2(tmp_path, capsys):

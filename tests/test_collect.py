@@ -107,7 +107,7 @@ def test_each_env_leads_with_its_benchmarks_metric():
 
 # -- the sink ----------------------------------------------------------------------------------------
 
-def test_sink_rolls_by_rows_and_time_atomically(tmp_path, ray_cluster):
+def test_sink_rolls_by_rows_and_time_atomically(tmp_path):
     sink = ParquetSink(tmp_path, rows_per_file=4, roll_seconds=0.3)
     sink.write(rollouts_to_arrow([_row("g1", 0), _row("g1", 1)]))
     assert part_files(tmp_path) == []  # buffered, nothing visible yet
@@ -123,10 +123,8 @@ def test_sink_rolls_by_rows_and_time_atomically(tmp_path, ray_cluster):
     (tmp_path / ".part-000009-deadbeef.parquet.tmp").write_bytes(b"PAR1 not finished")
     for f in files:
         assert pq.read_schema(f) == ROLLOUT_SCHEMA
-    ds = ray.data.read_parquet(str(tmp_path))
-    assert ds.count() == 6
-    assert pq.read_table(tmp_path).num_rows == 6
-    assert sorted(ds.unique("group_id")) == ["g1", "g2", "g3"]
+    assert pq.read_table(tmp_path).num_rows == 6  # the dataset reader skips the hidden temp file
+    assert sorted(set(pq.read_table(tmp_path, columns=["group_id"])["group_id"].to_pylist())) == ["g1", "g2", "g3"]
     assert read_rollout_table(tmp_path).schema == ROLLOUT_SCHEMA
 
 

