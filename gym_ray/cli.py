@@ -117,6 +117,7 @@ def _in_run_dir(command):
 
 @_in_run_dir
 def _metrics(args: argparse.Namespace) -> None:
+    from gym_ray.collect.cost import format_cost_table
     from gym_ray.collect.metrics import format_table, metrics_from_dir, write_metrics
     from gym_ray.rundir import RunDir
     from gym_ray.rundir.location import LEGACY_MANIFEST, LEGACY_METRICS
@@ -127,6 +128,9 @@ def _metrics(args: argparse.Namespace) -> None:
     if not run.remote and (run.path / LEGACY_MANIFEST).is_file():  # an old run's stale top-level copy
         (run.path / LEGACY_METRICS).unlink(missing_ok=True)
     print(format_table(summary))
+    if cost := format_cost_table(summary):
+        print()
+        print(cost)
 
 
 @_in_run_dir

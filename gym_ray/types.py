@@ -118,6 +118,9 @@ class VerifyResult(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     error_kind: FailureKind | None = None  # default `exception`; e.g. `bad_output` for an unparseable verdict
+    # What the environment spent on the session, measured where it ran (`tool_cpu_s`, `verify_cpu_s`,
+    # `env_cpu_s`, `sandbox_s`, `sandbox_cpu_s`, `sandbox_runs`); filled by the runtime, not by verifiers.
+    cost: dict[str, float] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ def _arrow_type(annotation: Any, metadata: list[Any], where: str) -> pa.DataType
             return _arrow_type(inner[0], [], where)
     if get_origin(annotation) is list:
         return pa.list_(_arrow_type(get_args(annotation)[0], [], where))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):  # a struct column
+        return pa.struct(list(arrow_schema(annotation)))
     if isinstance(annotation, type) and issubclass(annotation, StrEnum):
         return pa.string()
     if annotation in _ARROW_DEFAULTS:
@@ -159,6 +164,43 @@ def arrow_schema(model: type[BaseModel]) -> pa.Schema:
     annotation (`ArrowType` metadata where the column is narrower than the Python type)."""
     return pa.schema([(name, _arrow_type(f.annotation, f.metadata, f"{model.__name__}.{name}"))
                       for name, f in model.model_fields.items()])
+
+
+class RolloutCost(BaseModel):
+    """What one episode cost, by stage: wall seconds seen from the episode, CPU seconds where the work ran.
+
+    Stages: `policy` (model calls; CPU is the agent's side only, building requests and reading answers, not
+    the engine's), `tool` (tool calls; the agent's side plus the tools' own thread CPU in the environment,
+    also on a Serve replica), `verify` (likewise), `env` (seeding, listing tools, steps, closing), and the
+    `agent`'s own CPU outside any call. Sandbox runs (wall, their processes' CPU from rusage) are inside the
+    tool or verify wall that made them. The environment's CPU arrives with the verify answer, so an episode
+    that failed before verification has its agent-side CPU only. All zero in rows written before the
+    column existed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    policy_wall_s: float = 0.0
+    policy_cpu_s: float = 0.0
+    tool_wall_s: float = 0.0
+    tool_cpu_s: float = 0.0
+    verify_wall_s: float = 0.0
+    verify_cpu_s: float = 0.0
+    env_wall_s: float = 0.0
+    env_cpu_s: float = 0.0
+    agent_cpu_s: float = 0.0
+    sandbox_s: float = 0.0
+    sandbox_cpu_s: float = 0.0
+    sandbox_runs: Int32 = 0
+    tokens_in: int = 0  # prompt tokens sent, summed over the policy calls
+    tokens_out: int = 0
+    retries: Int32 = 0  # attempts re-run after an infrastructure failure
+    retry_wall_s: float = 0.0  # wall of those attempts and their back-off
+
+
+COST_STAGES = ("policy", "tool", "verify", "env")
 
 
 class RolloutInvariantError(ValueError):
@@ -215,6 +257,8 @@ class Rollout(BaseModel):
     node_id: str = ""
     parent_node_id: str = ""
     branch_token_offset: Int32 = 0
+    # What the episode cost, by stage (`RolloutCost`); the same on every segment of the episode.
+    cost: RolloutCost = Field(default_factory=RolloutCost)
 
     @model_validator(mode="after")
     def _non_ok_rows_are_masked(self) -> Rollout:
@@ -311,6 +355,8 @@ def rollouts_to_arrow(rollouts: list[Rollout]) -> pa.Table:
         r.check_invariants()
         for name in ROLLOUT_SCHEMA.names:
             value = getattr(r, name)
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
             columns[name].append(value.value if isinstance(value, StrEnum) else value)
     return pa.Table.from_pydict(columns, schema=ROLLOUT_SCHEMA)
 

@@ -87,6 +87,12 @@ FROZEN_SCHEMA = pa.schema([
     ("messages_json", pa.string()), ("task_json", pa.string()), ("metrics_json", pa.string()),
     ("created_at", pa.timestamp("us", tz="UTC")), ("tree_id", pa.string()), ("node_id", pa.string()),
     ("parent_node_id", pa.string()), ("branch_token_offset", pa.int32()),
+    ("cost", pa.struct([(f, pa.int32() if f in ("sandbox_runs", "retries") else
+                         pa.int64() if f.startswith("tokens_") else pa.float64())
+                        for f in ("wall_s", "cpu_s", "policy_wall_s", "policy_cpu_s", "tool_wall_s", "tool_cpu_s",
+                                  "verify_wall_s", "verify_cpu_s", "env_wall_s", "env_cpu_s", "agent_cpu_s",
+                                  "sandbox_s", "sandbox_cpu_s", "sandbox_runs", "tokens_in", "tokens_out", "retries",
+                                  "retry_wall_s")])),
 ])
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from gym_ray import meter
 from gym_ray.agents.base import EpisodeContext, InfraError, infra_failure, is_infra_error
 from gym_ray.agents.tokenizer import ChatTokenizer
 from gym_ray.agents.transcript import Transcript, TranscriptError
@@ -22,7 +23,7 @@ from gym_ray.models.updates import CUT as WEIGHT_UPDATE
 from gym_ray.resources.isolation import EnvHungError
 from gym_ray.resources.runtime import SeedError, cap_output
 from gym_ray.tasks import FAILED_ROW_KEEP_CHARS, failed_row_texts, messages_json
-from gym_ray.types import Message, Rollout, Task, VerifyResult
+from gym_ray.types import Message, Rollout, RolloutCost, Task, VerifyResult
 
 T = TypeVar("T")
 _FAILED = object()
@@ -44,6 +45,8 @@ class Episode:
         self.messages: list[Message] = list(task.prompt)
         self.transcript: Transcript | None = None
         self.timings: dict[str, float] = {"generate_s": 0.0, "tool_s": 0.0, "env_s": 0.0, "verify_s": 0.0}
+        self.tokens_in = self.tokens_out = 0  # prompt tokens sent and tokens received, over the policy calls
+        self.env_cost: dict[str, float] = {}  # what the environment spent, as its verify answer says
         self.status = Status.OK
         self.error: str | None = None
         self.failure: Failure | None = None
@@ -68,6 +71,7 @@ class Episode:
         other.messages = list(self.messages)
         other.transcript = self.transcript.fork() if self.transcript is not None else None
         other.timings = dict(self.timings)
+        other.env_cost = dict(self.env_cost)
         other.components = dict(self.components)
         other.turn_rewards = list(self.turn_rewards)
         other.info = copy.deepcopy(self.info)
@@ -100,8 +104,9 @@ class Episode:
         self.stop("error")
 
     def at(self, stage: FailureStage) -> None:
-        """Say what the episode is doing now (a timeout row names the stage)."""
+        """Say what the episode is doing now (a timeout row names the stage; its CPU is charged to it)."""
         self.ctx.stage = stage
+        meter.switch(stage)
 
     def admit(self, messages: list[Message], tools: list[dict] | None = None) -> None:
         """Start the transcript with the prompt's ids, unless the prompt cannot fit. Its size is checked
@@ -146,6 +151,7 @@ class Episode:
             sampling = sampling.model_copy(update={"max_tokens": max_tokens})
         t = time.perf_counter()
         self.at(FailureStage.GENERATE)
+        self.tokens_in += len(tr)
         try:
             gen = await self.ctx.policy.generate(tr.context(), sampling,
                                                  self.ctx.policy_session_id or self.ctx.session_id)
@@ -168,6 +174,7 @@ class Episode:
                       Failure(stage=FailureStage.GENERATE, kind=FailureKind.BAD_OUTPUT))
             return None
         self.note(gen)
+        self.tokens_out += len(gen.token_ids)
         if gen.finish_reason == WEIGHT_UPDATE:
             self.fail(Status.ABORTED, f"{WEIGHT_UPDATE}: the policy's weights changed while model call "
                       f"{tr.num_calls - 1} generated under version {gen.policy_version}; dropped",
@@ -234,6 +241,7 @@ class Episode:
         )
         if failed(result):
             return
+        self.env_cost = result.cost
         if result.info:
             self.info["verify_info"] = result.info
         if result.error:
@@ -246,10 +254,26 @@ class Episode:
     async def close(self) -> None:
         """Free the environment session; a failure here does not change the outcome."""
         self.at(FailureStage.CLEANUP)
+        t = time.perf_counter()
         try:
             await self.ctx.env.close_session(self.ctx.session_id)
         except Exception as e:
             self.info["close_error"] = f"{type(e).__name__}: {e}"
+        finally:
+            self.timings["env_s"] += time.perf_counter() - t
+
+    def cost(self) -> RolloutCost:
+        """The episode's cost so far as the episode sees it: wall by stage, tokens, and the environment's CPU
+        and sandbox use (the agent's own CPU is added by whoever meters its coroutine)."""
+        w, env = self.timings, self.env_cost
+        tool_cpu, verify_cpu, env_cpu = env.get("tool_cpu_s", 0.0), env.get("verify_cpu_s", 0.0), env.get("env_cpu_s", 0.0)
+        sandbox_cpu = env.get("sandbox_cpu_s", 0.0)
+        return RolloutCost(
+            wall_s=time.perf_counter() - self._t0, cpu_s=tool_cpu + verify_cpu + env_cpu + sandbox_cpu,
+            policy_wall_s=w["generate_s"], tool_wall_s=w["tool_s"], verify_wall_s=w["verify_s"],
+            env_wall_s=w["env_s"], tool_cpu_s=tool_cpu, verify_cpu_s=verify_cpu, env_cpu_s=env_cpu,
+            sandbox_s=env.get("sandbox_s", 0.0), sandbox_cpu_s=sandbox_cpu, sandbox_runs=int(env.get("sandbox_runs", 0)),
+            tokens_in=self.tokens_in, tokens_out=self.tokens_out)
 
     def rows(self) -> list[Rollout]:
         """One row per segment; the outcome is broadcast, earlier segments carry status `prefix_break`."""
@@ -289,6 +313,7 @@ class Episode:
             num_turns=tr.num_calls, num_tool_calls=self.num_tool_calls, truncated=self.truncated,
             prompt_messages_json=prompt_json, messages_json=chat_json, task_json=task_json,
             metrics_json=json.dumps(metrics, ensure_ascii=False, default=str),
+            cost=self.cost(),
         )
         rows = []
         for i, seg in enumerate(tr.segments):

@@ -10,13 +10,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gym_ray.collect.cost import cost_summary
 from gym_ray.rundir import RunDir, read_run
 from gym_ray.rundir.location import CONFIG, METRICS, Location
 from gym_ray.stats import pass_at_k
 
 _COLUMNS = [
     "group_id", "env", "task_id", "rollout_index", "group_size", "segment_index", "num_segments",
-    "reward", "status", "num_turns", "num_tool_calls", "truncated", "response_loss_mask", "prompt_token_ids",
+    "reward", "status", "num_turns", "num_tool_calls", "truncated", "response_loss_mask", "prompt_token_ids", "cost",
 ]
 
 
@@ -93,6 +94,7 @@ class MetricsAccumulator:
                 ep["status"] = row["status"]
             if row["segment_index"] == row["num_segments"] - 1:
                 ep["reward"] = row["reward"]
+                ep["cost"] = row["cost"]  # the episode's, the same on every segment
         for ep in per_episode.values():
             self._episodes[ep["env"]].append(ep)
             passed = int(ep["status"] == "ok" and ep["reward"] >= self.pass_threshold)
@@ -136,6 +138,7 @@ class MetricsAccumulator:
             "mean_total_tokens": sum(ep["total_tokens"] for ep in eps) / n,
             "truncated_rate": sum(ep["truncated"] for ep in eps) / n,
             "multi_segment_rate": sum(ep["segments"] > 1 for ep in eps) / n,
+            "cost": cost_summary([ep["cost"] for ep in eps if "cost" in ep], statuses.get("ok", 0)),
         }
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gym_ray.collect.cost import stage_seconds
+from gym_ray.types import RolloutCost
+
 REWARD_BOUNDARIES = [0.001, 0.25, 0.5, 0.75, 0.999, 1.5]  # Ray needs positive bounds; <=0 is bucket 0
+CPU_BOUNDARIES = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]  # seconds of CPU per episode
 
 
 class CollectTelemetry:
     """Exported as ray_gym_ray_rollouts_total, ray_gym_ray_rollouts_failed_total, ray_gym_ray_rollouts_in_flight,
-    ray_gym_ray_reward_bucket, ray_gym_ray_generated_tokens_total, ray_gym_ray_episode_retries_total
-    (tags: env, status, actor)."""
+    ray_gym_ray_reward_bucket, ray_gym_ray_generated_tokens_total, ray_gym_ray_episode_retries_total,
+    ray_gym_ray_stage_seconds_total (tags: env, stage, clock = wall | cpu), ray_gym_ray_episode_cpu_seconds_bucket
+    and ray_gym_ray_prompt_tokens_total (tags: env, status, actor, stage, clock)."""
 
     def __init__(self, actor: str):
         from ray.util.metrics import Counter as RayCounter
@@ -26,6 +31,13 @@ class CollectTelemetry:
                                   tag_keys=("env",))
         self._retries = RayCounter("gym_ray_episode_retries", description="Episodes re-run after an infrastructure "
                                    "failure (lost session, dead replica)", tag_keys=("env",))
+        self._stage = RayCounter("gym_ray_stage_seconds", description="Seconds spent per stage of the episodes "
+                                 "(wall seen from the episode, CPU where the work ran)",
+                                 tag_keys=("env", "stage", "clock"))
+        self._cpu = Histogram("gym_ray_episode_cpu_seconds", description="CPU seconds of one episode, all stages",
+                              boundaries=CPU_BOUNDARIES, tag_keys=("env",))
+        self._prompt = RayCounter("gym_ray_prompt_tokens", description="Prompt tokens sent to the policy, summed "
+                                  "over calls", tag_keys=("env",))
         self._actor = actor
 
     def retried(self, env: str) -> None:
@@ -50,6 +62,25 @@ class CollectTelemetry:
 
     def in_flight(self, n: int) -> None:
         self._inflight.set(n, tags={"actor": self._actor})
+
+    def cost(self, episodes: list[tuple[str, RolloutCost]]) -> None:
+        """`episodes`: (env, cost) for each finished episode; summed per env before they are exported."""
+        seconds: Counter[tuple[str, str, str]] = Counter()
+        prompt: Counter[str] = Counter()
+        for env, cost in episodes:
+            if not cost.wall_s:
+                continue
+            self._cpu.observe(cost.cpu_s, tags={"env": env})
+            prompt[env] += cost.tokens_in
+            for stage, (wall, cpu) in stage_seconds(cost.model_dump()).items():
+                seconds[(env, stage, "wall")] += wall
+                seconds[(env, stage, "cpu")] += cpu
+        for (env, stage, clock), v in seconds.items():
+            if v:
+                self._stage.inc(v, tags={"env": env, "stage": stage, "clock": clock})
+        for env, n in prompt.items():
+            if n:
+                self._prompt.inc(n, tags={"env": env})
 
 
 class AlertTelemetry:

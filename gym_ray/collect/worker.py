@@ -103,5 +103,6 @@ class AgentWorker:
             (r.env, r.status.value, r.reward, sum(r.response_loss_mask))
             for r in rows if r.segment_index == r.num_segments - 1
         ])
+        self.telemetry.cost([(r.env, r.cost) for r in rows if r.segment_index == r.num_segments - 1])
 
 AgentActor = ray.remote(num_cpus=0, max_restarts=3)(AgentWorker)

@@ -27,6 +27,7 @@ from gym_ray.agents.base import (
 from gym_ray.agents.choose import agent_class
 from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.config import EnvConfig, RunConfig, SamplingConfig, TreeConfig, load_config
+from gym_ray.episodes.cost import Spent
 from gym_ray.episodes.guard import EnvCallError, GuardedEnv, GuardedPolicy, PolicyCallError
 from gym_ray.episodes.tree import TreePlayer, can_branch, tree_rows
 from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
@@ -244,12 +245,14 @@ class EpisodeService:
         async with self.sem:
             self.in_flight += 1
             try:
-                return await self._attempts(task, group, identity, agent, env, policy, sampling, provenance)
+                spent = Spent()
+                return spent.charge(await self._attempts(task, group, identity, agent, env, policy, sampling,
+                                                         provenance, spent))
             finally:
                 self.in_flight -= 1
 
     async def _attempts(self, task: Task, group: Group, identity: dict, agent, env, policy,
-                        sampling: SamplingConfig, provenance: dict) -> list[Rollout]:
+                        sampling: SamplingConfig, provenance: dict, spent: Spent) -> list[Rollout]:
         """Run the episode; re-run it with a fresh session on infrastructure failures (`max_retries`).
         `attempt` counts every try of this rollout, including those spent elsewhere (`group.attempt`)."""
         retries = 0
@@ -263,7 +266,7 @@ class EpisodeService:
                 session_id=session_id, attempt=attempt,
             )
             try:
-                rows = await asyncio.wait_for(agent.run(task, ctx), self.episode_timeout_s)
+                rows = await asyncio.wait_for(spent.meter(agent.run(task, ctx), ctx), self.episode_timeout_s)
                 return self._accept(task, group, identity, rows, attempt, provenance)
             except asyncio.CancelledError:  # the caller gave the episode up (a rollout stream's straggler)
                 self._close_later(env, session_id)
@@ -280,6 +283,7 @@ class EpisodeService:
                                        f"{type(e).__name__}: {e} (after {retries + 1} attempts)", failure,
                                        attempt, **provenance)]
                 retries += 1
+                spent.retried()
                 if self.telemetry is not None:
                     self.telemetry.retried(task.env)
                 await asyncio.sleep(min(0.2 * 2**retries, 5.0))

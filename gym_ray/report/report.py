@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from gym_ray.collect.metrics import metrics_from_dir
 from gym_ray.report.checks import CHECKS, CheckReport, run_tokenizer
+from gym_ray.report.cost import cost_section
 from gym_ray.report.monitors import monitors_section
 from gym_ray.rundir import RunDir, read_part, read_run
 from gym_ray.rundir.location import CONFIG
@@ -275,7 +276,7 @@ def _page(d: Path, metrics: dict, plots, checks: CheckReport, data: dict) -> str
         checks=check_rows, skipped=skipped, verdict="CONTRACT BROKEN" if checks.contract_broken else "contract holds",
         verdict_class="error" if checks.contract_broken else "ok", figures=figures, data=payload,
         sample_note=html.escape(sample_note), config=html.escape(config or "(no readable .gym_ray/config.json)"),
-        monitors=monitors_section(d), css=_asset("page.css"), js=_asset("page.js"))
+        monitors=monitors_section(d), cost=cost_section(metrics), css=_asset("page.css"), js=_asset("page.js"))
 
 
 def _asset(name: str) -> str:

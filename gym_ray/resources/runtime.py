@@ -17,11 +17,13 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
+from gym_ray import meter
 from gym_ray.config import EnvConfig
 from gym_ray.errors import FailureKind
 from gym_ray.resources.isolation import EnvHungError, HookThreads
@@ -138,15 +140,22 @@ class EnvRuntime:
             raise ValueError(f"envs.{name}.config: {server_cls.__name__} rejected its settings: {e}") from e
         return cls(server, name)
 
-    async def _call(self, session: Session, fn: Callable, *, thread: bool = False) -> Any:
-        """Run a hook with `session` bound (threads get a copy of the context, so it is bound there too)."""
-        token = _current.set(session)
+    async def _call(self, session: Session, fn: Callable, *, thread: bool = False, cost: str = "env_cpu_s") -> Any:
+        """Run a hook with `session` bound (threads get a copy of the context, so it is bound there too); its
+        CPU, and its sandbox runs, are added to the session's cost record under `cost`."""
+        record = session.data.setdefault("cost", {})
+        token, usage = _current.set(session), meter.sandbox_usage.set(record)
         try:
             if thread:
-                return await self.threads.run(fn)
+                return await self.threads.run(meter.thread_cpu(fn, record, cost))
+            t = time.thread_time()
             result = fn()
+            meter.add(record, cost, time.thread_time() - t)
+            if inspect.iscoroutine(result):
+                return await meter.Metered(result, record, cost)
             return await result if inspect.isawaitable(result) else result
         finally:
+            meter.sandbox_usage.reset(usage)
             _current.reset(token)
 
     async def _release(self, sessions: list[Session]) -> None:
@@ -206,7 +215,8 @@ class EnvRuntime:
         except ToolArgumentError as e:
             return f"Error: invalid arguments for {name}: {e}"
         try:
-            return _tool_output(await self._call(session, fn, thread=td is not None and td.blocking))
+            return _tool_output(await self._call(session, fn, thread=td is not None and td.blocking,
+                                                 cost="tool_cpu_s"))
         except (EnvHungError, EnvError):
             raise  # the environment, not the model, is broken: an env_error, never text for the model
         except Exception as e:
@@ -257,7 +267,8 @@ class EnvRuntime:
                 "steps": len(rewards),
                 "done": bool(session.data.get("done")),
             }
-            return VerifyResult(reward=float(sum(rewards)), info=info)
+            return VerifyResult(reward=float(sum(rewards)), info=info,
+                                cost=dict(session.data.get("cost", {})))
         if self._scores_answer:
             answer = final_answer(messages)
             if answer is None:
@@ -267,13 +278,14 @@ class EnvRuntime:
             fn, arg = self.server.verify, messages
         try:
             out = await self._call(session, functools.partial(fn, task, arg),
-                                   thread=not inspect.iscoroutinefunction(fn))
+                                   thread=not inspect.iscoroutinefunction(fn), cost="verify_cpu_s")
         except EnvHungError as e:
             return VerifyResult(error=str(e), error_kind=FailureKind.HUNG)
         except Exception as e:
             log.debug("%s: verify raised", self.name, exc_info=True)
             return VerifyResult(error=f"{self.name}: verify failed: {type(e).__name__}: {e}")
-        return _as_verify_result(out)
+        # the environment's side of the episode's cost goes back with the answer
+        return _as_verify_result(out).model_copy(update={"cost": dict(session.data.get("cost", {}))})
 
     async def fork_session(self, session_id: str, new_session_ids: list[str]) -> None:
         """Copy session `session_id` into new sessions `new_session_ids` (each with its own state, forked by

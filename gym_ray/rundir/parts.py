@@ -46,6 +46,7 @@ def read_run(run_dir: str | Path | RunDir, columns: list[str] | None = None) -> 
 _NULLABLE = {n for n, f in Rollout.model_fields.items() if f.default is None}
 # columns added after rows were first written (tree rollouts), with the value an older row means
 _LATER = {n: Rollout.model_fields[n].default for n in ("tree_id", "node_id", "parent_node_id", "branch_token_offset")}
+_LATER["cost"] = Rollout.model_fields["cost"].get_default(call_default_factory=True).model_dump()  # all zero
 
 
 def read_part(run: RunDir, path: Location, schema: pa.Schema) -> pa.Table:

@@ -27,6 +27,7 @@ class Child:
         self.stdout, self.stderr = stdout, stderr
         self._stdin = stdin
         self._transports = transports
+        self.cpu_s = 0.0  # user + system CPU of the process and the descendants it reaped, once it has ended
 
     @property
     def returncode(self) -> int | None:
@@ -39,8 +40,9 @@ class Child:
         self._stdin.close()
 
     async def wait(self) -> int:
-        """The exit status once the process has ended (the group may live on: see `kill_group`)."""
-        if self.popen.poll() is not None:
+        """The exit status once the process has ended (the group may live on: see `kill_group`); reaped with
+        `wait4`, whose rusage gives `cpu_s`."""
+        if self.popen.returncode is not None:
             return self.popen.returncode
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
@@ -51,7 +53,13 @@ class Child:
         finally:
             loop.remove_reader(pidfd)
             os.close(pidfd)
-        return self.popen.wait()
+        try:
+            _, status, usage = os.wait4(self.pid, 0)
+        except ChildProcessError:  # reaped elsewhere: the status is Popen's, the CPU unknown
+            return self.popen.wait()
+        self.cpu_s = usage.ru_utime + usage.ru_stime
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+        return self.popen.returncode
 
     def kill_group(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+from gym_ray import meter
 from gym_ray.sandbox.bwrap import HOST_ENV, Launcher, SandboxUnavailable, work_files
 from gym_ray.sandbox.limits import MemoryBound, SandboxLimits, SandboxResult, classify
 from gym_ray.sandbox.memory import own_memory_cgroups, tree_memory
@@ -135,6 +136,18 @@ class Sandbox:
                 while cgroup and not self._cgroups.try_remove(cgroup) and time.monotonic() < deadline:
                     await asyncio.sleep(0.01)
 
+    def _cpu_seconds(self, cgroup: Path | None, reaped_s: float) -> float:
+        """CPU of the whole run: a cgroup v2's `cpu.stat`, else what bwrap's rusage holds (bwrap does not
+        reap the namespace's init, so there it is bwrap's own CPU only)."""
+        if cgroup is not None and self.memory_bound == "cgroup-v2":
+            try:
+                for line in (cgroup / "cpu.stat").read_text().splitlines():
+                    if line.startswith("usage_usec "):
+                        return int(line.split()[1]) / 1e6
+            except (OSError, ValueError):
+                pass
+        return reaped_s
+
     def _over_memory(self, cgroup: Path | None, pid: int, limits: SandboxLimits) -> Callable[[], bool]:
         if cgroup is not None:
             return lambda: self._cgroups.oom_kills(cgroup) > 0
@@ -201,6 +214,7 @@ class Sandbox:
             proc.close()
         if cgroup is not None and over_memory():  # an OOM kill the guard had no time to see
             memory_over.set()
+        meter.record_sandbox(time.monotonic() - start, self._cpu_seconds(cgroup, proc.cpu_s))
         return classify(
             proc.returncode,
             timed_out,
