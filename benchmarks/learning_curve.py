@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/learning_curve.py                     # one_word, 8 steps, lr 3e-5
     .venv/bin/python benchmarks/learning_curve.py --steps 15 --lr 1e-5 --out runs/learning_curve
+    .venv/bin/python benchmarks/learning_curve.py --config environments/counter/config.yaml --tree 2x2
+
+`--tree WIDTHxDEPTH` plays each group as trees (`collect.tree`, branching at every assistant turn) with the
+same leaf budget: `num_repeats / width^depth` trees of `width^depth` leaves per task; TRL's reward is then
+each leaf's tree advantage and the shared prefix is trained once. `gen tokens` counts the tokens the policy
+generated per step (a tree's shared prefix once), from TRL's loss mask.
 
 The embedded SmolLM2-135M-Instruct on vLLM (CPU) behind Serve generates, gym_ray's `one_word` environment
 scores, TRL's GRPOTrainer trains the same checkpoint and pushes its weights into vLLM after every step.
@@ -23,13 +29,13 @@ DEFAULT_CONFIG = ROOT / "environments" / "one_word" / "config.yaml"
 
 def table(steps: list[dict]) -> str:
     names = sorted({n for s in steps for n in s["components"]})
-    header = ["step", "policy", "reward", "pass@1", *names, "failed", "rollout s", "train s", "sync s"]
+    header = ["step", "policy", "reward", "pass@1", *names, "failed", "gen tokens", "rollout s", "train s", "sync s"]
     lines = [header]
     for s in steps:
         lines.append([str(s["step"] + 1), ",".join(map(str, s["policy_version"])), f"{s['mean_reward']:.3f}",
                       f"{s['pass@1']:.3f}" if s["pass@1"] is not None else "-",
                       *(f"{s['components'][n]:.3f}" if n in s["components"] else "-" for n in names),
-                      str(s["failed"]), f"{s['rollout_s']:.1f}",
+                      str(s["failed"]), str(s.get("gen_tokens", "-")), f"{s['rollout_s']:.1f}",
                       f"{s['train_s']:.1f}" if s["train_s"] is not None else "-",
                       f"{s['sync_s']:.1f}" if s["sync_s"] is not None else "-"])
     widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
@@ -63,6 +69,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--off-policy-steps", type=int, default=0, choices=[0, 1, 2],
                    help="0: synchronous; 1 or 2: the next steps' rollouts generate while a step trains")
+    p.add_argument("--tree", default=None, metavar="WIDTHxDEPTH",
+                   help="tree rollouts (e.g. 2x2) with the same leaves per task as num_repeats independent ones")
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = p.parse_args()
@@ -77,24 +85,39 @@ def main() -> int:
 
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config(args.config, args.overrides)
+    tree = None
+    if args.tree:
+        from gym_ray.config import TreeConfig
+
+        width, depth = (int(x) for x in args.tree.lower().split("x"))
+        tree = TreeConfig(width=width, depth=depth, at="assistant_turn")
+        if cfg.collect.num_repeats % tree.leaves:
+            p.error(f"--tree {args.tree}: collect.num_repeats={cfg.collect.num_repeats} is not a multiple of "
+                    f"its {tree.leaves} leaves")
+        cfg.collect.num_repeats //= tree.leaves
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = LoopSettings(steps=args.steps, prompts_per_step=args.prompts_per_step, learning_rate=args.lr,
-                            seed=args.seed, off_policy_steps=args.off_policy_steps)
+                            seed=args.seed, off_policy_steps=args.off_policy_steps, tree=tree)
     started = connect_ray(cfg, None)
     dep = None
     t0 = time.monotonic()
     try:
         dep = deploy_all(cfg, http=False)
         print(f"deployed {sorted(dep.apps)} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-        result = closed_loop(cfg, settings, out / "rollouts", dep.apps)
+        tokens: list[int] = []  # per step: the loss mask's generated tokens, a tree's shared prefix once
+        result = closed_loop(cfg, settings, out / "rollouts", dep.apps,
+                             on_batch=lambda b: tokens.append(round(sum(map(sum, b["env_mask"])))))
+        for step, n in zip(result.steps, tokens, strict=False):
+            step["gen_tokens"] = n
     finally:
         if dep is not None:
             teardown(dep)
         if started:
             ray.shutdown()
     envs = ",".join(cfg.envs)
-    print(f"\nTRL GRPO on gym_ray env {envs}: {args.prompts_per_step} tasks x {cfg.collect.num_repeats} rollouts "
+    print(f"\nTRL GRPO on gym_ray env {envs}: {args.prompts_per_step} tasks x {cfg.collect.num_repeats} "
+          f"{f'trees of {tree.leaves} leaves' if tree else 'rollouts'} "
           f"per step, lr {args.lr}, seed {args.seed}, off-policy steps {args.off_policy_steps}, "
           f"{time.monotonic() - t0:.0f} s in all\n")
     print(table(result.steps))

@@ -164,7 +164,7 @@ class GymRayRollouts:
         if self.collector.stopped_by is not None:  # a monitor's stop: the finished rows are written, TRL stops
             raise MonitorStop(self.collector.stopped_by)
         by_id = {g.group_id: g for g in tables_to_groups(tables)}
-        eps = [ep for g in plan for ep in episodes(by_id[g.group_id].rollouts)]
+        eps = [ep for g in plan for ep in fill_tree_group(episodes(by_id[g.group_id].rollouts), size)]
         out = to_trl(eps, trainer.processing_class, self.policy_version, self.off_policy_steps)
         acc = MetricsAccumulator()
         for table in tables:
@@ -284,6 +284,25 @@ def to_trl(eps: list[tuple[Rollout, int]], tokenizer: Any, policy_version: int |
     return out
 
 
+def fill_tree_group(eps: list[tuple[Rollout, int]], size: int) -> list[tuple[Rollout, int]]:
+    """A tree group with a node that ended before branching (one leaf for its whole subtree) filled to TRL's
+    `size` samples: each missing leaf is a masked copy of the leaf that stands for it (no loss, no reward,
+    status `tree_filler` in TRL's dict), so TRL's groups stay whole."""
+    if len(eps) >= size or not eps or not eps[0][0].tree_id:
+        return eps
+    present = {row.rollout_index: (row, n) for row, n in eps}
+    first = min(present)
+    filled = []
+    for index in range(first, first + size):
+        if index in present:
+            filled.append(present[index])
+            continue
+        row, n = filled[-1]
+        filled.append((row.model_copy(update={"mask_sample": True, "rollout_index": index,
+                                              "rollout_id": f"{row.rollout_id}+filler{index}"}), n))
+    return filled
+
+
 def add_tree_fields(out: dict, rows: list[Rollout], prefix_loss: str, global_term: bool) -> None:
     """Tree leaves in TRL's dict: the shared prefix's loss weights in `env_mask`, `tree_advantage`, and the
     tree columns. A sample TRL gets masked (reward None: failed or stale) shares no prefix and has no
@@ -294,6 +313,8 @@ def add_tree_fields(out: dict, rows: list[Rollout], prefix_loss: str, global_ter
         if row.tree_id and not row.mask_sample:
             out["env_mask"][i] = [int(w) for w in weights] if prefix_loss == "train_once" else weights
     out["tree_advantage"] = tree_advantages(rows, global_term=global_term)
+    out["gym_ray_status"] = ["tree_filler" if "+filler" in r.rollout_id else s
+                             for r, s in zip(rows, out["gym_ray_status"], strict=True)]
     for column in ("tree_id", "node_id", "parent_node_id", "branch_token_offset"):
         out[column] = [getattr(r, column) for r in rows]
 

@@ -22,8 +22,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from gym_ray.collect import Collector, load_run_tasks
-from gym_ray.config import RunConfig
-from gym_ray.integrations.trl import GymRayRollouts, WeightSync, env_reward, trl_dataset
+from gym_ray.config import RunConfig, TreeConfig
+from gym_ray.integrations.trl import GymRayRollouts, WeightSync, env_reward, tree_advantage, trl_dataset
 from gym_ray.models.names import tokenizer_path_for
 from gym_ray.monitors import MonitorStop
 
@@ -35,6 +35,8 @@ class LoopSettings:
     learning_rate: float = 3e-5
     seed: int = 0
     weight_sync: bool = True
+    tree: TreeConfig | None = None  # tree rollouts: leaves as samples, TRL's reward their tree advantage
+    prefix_loss: str = "train_once"  # a tree's shared prefix in the loss: train_once | weighted
     off_policy_steps: int = 0
     off_policy_mask_threshold: float | None = None
 
@@ -67,7 +69,7 @@ def grpo_config(cfg: RunConfig, settings: LoopSettings, scratch: Path):
     """TRL's GRPOConfig for CPU: fp32, on-policy, the sampling temperature of the gym_ray run."""
     from trl import GRPOConfig
 
-    g = cfg.collect.num_repeats
+    g = cfg.collect.num_repeats * (settings.tree.leaves if settings.tree else 1)
     return GRPOConfig(
         output_dir=str(scratch), use_cpu=True, bf16=False, gradient_checkpointing=False, beta=0.0,
         num_iterations=1, num_generations=g, per_device_train_batch_size=settings.prompts_per_step * g,
@@ -89,12 +91,13 @@ def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, 
 
     from gym_ray.models import make_policy_client
 
+    cfg = cfg.model_copy(update={"collect": cfg.collect.model_copy(update={"tree": settings.tree})})
     tasks = load_run_tasks(cfg)
     policy = make_policy_client(cfg.model, apps[cfg.model.name])
     timer = _StepTimer()
     stopped = None
     with tempfile.TemporaryDirectory(prefix="gym_ray-trl-") as scratch, Collector(cfg, policy, apps=apps) as col:
-        rollouts = GymRayRollouts(col, policy, output_dir=output_dir, on_batch=on_batch,
+        rollouts = GymRayRollouts(col, policy, output_dir=output_dir, on_batch=on_batch, prefix_loss=settings.prefix_loss,
                                   off_policy_steps=settings.off_policy_steps, tasks=tasks, seed=settings.seed)
         callbacks: list = [timer]
         sync: WeightSync | None = rollouts.weight_sync(Path(scratch) / "weights") if settings.weight_sync else None
@@ -103,7 +106,8 @@ def closed_loop(cfg: RunConfig, settings: LoopSettings, output_dir: str | Path, 
         try:
             rollouts.run(col.start())
             trainer = GRPOTrainer(model=tokenizer_path_for(cfg.model), args=grpo_config(cfg, settings, Path(scratch)),
-                                  train_dataset=trl_dataset(tasks), reward_funcs=env_reward,
+                                  train_dataset=trl_dataset(tasks),
+                                  reward_funcs=tree_advantage if settings.tree else env_reward,
                                   rollout_func=rollouts, callbacks=callbacks)
             try:
                 trainer.train()

@@ -285,3 +285,23 @@ def test_tree_leaves_reach_grpo_with_their_shared_prefix_once(default_model_path
             assert kept_all == (prefix_loss == "train_once" and i % 4 == 0)
         # scale_rewards="none": a group of whole trees has mean advantage 0, so TRL's centring keeps them
         assert out["advantages"].tolist() == pytest.approx(tree_advantages(rows, global_term=True), abs=1e-6)
+
+
+def test_a_tree_node_that_ended_early_is_filled_with_masked_samples(default_model_path):
+    """A node that ended before branching is one leaf for its subtree: TRL still gets whole groups, the
+    missing leaves as masked copies that neither teach nor shift the baseline."""
+    from tree_helpers import counter_tasks, play_trees
+
+    from gym_ray.config import TreeConfig
+    from gym_ray.integrations.trl import add_tree_fields, fill_tree_group
+
+    rows = play_trees(default_model_path, TreeConfig(width=2, depth=2), counter_tasks()[:1])
+    early = rows[2].model_copy(update={"node_id": "0.1", "parent_node_id": "0"})  # as if 0.1 ended at once
+    eps = fill_tree_group(episodes([rows[0], rows[1], early]), 4)
+    assert [r.rollout_index for r, _ in eps] == [0, 1, 2, 3] and eps[3][0].mask_sample
+    out = to_trl(eps, _Tok(), None)
+    add_tree_fields(out, [r for r, _ in eps], "train_once", global_term=False)
+    assert out["gym_ray_status"] == ["ok", "ok", "ok", "tree_filler"]
+    assert out["env_reward"][3] is None and out["tree_advantage"][3] is None and not any(out["env_mask"][3])
+    assert out["tree_advantage"][2] == 0.0  # alone under its parent: nothing to be better than
+    assert fill_tree_group(eps, 4) == eps
