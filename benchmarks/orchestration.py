@@ -8,7 +8,7 @@ included: less sensitive to a shared machine's load than rollouts/s) and the loa
 
     .venv/bin/python benchmarks/orchestration.py [--rollouts 2000] [--concurrency 16 64 256]
         [--env local serve replicas] [--env-replicas 2] [--policy serve|local]
-        [--transport grpc|default] [--agents 2]
+        [--transport grpc|default] [--agents 2] [--monitors]
 
 `--env local`: the env inside each agent actor; `serve`: one Serve replica; `replicas`: `--env-replicas`
 Serve replicas with session affinity. `--policy serve` (default) calls the scripted policy through its
@@ -18,6 +18,9 @@ table's last column is the cluster's peak memory (PSS). NeMo Gym 0.7.0 on this m
 rollouts/s, 26.8 CPU ms per rollout (0.4.0: 53 / 59 / 48 rollouts/s at c=16 / 64 / 256); the ratio column
 divides by 67. The machine's speed drifts by 2x from hour to hour: for a ratio, run
 `benchmarks/nemogym_baseline.py` (NeMo Gym's own collector on the same workload) before and after this.
+
+`--monitors`: each row is measured four times on the same collector, the online monitors off, on, off, on
+(all six, the cross-check re-verifying 10% of episodes with the weather verifier); the rows say `+mon`.
 """
 
 from __future__ import annotations
@@ -149,10 +152,17 @@ def core_speed_s() -> float:
     return time.perf_counter() - t0
 
 
+# every detector, at its defaults; the cross-check re-scores a tenth of the episodes with the env's own verifier
+ALL_MONITORS = {"zero_variance": {}, "mode_collapse": {}, "grader_addressing": {}, "tool_loop": {}, "length": {},
+                "cross_check": {"server": "gym_ray_env_weather.server:Weather", "sample": 0.1}}
+
+
 def run_rows(args, env_mode: str) -> list[tuple[int, dict]]:
     """Deploy what `env_mode` puts on Serve, then measure each concurrency on the same deployment."""
     from gym_ray.collect.api import Collector
+    from gym_ray.config import MonitorsConfig
     from gym_ray.launch.deploy import deploy_all, teardown
+    from gym_ray.monitors import MonitorRunner
 
     rows = []
     on_serve = args.policy == "serve" or env_mode != "local"
@@ -163,12 +173,16 @@ def run_rows(args, env_mode: str) -> list[tuple[int, dict]]:
             with Collector(cfg, apps=dict(dep.apps) if dep else {}) as col:
                 asyncio.run(col.start())
                 asyncio.run(measure(col, make_tasks(max(args.warmup // 4, 1))))
-                with PeakMemory() as mem:
-                    r = asyncio.run(measure(col, make_tasks(args.rollouts // 4)))
-            r["peak_gb"] = mem.peak / 2**30
-            rows.append((c, r))
-            print(f"  env {env_mode}, c={c}: {r['rps']:.0f} rollouts/s, {r['cpu_ms']:.1f} CPU ms/rollout, "
-                  f"load {r['load']:.1f}, statuses {r['statuses']}, mean reward {r['mean_reward']:.2f}", flush=True)
+                for on in [False, True, False, True] if args.monitors else [False]:
+                    col.monitors = (MonitorRunner(MonitorsConfig.model_validate(ALL_MONITORS), cfg.envs)
+                                    if on else None)
+                    with PeakMemory() as mem:
+                        r = asyncio.run(measure(col, make_tasks(args.rollouts // 4)))
+                    r["peak_gb"], r["monitors"] = mem.peak / 2**30, on
+                    rows.append((c, r))
+                    print(f"  env {env_mode}, c={c}{' +mon' if on else ''}: {r['rps']:.0f} rollouts/s, "
+                          f"{r['cpu_ms']:.1f} CPU ms/rollout, load {r['load']:.1f}, statuses {r['statuses']}, "
+                          f"mean reward {r['mean_reward']:.2f}", flush=True)
     finally:
         if dep:
             teardown(dep)
@@ -186,6 +200,7 @@ def main() -> None:
                     help="Serve handle transport of the policy calls (with --policy serve)")
     ap.add_argument("--agents", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--monitors", action="store_true", help="measure each row with the online monitors off and on")
     ap.add_argument("--serve-throughput-optimized", action="store_true",
                     help="Ray Serve's own throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: router and user code "
                          "on the main event loop, buffered access logs; in a run config: ray.env_vars)")
@@ -211,6 +226,7 @@ def main() -> None:
           f"{'load':>5}  {'peak GB':>7}  {'vs NeMo Gym 0.7 /s':>18}  {'status':>6}")
     for env_mode, c, r in table:
         label = f"serve x{args.env_replicas}" if env_mode == "replicas" else env_mode
+        label += " +mon" if r.get("monitors") else ""
         ok = "ok" if set(r["statuses"]) == {"ok"} and r["mean_reward"] == 1.0 else "FAIL"
         print(f"{label:>12}  {c:>5}  {r['rps']:>10.0f}  {r['p50_ms']:>8.1f}  {r['p99_ms']:>8.1f}  "
               f"{r['cpu_ms']:>14.1f}  {r['load']:>5.1f}  {r['peak_gb']:>7.2f}  "

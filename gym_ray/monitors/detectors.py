@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from gym_ray.config import (
     CrossCheckMonitor,
@@ -76,15 +75,16 @@ class Alert:
 
 
 def groups_of(table: pa.Table) -> list[GroupView]:
-    """The table's groups as the detectors see them: one Episode per episode (its last segment)."""
-    last = pc.equal(table["segment_index"], pc.subtract(table["num_segments"], 1))
-    rows = table.filter(last)
-    lengths = pc.list_value_length(rows["response_token_ids"]).to_pylist()
-    cols = {c: rows[c].to_pylist() for c in _COLUMNS}
+    """The table's groups as the detectors see them: one Episode per episode (its last segment). Plain
+    column reads, no Arrow compute kernels: a kernel call costs more than these few rows' Python."""
+    seg, nseg = table["segment_index"].to_pylist(), table["num_segments"].to_pylist()
+    last = [i for i, (s, n) in enumerate(zip(seg, nseg, strict=True)) if s == n - 1]
+    lengths = [n for chunk in table["response_token_ids"].chunks for n in _list_lengths(chunk)]
+    cols = {c: table[c].to_pylist() for c in _COLUMNS}
     prompt_len: dict[str, int] = {}  # the rollouts of a group share a prompt: parsed once
     groups: dict[str, GroupView] = {}
-    for i, gid in enumerate(cols["group_id"]):
-        prompt = cols["prompt_messages_json"][i]
+    for i in last:
+        gid, prompt = cols["group_id"][i], cols["prompt_messages_json"][i]
         if prompt not in prompt_len:
             prompt_len[prompt] = len(_json_list(prompt))
         text, calls = _generated(_json_list(cols["messages_json"][i])[prompt_len[prompt]:])
@@ -92,6 +92,11 @@ def groups_of(table: pa.Table) -> list[GroupView]:
         g.episodes.append(Episode(cols["rollout_id"][i], cols["status"][i] == "ok", cols["reward"][i], lengths[i],
                                   text, calls, cols["task_json"][i], cols["messages_json"][i]))
     return list(groups.values())
+
+
+def _list_lengths(chunk: pa.ListArray) -> list[int]:
+    offsets = chunk.offsets.to_pylist()
+    return [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
 
 
 def _generated(messages: list[dict]) -> tuple[str, list[str]]:
