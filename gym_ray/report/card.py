@@ -36,6 +36,7 @@ _COLUMN_NOTES = {
     "prompt_messages_json": "prompt chat (JSON)", "messages_json": "whole conversation (JSON)",
     "task_json": "the task row (JSON)", "metrics_json": "episode timings and stop reason (JSON)",
     "created_at": "when the row was written",
+    "cost": "what the episode cost: wall and CPU seconds per stage, tokens in/out, sandbox, retries",
 }
 
 
