@@ -119,3 +119,42 @@ def test_drop_leaves_masked_rows_naming_the_update(service, tasks):
         assert row.error.startswith("weight_update: ") and "version 0" in row.error
         [(ids, lp, v, f)] = spans(row)
         assert (v, f) == (0, "weight_update") and ids and sampled_under(lp, 0)
+
+
+def test_a_stream_reruns_groups_an_update_dropped(ray_cluster, serve_http_port, tmp_path):
+    """On Ray, the policy on Serve: a trainer's `drop` updates while groups generate re-run those groups
+    (`collect.on_dropped: rerun`); every group handed out is whole, none holds a dropped episode."""
+    from gym_ray.collect import Collector, RolloutStream
+    from gym_ray.collect.stream import dropped_by_update
+    from gym_ray.config import load_config
+    from gym_ray.models.deploy import delete_policy, deploy_policy
+
+    model = ModelConfig(kind="scripted", name="wu_policy", chat_template="chatml_tools", tokens_per_second=100.0,
+                        replies=[{"name": "get_weather", "arguments": {"city": "Paris"}}, "It is sunny in Paris."])
+    cfg = load_config(WEATHER / "config.yaml", [*OVERRIDES, f"collect.output_dir={tmp_path}", "collect.num_repeats=2",
+                                                "collect.on_dropped=rerun"])
+    cfg = cfg.model_copy(update={"model": model})
+    deploy_policy(model, "wu_policy")
+    policy = make_policy_client(model, "wu_policy")
+    tasks = load_tasks([WEATHER / "data" / "example.jsonl"], default_env="weather")[:3]
+
+    async def go(collector):
+        await collector.start()  # the agent actor is up: the groups generate at once
+        async with RolloutStream(collector, tasks, batch_groups=3) as stream:
+            version, cut = 0, 0
+            while not cut:  # update until one lands while replies generate
+                version += 1
+                cut = await policy.begin_weight_update("drop")
+                await policy.end_weight_update(version)
+            return await stream.next_batch(), stream.stats(), version
+
+    try:
+        with Collector(cfg, apps={model.name: "wu_policy"}) as collector:
+            batch, stats, version = asyncio.run(go(collector))
+    finally:
+        delete_policy("wu_policy")
+    assert len(batch) == 3 and all(len(g.rollouts) == 2 for g in batch)
+    assert stats["dropped_rerun"] >= 1 and stats["started"] == 3 + stats["dropped_rerun"]
+    for group in batch:
+        assert not dropped_by_update(group)
+        assert all(r.status == "ok" and set(r.gen_policy_versions) <= set(range(version + 1)) for r in group.rollouts)

@@ -16,6 +16,11 @@ episodes are cancelled on the agent actors, close their env sessions and leave n
 arrives anyway is discarded and counted). A batch is taken from the buffer whole or not at all, so a
 consumer cancelled while it waits takes nothing: nothing is lost or handed out twice.
 
+Weights may be updated while groups run (`collect.weight_update`, gym_ray.models.updates): each span
+carries the version that sampled it, so the staleness rule holds across the update. An episode dropped by
+an update (`drop`: status `aborted`, its last span's finish reason `weight_update`) is handed out as its
+group's masked row (`on_dropped="mask"`) or its whole group runs again (`"rerun"`, counted).
+
 The collector's monitors (`collect.monitors`) see every finished group. When one set to `on_alert: stop`
 fires, the stream stops like `close()`, except that the groups already buffered are still handed out;
 `stopped_by` holds the alert.
@@ -36,11 +41,15 @@ from gym_ray.background import BackgroundLoop
 from gym_ray.collect.api import Collector, tables_to_groups
 from gym_ray.collect.plan import GroupSpec, group_id_for
 from gym_ray.collect.scheduler import Feed
+from gym_ray.errors import Status
+from gym_ray.models.updates import CUT as WEIGHT_UPDATE
 from gym_ray.types import RolloutGroup, Task, rollouts_to_arrow
 
 # groups started, accepted (fresh, buffered), handed out, stale and re-run or dropped, cancelled stragglers,
-# results of cancelled groups discarded (they had finished before the cancel reached them)
-COUNTS = ("started", "accepted", "handed_out", "stale_rerun", "stale_dropped", "cancelled", "discarded")
+# results of cancelled groups discarded (they had finished before the cancel reached them), groups re-run
+# because a weight update dropped one of their episodes
+COUNTS = ("started", "accepted", "handed_out", "stale_rerun", "stale_dropped", "cancelled", "discarded",
+          "dropped_rerun")
 
 
 @dataclass
@@ -60,7 +69,8 @@ class RolloutStream:
     def __init__(self, collector: Collector, tasks: Iterable[Task], *, batch_groups: int, over_sample: int = 0,
                  max_staleness: int | None = None, on_stale: Literal["rerun", "drop"] = "rerun",
                  max_buffered: int | None = None, max_in_flight: int | None = None,
-                 num_repeats: int | None = None, policy_version: int = 0):
+                 num_repeats: int | None = None, policy_version: int = 0,
+                 on_dropped: Literal["mask", "rerun"] | None = None):
         if batch_groups < 1 or over_sample < 0:
             raise ValueError(f"batch_groups must be >= 1 and over_sample >= 0, got {batch_groups}, {over_sample}")
         if max_staleness is not None and max_staleness < 0:
@@ -72,6 +82,9 @@ class RolloutStream:
         self.quota = batch_groups + over_sample
         self.max_staleness = max_staleness
         self.on_stale = on_stale
+        self.on_dropped = on_dropped or collector.config.collect.on_dropped
+        if self.on_dropped not in ("mask", "rerun"):
+            raise ValueError(f"on_dropped must be 'mask' or 'rerun', got {self.on_dropped!r}")
         self.max_buffered = max_buffered or 2 * batch_groups
         self.max_in_flight = max_in_flight or self.quota
         if self.max_buffered < 1 or self.max_in_flight < 1:
@@ -250,7 +263,10 @@ class RolloutStream:
             return
         task, batch = entry
         batch.members.discard(group.group_id)
-        if self._stale(group):
+        if self.on_dropped == "rerun" and dropped_by_update(group):
+            self._reruns.append(task)
+            self.counts["dropped_rerun"] += 1
+        elif self._stale(group):
             self._on_stale(task)
         else:
             self._buffer.append((group, task))
@@ -293,6 +309,11 @@ class RolloutStream:
         """Wake every waiting consumer (each waits on the event current when it started waiting)."""
         self._tick.set()
         self._tick = asyncio.Event()
+
+
+def dropped_by_update(group: RolloutGroup) -> bool:
+    """One of the group's episodes was dropped by a weight update (`collect.weight_update: drop`)."""
+    return any(r.status == Status.ABORTED and r.call_finish_reasons[-1:] == [WEIGHT_UPDATE] for r in group.rollouts)
 
 
 class SyncRolloutStream:
