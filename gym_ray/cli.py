@@ -7,6 +7,8 @@
     gym-ray check RUN_DIR            (exit 1 when the data breaks the contract, 2 when it cannot be read)
     gym-ray report RUN_DIR [-o report.html]
     gym-ray compare RUN_A RUN_B ... [--html compare.html]
+    gym-ray reverify RUN -o NEW_RUN [--config RUN.yaml]   (re-score stored rollouts, no policy calls)
+    gym-ray replay RUN ROLLOUT_ID [--config RUN.yaml]     (exit 1 when a tool result differs from the record)
     gym-ray export verl TASKS... OUT.parquet
     gym-ray export openrlhf TASKS... OUT.parquet|OUT.jsonl [--config RUN.yaml]
     gym-ray export nemo-gym TASKS... OUT.jsonl [--config RUN.yaml] [--agent-name NAME]
@@ -158,6 +160,21 @@ def _compare(args: argparse.Namespace) -> None:
     print(format_compare(result))
     if args.html:
         print(f"html: {write_compare_html(result, args.html)}")
+
+
+@_in_run_dir
+def _reverify(args: argparse.Namespace) -> None:
+    from gym_ray.reverify import format_reverified, reverify_run
+
+    print(format_reverified(reverify_run(args.run_dir, args.output, args.config)))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gym_ray.reverify import format_replay, replay_rollout
+
+    result = replay_rollout(args.run_dir, args.rollout_id, args.config)
+    print(format_replay(result))
+    return 1 if result.divergences else 0
 
 
 def _wait_forever() -> None:
@@ -344,6 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--pass-threshold", type=float, default=1.0, help="reward counted as a pass")
     cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     cmp_.set_defaults(func=_compare)
+    rev = sub.add_parser("reverify", help="re-score a run's stored rollouts with a verifier into a new run directory")
+    rev.add_argument("run_dir")
+    rev.add_argument("-o", "--output", required=True, metavar="NEW_RUN", help="the new run directory")
+    rev.add_argument("--config", default=None, help="run config whose envs verify (default: the run's own)")
+    rev.set_defaults(func=_reverify)
+    rep_ = sub.add_parser("replay", help="make a rollout's tool calls again and report results that differ")
+    rep_.add_argument("run_dir")
+    rep_.add_argument("rollout_id")
+    rep_.add_argument("--config", default=None, help="run config of its env (default: the run's own)")
+    rep_.set_defaults(func=_replay)
     exp = sub.add_parser("export", help="write task files in a trainer's dataset format")
     esub = exp.add_subparsers(dest="export_format", required=True)
     ev = esub.add_parser("verl", help="VeRL RLHFDataset Parquet for gym_ray's agent loop")

@@ -257,6 +257,13 @@ class Rollout(BaseModel):
     node_id: str = ""
     parent_node_id: str = ""
     branch_token_offset: Int32 = 0
+    # The episode's tool calls in order (`gym_ray.resources.records`): per call its name, an arguments digest,
+    # the result the model saw (or only its sha256 above a size cap), its status and whether a cache served it.
+    tool_calls_json: str = "[]"
+    # Re-verification (`gym-ray reverify`): the reward before it, and the verifier that gave `reward` (server
+    # class, package version, config digest). None and "" for a row scored where it was played.
+    previous_reward: float | None = None
+    verifier: str = ""
     # What the episode cost, by stage (`RolloutCost`); the same on every segment of the episode.
     cost: RolloutCost = Field(default_factory=RolloutCost)
 

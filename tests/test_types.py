@@ -86,7 +86,8 @@ FROZEN_SCHEMA = pa.schema([
     ("failure_kind", pa.string()), ("failure_delivery", pa.string()), ("prompt_messages_json", pa.string()),
     ("messages_json", pa.string()), ("task_json", pa.string()), ("metrics_json", pa.string()),
     ("created_at", pa.timestamp("us", tz="UTC")), ("tree_id", pa.string()), ("node_id", pa.string()),
-    ("parent_node_id", pa.string()), ("branch_token_offset", pa.int32()),
+    ("parent_node_id", pa.string()), ("branch_token_offset", pa.int32()), ("tool_calls_json", pa.string()),
+    ("previous_reward", pa.float64()), ("verifier", pa.string()),
     ("cost", pa.struct([(f, pa.int32() if f in ("sandbox_runs", "retries") else
                          pa.int64() if f.startswith("tokens_") else pa.float64())
                         for f in ("wall_s", "cpu_s", "policy_wall_s", "policy_cpu_s", "tool_wall_s", "tool_cpu_s",

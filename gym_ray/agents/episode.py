@@ -56,6 +56,7 @@ class Episode:
         self.components: dict[str, float] = {}
         self.turn_rewards: list[float] = []
         self.num_tool_calls = 0
+        self.tool_records: list[dict[str, Any]] = []  # `gym_ray.resources.records`, one per tool call
         self.info: dict[str, Any] = {}
         self._models: list[str] = []
         self._versions: list[int] = []
@@ -74,6 +75,7 @@ class Episode:
         other.env_cost = dict(self.env_cost)
         other.components = dict(self.components)
         other.turn_rewards = list(self.turn_rewards)
+        other.tool_records = list(self.tool_records)
         other.info = copy.deepcopy(self.info)
         other._models = list(self._models)
         other._versions = list(self._versions)
@@ -311,6 +313,7 @@ class Episode:
             reward_component_values=[float(v) for v in self.components.values()],
             turn_rewards=list(self.turn_rewards),
             num_turns=tr.num_calls, num_tool_calls=self.num_tool_calls, truncated=self.truncated,
+            tool_calls_json=json.dumps(self.tool_records, ensure_ascii=False),
             prompt_messages_json=prompt_json, messages_json=chat_json, task_json=task_json,
             metrics_json=json.dumps(metrics, ensure_ascii=False, default=str),
             cost=self.cost(),

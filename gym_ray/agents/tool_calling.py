@@ -12,6 +12,7 @@ from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import HERMES_FORMAT_HINT, get_parser
 from gym_ray.config import AgentConfig
 from gym_ray.errors import FailureStage, Status
+from gym_ray.resources.records import NOT_OFFERED, result_status, tool_record
 from gym_ray.types import Message, Rollout, Task, ToolSpec
 
 
@@ -104,13 +105,21 @@ class ToolCallingAgent:
         for call in calls:
             if call.name not in offered:
                 out = f"Error: unknown tool {call.name!r}; available tools: {sorted(offered)}"
+                ep.tool_records.append(tool_record(call.id, call.name, call.arguments, None, NOT_OFFERED))
+                content = out
             else:
                 out = await ep.env_call(f"tool {call.name}", ctx.env.call_tool(ctx.session_id, call),
                                         FailureStage.TOOL, "tool_s")
                 if failed(out):
                     return None
                 ep.num_tool_calls += 1
-            results.append(Message(role="tool", content=ep.capped(str(out)), tool_call_id=call.id, name=call.name))
+                content = ep.capped(str(out))
+                cached = getattr(out, "cached", False)
+                if cached:
+                    ep.info["tool_cache_hits"] = ep.info.get("tool_cache_hits", 0) + 1
+                ep.tool_records.append(tool_record(call.id, call.name, call.arguments, content,
+                                                   result_status(content), cached))
+            results.append(Message(role="tool", content=content, tool_call_id=call.id, name=call.name))
         if errors:
             results.append(Message(role="user", content=_parse_error_message(errors)))
         return results

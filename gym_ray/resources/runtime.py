@@ -17,7 +17,9 @@ import json
 import logging
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,7 @@ from gym_ray.config import EnvConfig
 from gym_ray.errors import FailureKind
 from gym_ray.resources.isolation import EnvHungError, HookThreads
 from gym_ray.resources.messages import final_answer
+from gym_ray.resources.records import ToolOutput
 from gym_ray.resources.server import ResourceServer, Session, _current
 from gym_ray.resources.sessions import SessionStore
 from gym_ray.resources.tools import ToolArgumentError, json_arguments
@@ -115,6 +118,39 @@ def _as_verify_result(out: Any) -> VerifyResult:
     return result
 
 
+class ToolCache:
+    """Results of `@tool(cacheable=True)` calls by (tool, arguments), least recently used dropped beyond
+    `size`: one per runtime (a server replica, or an in-process client), shared by its episodes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.hits = 0
+        self._results: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> str | None:
+        with self._lock:
+            out = self._results.get(key)
+            if out is not None:
+                self._results.move_to_end(key)
+                self.hits += 1
+            return out
+
+    def put(self, key: tuple[str, str], result: str) -> None:
+        with self._lock:
+            self._results[key] = result
+            self._results.move_to_end(key)
+            while len(self._results) > self.size:
+                self._results.popitem(last=False)
+
+
+def _cache_key(name: str, kwargs: dict[str, Any]) -> tuple[str, str]:
+    def plain(v: Any) -> Any:
+        return v.model_dump(mode="json") if isinstance(v, BaseModel) else str(v)
+
+    return name, json.dumps(kwargs, sort_keys=True, default=plain)
+
+
 class EnvRuntime:
     """One environment instance and its sessions; every method is safe to call concurrently."""
 
@@ -130,6 +166,8 @@ class EnvRuntime:
         self._default_verify = cls.verify is ResourceServer.verify
         self._scores_answer = self._default_verify and cls.score is not ResourceServer.score
         self.threads = HookThreads(self.name)
+        cacheable = any(td.cacheable for td in self._tool_defs.values())
+        self.tool_cache = ToolCache(cls.tool_cache_size) if cacheable and cls.tool_cache_size > 0 else None
 
     @classmethod
     def from_config(cls, name: str, cfg: EnvConfig) -> EnvRuntime:
@@ -199,7 +237,8 @@ class EnvRuntime:
         return await self.call_tool_raw(session_id, call.name, call.arguments)
 
     async def call_tool_raw(self, session_id: str, name: str, arguments: dict[str, Any] | str | None) -> str:
-        """Like `call_tool`, with arguments as the model wrote them (a JSON string is accepted)."""
+        """Like `call_tool`, with arguments as the model wrote them (a JSON string is accepted). A cacheable
+        tool's repeated call is answered from the cache as a `ToolOutput` whose `cached` is true."""
         td = self._tool_defs.get(name)
         if td is None and not self._forwards_tools:
             available = ", ".join(self._tool_defs) or "none"
@@ -207,16 +246,25 @@ class EnvRuntime:
         session = self.sessions.get(session_id)
         if session is None:
             raise SessionLostError(self._missing(session_id))
+        key = None
         try:
             if td is None:
                 fn = functools.partial(self.server.forward_tool, name, json_arguments(arguments))
             else:
-                fn = functools.partial(td.fn, self.server, **td.parse_arguments(arguments))
+                kwargs = td.parse_arguments(arguments)
+                fn = functools.partial(td.fn, self.server, **kwargs)
+                if td.cacheable and self.tool_cache is not None:
+                    key = _cache_key(name, kwargs)
         except ToolArgumentError as e:
             return f"Error: invalid arguments for {name}: {e}"
+        if key is not None and (hit := self.tool_cache.get(key)) is not None:
+            return ToolOutput.of(hit, cached=True)
         try:
-            return _tool_output(await self._call(session, fn, thread=td is not None and td.blocking,
-                                                 cost="tool_cpu_s"))
+            out = _tool_output(await self._call(session, fn, thread=td is not None and td.blocking,
+                                                cost="tool_cpu_s"))
+            if key is not None:
+                self.tool_cache.put(key, out)
+            return out
         except (EnvHungError, EnvError):
             raise  # the environment, not the model, is broken: an env_error, never text for the model
         except Exception as e:

@@ -31,6 +31,7 @@ from gym_ray.resources.http_compat import (
     verify_request,
 )
 from gym_ray.resources.isolation import EnvHungError
+from gym_ray.resources.records import ToolOutput
 from gym_ray.resources.runtime import EnvError, EnvRuntime, SessionLostError, cap_output, import_server
 from gym_ray.serving.batch import MAX_HOMES, STICKY_ROUTER, BatchedCalls, Coalescer
 from gym_ray.serving.failures import DeploymentError, failure_cause
@@ -66,7 +67,8 @@ class EnvDeployment(BatchedCalls):
         self.max_output_chars = env.agent.max_tool_output_chars
 
     def _capped(self, text: str) -> str:
-        return cap_output(text, self.max_output_chars)[0]
+        out, cut = cap_output(text, self.max_output_chars)
+        return ToolOutput.of(out, cached=True) if cut and getattr(text, "cached", False) else out
 
     # --- handle methods (plain data in and out) -----------------------------------------------
     async def tools(self) -> list[dict]:

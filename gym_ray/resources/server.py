@@ -62,6 +62,13 @@ class ResourceServer:
     # Why this environment's episodes cannot be forked (tree rollouts), when their state lives outside
     # gym_ray (another server, a subprocess): one line, shown when a run asks to branch. Empty: forkable.
     fork_refusal: ClassVar[str] = ""
+    # How many results of `@tool(cacheable=True)` calls each replica keeps (least recently used dropped).
+    tool_cache_size: ClassVar[int] = 1024
+    # Whether `verify` reads the episode's state (`self.state`, built by its tool calls): re-verifying a stored
+    # rollout (`gym-ray reverify`) then first replays the row's recorded tool calls into a fresh session and
+    # scores it only when every result matches the record. None: whenever the server keeps state (`seed` or
+    # `reset` overridden); set False when verify reads only the task and the messages.
+    verify_reads_state: ClassVar[bool | None] = None
     tool_defs: ClassVar[dict[str, ToolDef]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -146,6 +153,11 @@ class ResourceServer:
     def is_stateful(cls) -> bool:
         """A server whose episodes carry state cannot verify an unknown (expired) session."""
         return cls.seed is not ResourceServer.seed or cls.reset is not ResourceServer.reset
+
+    @classmethod
+    def needs_live_state(cls) -> bool:
+        """`verify_reads_state`, defaulted from `is_stateful()`."""
+        return cls.is_stateful() if cls.verify_reads_state is None else cls.verify_reads_state
 
     @classmethod
     def forwards_tools(cls) -> bool:

@@ -44,17 +44,22 @@ def json_arguments(arguments: dict[str, Any] | str | None) -> dict[str, Any]:
 class _Options:
     name: str | None
     blocking: bool
+    cacheable: bool
 
 
-def tool(fn: Callable | None = None, *, name: str | None = None, blocking: bool = False) -> Any:
+def tool(fn: Callable | None = None, *, name: str | None = None, blocking: bool = False,
+         cacheable: bool = False) -> Any:
     """Mark a method of a `ResourceServer` as a tool the model may call.
 
     `blocking=True` runs a sync tool in a worker thread (for I/O that has no async client);
     otherwise sync tools run inline, which is cheapest for the usual pure-Python tool.
+    `cacheable=True` declares the tool deterministic (its result depends on its arguments only, never on
+    the episode's state): each server replica then answers a repeated call from a bounded cache
+    (`ResourceServer.tool_cache_size`), across episodes, and the row's metrics count the hits.
     """
 
     def mark(f: Callable) -> Callable:
-        setattr(f, _MARK, _Options(name=name, blocking=blocking))
+        setattr(f, _MARK, _Options(name=name, blocking=blocking, cacheable=cacheable))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -70,6 +75,7 @@ class ToolDef:
     fn: Callable  # the unbound method
     is_async: bool
     blocking: bool
+    cacheable: bool = False
 
     def parse_arguments(self, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
         """Validate raw arguments (a dict or a JSON string) into keyword arguments for the method."""
@@ -125,7 +131,8 @@ def build_tool(owner: str, fn: Callable) -> ToolDef:
     description = "\n\n".join(part for part in (doc.short_description, doc.long_description) if part)
     spec = ToolSpec(name=name, description=description, parameters=schema)
     return ToolDef(
-        name=name, spec=spec, args_model=args_model, fn=fn, is_async=is_async, blocking=opts.blocking
+        name=name, spec=spec, args_model=args_model, fn=fn, is_async=is_async, blocking=opts.blocking,
+        cacheable=opts.cacheable,
     )
 
 

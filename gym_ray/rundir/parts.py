@@ -44,8 +44,10 @@ def read_run(run_dir: str | Path | RunDir, columns: list[str] | None = None) -> 
 
 # columns a row may leave empty (the failure record of an ok row); every other null is a broken file
 _NULLABLE = {n for n, f in Rollout.model_fields.items() if f.default is None}
-# columns added after rows were first written (tree rollouts), with the value an older row means
-_LATER = {n: Rollout.model_fields[n].default for n in ("tree_id", "node_id", "parent_node_id", "branch_token_offset")}
+# columns added after rows were first written (tree rollouts, tool records, re-verification), with the value an
+# older row means
+_LATER = {n: Rollout.model_fields[n].default for n in ("tree_id", "node_id", "parent_node_id", "branch_token_offset",
+                                                       "tool_calls_json", "previous_reward", "verifier")}
 _LATER["cost"] = Rollout.model_fields["cost"].get_default(call_default_factory=True).model_dump()  # all zero
 
 
