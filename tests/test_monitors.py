@@ -13,6 +13,7 @@ import ray
 from monitor_env import ANSWER, MAGIC, HackingPolicy, MagicWordEnv
 
 from gym_ray.agents.tool_calling import ToolCallingAgent
+from gym_ray.collect import RolloutStream
 from gym_ray.collect.api import Collector
 from gym_ray.config import ConfigError, EnvConfig, MonitorsConfig, ScriptedModelConfig, validate_config
 from gym_ray.monitors import ALERTS_FILE, MonitorRunner, read_alerts
@@ -152,6 +153,11 @@ def test_a_planted_hack_is_caught_and_stop_keeps_every_finished_row(ray_cluster,
                    agent_classes={"magic": ToolCallingAgent}) as col:
         summary = asyncio.run(col.collect_to_dir(monitor_env.tasks(N_GROUPS), out, progress=False))
         seen = col.monitors.groups
+        # the same warm actors behind a RolloutStream (new prompts: the policy hacks them afresh)
+        col.monitors = MonitorRunner(MonitorsConfig.model_validate(
+            {"grader_addressing": {**QUICK, "share": 0.2, "on_alert": "stop"}}), cfg.envs)
+        stream = RolloutStream(col, monitor_env.tasks(N_GROUPS + 1), batch_groups=2)
+        handed = asyncio.run(_drain(stream))
     alerts = {a["monitor"]: a for a in read_alerts(RunDir.of(out).meta(ALERTS_FILE))}
     assert set(alerts) == {"grader_addressing", "cross_check"}
     assert alerts["grader_addressing"]["groups"] <= 9 and alerts["cross_check"]["groups"] <= 9
@@ -162,3 +168,14 @@ def test_a_planted_hack_is_caught_and_stop_keeps_every_finished_row(ray_cluster,
     assert len(per_group) == seen < N_GROUPS and all(g["counts"] == GROUP for g in per_group)
     assert set(table["status"].to_pylist()) == {"ok"}
     assert "stopped by cross_check" in monitors_section(out)
+    assert stream.stopped_by.monitor == "grader_addressing" and stream.stats()["cancelled"] > 0
+    assert 0 < len(handed) < N_GROUPS and all(len(g.rollouts) == GROUP for g in handed)
+
+
+async def _drain(stream: RolloutStream) -> list:
+    """Every group the stream hands out until it ends."""
+    out = []
+    async with stream:
+        async for batch in stream:
+            out += batch
+    return out
