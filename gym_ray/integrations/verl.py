@@ -42,8 +42,10 @@ class RowError(ValueError):
 
 
 def generation_from_token_output(out: Any, max_tokens: int, eos_ids: frozenset[int], model: str) -> Generation:
-    """VeRL's `TokenOutput` as a gym_ray `Generation`: ids and logprobs unchanged, the policy version from
-    the server's `global_steps`, VeRL's stop reason mapped to vLLM's finish reasons."""
+    """VeRL's `TokenOutput` as a gym_ray `Generation`: ids and logprobs unchanged, VeRL's stop reason mapped
+    to vLLM's finish reasons, the policy version the server's `global_steps`. In VeRL's fully-async mode a
+    call cut by a weight sync is resumed and merged into one output (partial rollout) under several
+    versions: it is stamped with the oldest, `min_global_steps`, as staleness counts from the oldest token."""
     ids = list(out.token_ids)
     logprobs = list(out.log_probs) if out.log_probs is not None else [0.0] * len(ids)
     if out.stop_reason in ("aborted", "abort"):
@@ -52,7 +54,8 @@ def generation_from_token_output(out: Any, max_tokens: int, eos_ids: frozenset[i
         finish = "length"
     else:
         finish = "stop"
-    version = (out.extra_fields or {}).get("global_steps")
+    extra = out.extra_fields or {}
+    version = extra.get("min_global_steps", extra.get("global_steps"))
     return Generation(token_ids=ids, logprobs=logprobs, finish_reason=finish, model=model,
                       policy_version=int(version) if version is not None else 0)
 

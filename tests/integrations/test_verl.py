@@ -308,3 +308,68 @@ def test_worker_on_embedded_vllm_cpu_policy(verl_config, dataset_path, default_m
         check_token_exact(out, client.calls, i)
     lps = [lp for calls in client.calls.values() for _, _, call_lps in calls for lp in call_lps]
     assert lps and all(lp <= 0.0 for lp in lps) and any(lp < 0.0 for lp in lps)
+
+
+class _Remote:
+    """A Ray actor method's `.remote`, in-process."""
+
+    def __init__(self, fn):
+        self.remote = fn
+
+
+class CutServer:
+    """VeRL's rollout server during a fully-async weight sync: the first request of every turn is cut after
+    `cut` tokens (`aborted`, weights STEP); its resume, prompt + those tokens, gets the rest under STEP + 1."""
+
+    def __init__(self, tokenizer_path: str, cut: int = 3):
+        self.policy = ScriptedPolicy(ModelConfig(kind="scripted", script="verl_scripts:good"), tokenizer_path)
+        self.cut, self.rest, self.replies = cut, defaultdict(list), []  # rollouts of a group share prompts
+        self.generate = _Remote(self._generate)
+
+    async def _generate(self, request_id, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
+        key = tuple(prompt_ids)
+        if self.rest.get(key):
+            ids, version, stop = self.rest[key].pop(), STEP + 1, "completed"
+        else:
+            gen = await self.policy.generate(prompt_ids, SamplingConfig(max_tokens=sampling_params["max_tokens"]))
+            self.replies.append(gen.token_ids)
+            ids, version, stop = gen.token_ids[:self.cut], STEP, "aborted"
+            self.rest[key + tuple(ids)].append(gen.token_ids[self.cut:])
+        return TokenOutput(token_ids=ids, log_probs=[fake_logprob(t) for t in ids], stop_reason=stop,
+                           extra_fields={"global_steps": version})
+
+
+class OneServerBalancer:
+    def __init__(self, server):
+        self.server = server
+        self.require_acquire_fields = self.require_release_fields = _Remote(self._no_fields)
+        self.acquire_server = _Remote(self._acquire)
+        self.release_server = _Remote(lambda **kwargs: None)
+
+    async def _no_fields(self):
+        return []
+
+    async def _acquire(self, request_id, **kwargs):
+        return "s0", self.server
+
+
+def test_fully_async_partial_rollouts_reach_gym_ray_whole_and_stamped_with_the_oldest_version(
+        verl_config, dataset_path, default_model_path):
+    """VeRL's fully-async client (`FullyAsyncLLMServerClient`) resumes every cut generation and merges it;
+    gym_ray's agent loop gets whole turns, token for token, each stamped with the oldest weights in it."""
+    from verl.workers.rollout.llm_server import FullyAsyncLLMServerClient
+
+    server = CutServer(default_model_path)
+    worker = make_worker(verl_config, FullyAsyncLLMServerClient(verl_config, OneServerBalancer(server)))
+    out = generate(worker, batch_of(worker, verl_config, dataset_path, keep=["weather-0"]))
+    nt, b = out.non_tensor_batch, out.batch
+    assert list(nt["gym_ray_status"]) == ["ok"] * N and not any(server.rest.values())  # every cut resumed
+    assert len(server.replies) == 2 * N  # a tool call and an answer per rollout, each cut once
+    assert all(v == [STEP, STEP] for v in nt["gym_ray_policy_versions"])  # stamped with the older weights
+    assert list(nt["min_global_steps"]) == [STEP] * N
+    for i in range(N):
+        response = b["responses"][i, : int(b["attention_mask"][i, PROMPT_LEN:].sum())].tolist()
+        first = next(r for r in server.replies if response[: len(r)] == r)  # the tool call, uncut
+        assert any(response[-len(r):] == r for r in server.replies if r != first)  # the answer, uncut
+        assert b["response_mask"][i, : len(first)].tolist() == [1] * len(first)
+        assert b["rm_scores"][i].sum() == 1.0
