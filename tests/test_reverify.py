@@ -103,7 +103,8 @@ def test_bad_input_is_one_line_and_exit_2(policy, tmp_path, capsys):
     cases = [(["reverify", str(tmp_path / "none"), "-o", str(tmp_path / "x")], "no rollout files"),
              (["reverify", str(run), "-o", str(run)], "the run itself"),
              (["reverify", str(run), "-o", str(tmp_path / "y"), "--config", str(other)], "no env 'magic'"),
-             (["reverify", str(run), "-o", str(run.parent / "run")], "the run itself")]
+             (["reverify", str(run), "-o", str(tmp_path / "new")], "already holds rollout files")]
+    reverify_run(run, tmp_path / "new")
     for argv, words in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
