@@ -52,11 +52,11 @@ def _scored(r: Mapping[str, Any]) -> bool:
 
 def _path(r: Mapping[str, Any]) -> tuple[tuple[str, str], list[str]]:
     """(the tree's key, the node ids from the root down to the leaf's parent) of a row; an independent
-    rollout is a leaf of its group."""
+    rollout is a leaf of its group, a root that ended before branching its own parent."""
     if not r.get("tree_id"):
         return ("group", str(r["group_id"])), [""]
     parts = str(r["node_id"]).split(".")
-    return ("tree", str(r["tree_id"])), [".".join(parts[:i]) for i in range(1, len(parts))]
+    return ("tree", str(r["tree_id"])), [".".join(parts[:i]) for i in range(1, len(parts))] or ["0"]  # root leaf
 
 
 def node_values(rows: Iterable[Any]) -> dict[tuple[str, str], float]:

@@ -64,6 +64,13 @@ def test_failed_leaves_are_left_out_never_counted_as_zero(tree_rows):
     assert all(w == 0 for w in weights[1]) and all(w == 0 for r in weights[4:] for w in r)
 
 
+def test_a_root_that_ended_before_branching_is_its_trees_only_leaf(tree_rows):
+    root = tree_rows[0].model_copy(update={"node_id": "0", "parent_node_id": "", "branch_token_offset": 0})
+    rows = [root, *tree_rows[4:]]
+    assert tree_advantages(rows)[0] == 0.0 and node_values(rows)[("g0-t0", "0")] == root.reward
+    assert prefix_loss_weights(rows)[0] == [float(m) for m in root.response_loss_mask]
+
+
 def test_independent_rollouts_are_a_group_of_leaves():
     rows = [Rollout(rollout_id=f"r{i}", group_id="g", task_id="t", env="e", rollout_index=i, reward=rew)
             for i, rew in enumerate([1.0, 0.0, 0.0, 1.0])]

@@ -20,6 +20,8 @@ import json
 import logging
 import os
 import shlex
+import uuid
+from collections import OrderedDict
 from typing import Any
 
 from openrlhf.utils.agent import AgentExecutorBase
@@ -27,9 +29,10 @@ from pydantic import ValidationError
 
 from gym_ray.clients import Generation
 from gym_ray.config import EnvConfig, ModelConfig, RunConfig, SamplingConfig, load_config
-from gym_ray.episodes import EpisodeService
+from gym_ray.episodes import EpisodeService, Group
 from gym_ray.errors import Status
 from gym_ray.integrations.export import shipped_env_configs
+from gym_ray.integrations.tree_samples import FILLER_STATUS, TreeSamples, is_filler, leaf_samples
 from gym_ray.models.callable import CallablePolicy
 from gym_ray.types import Rollout, Task
 
@@ -104,20 +107,37 @@ class EnginePolicy(CallablePolicy):
         self.max_model_len = max_length
 
 
+def mask_ranges(mask: list[int], offset: int) -> list[tuple[int, int]]:
+    """The runs of 1 in `mask` as [start, end) ranges, shifted by `offset`."""
+    ranges, start = [], None
+    for i, m in enumerate([*mask, 0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            ranges.append((offset + start, offset + i))
+            start = None
+    return ranges
+
+
 def to_openrlhf(row: Rollout, *, num_segments: int, prompt: Any, label: Any, hf_tokenizer: Any,
-                with_logprobs: bool) -> dict:
+                with_logprobs: bool, loss_mask: list[int] | None = None) -> dict:
     """OpenRLHF's `execute` result for the episode's last segment (the one with the reward).
 
     A masked row (a failure, status != ok) has no action ranges, so none of its tokens enters the loss;
     its reward is 0, never inferred. One with no tokens at all (it failed before the prompt was built)
-    carries OpenRLHF's own prompt tokens, since a sample needs a sequence.
+    carries OpenRLHF's own prompt tokens, since a sample needs a sequence. `loss_mask` (a tree leaf's,
+    its shared prefix kept once per tree) gives the action ranges instead of the generation spans.
     """
     n_prompt = len(row.prompt_token_ids)
     tokens = row.prompt_token_ids + row.response_token_ids
     if not tokens:
         tokens = list(hf_tokenizer(text=prompt, add_special_tokens=False)["input_ids"])
-    ranges = [] if row.mask_sample else [
-        (n_prompt + s, n_prompt + e) for s, e in zip(row.gen_span_starts, row.gen_span_ends, strict=True)]
+    if row.mask_sample:
+        ranges = []
+    elif loss_mask is not None:
+        ranges = mask_ranges(loss_mask, n_prompt)
+    else:
+        ranges = [(n_prompt + s, n_prompt + e) for s, e in zip(row.gen_span_starts, row.gen_span_ends, strict=True)]
     logprobs = [0.0] * (len(tokens) - len(row.response_logprobs)) + list(row.response_logprobs)
     extra_logs = {"gym_ray/failed": float(row.mask_sample),
                   **{f"gym_ray/{s.value}": float(row.status == s) for s in FAILED_STATUSES},
@@ -130,7 +150,9 @@ def to_openrlhf(row: Rollout, *, num_segments: int, prompt: Any, label: Any, hf_
         "truncated": row.truncated, "reward": row.reward, "scores": row.reward, "extra_logs": extra_logs,
         # Not read by OpenRLHF; for whoever inspects the samples (text does not fit extra_logs' tensors).
         "gym_ray": {
-            "rollout_id": row.rollout_id, "task_id": row.task_id, "env": row.env, "status": row.status.value,
+            "rollout_id": row.rollout_id, "task_id": row.task_id, "env": row.env,
+            "status": FILLER_STATUS if is_filler(row) else row.status.value,
+            "tree": [row.tree_id, row.node_id, row.parent_node_id, row.branch_token_offset],
             "error": row.error, "failure_stage": row.failure_stage and row.failure_stage.value,
             "failure_kind": row.failure_kind and row.failure_kind.value,
             "failure_delivery": row.failure_delivery and row.failure_delivery.value, "attempt": row.attempt,
@@ -161,6 +183,8 @@ class AgentExecutor(AgentExecutorBase):
         self.config = load_run_config()
         self.run_config = self.config or RunConfig(model=ModelConfig(chat_template="auto"))
         self._service: EpisodeService | None = None
+        self._trees = TreeSamples()
+        self._sample: OrderedDict[str, int] = OrderedDict()  # per label: its samples so far
 
     def env_config(self, task: Task) -> EnvConfig:
         if self.config is not None:
@@ -192,10 +216,28 @@ class AgentExecutor(AgentExecutorBase):
                               tokenizer_path=tokenizer_path, max_length=max_length)
         sampling = sampling_from_vllm(sampling_params, max_length)
         service = self.service(task, hf_tokenizer, policy)
-        rows = await service.run(task, 0, policy=policy, sampling=sampling)
+        if service.tree is None:
+            rows = await service.run(task, 0, policy=policy, sampling=sampling)
+            loss_mask = None
+        else:
+            rows, loss_mask = await self._tree_leaf(service, task, str(label), policy, sampling)
         row = rows[-1]
         if row.mask_sample:
             logger.warning("gym_ray: task %r (env %r) failed, masked out of the loss: %s: %s", row.task_id, row.env,
                            row.status.value, row.error)
         return to_openrlhf(row, num_segments=len(rows), prompt=prompt, label=label, hf_tokenizer=hf_tokenizer,
-                           with_logprobs=sampling_params.logprobs is not None)
+                           with_logprobs=sampling_params.logprobs is not None, loss_mask=loss_mask)
+
+    async def _tree_leaf(self, service: EpisodeService, task: Task, label: str, policy: EnginePolicy,
+                         sampling: SamplingConfig) -> tuple[list[Rollout], list[int]]:
+        """`collect.tree`: this call's leaf of the tree the prompt's calls share (`tree_samples`): its rows
+        and its last row's loss mask. OpenRLHF's `n_samples_per_prompt` must be a multiple of the leaves."""
+        leaves = service.tree.leaves
+        index = self._sample.pop(label, 0)
+        self._sample[label] = index + 1
+        if len(self._sample) > 100_000:
+            self._sample.popitem(last=False)
+        tree = await self._trees.rows(label, index, leaves, lambda _: service.run_tree(
+            task, 0, Group(uuid.uuid4().hex, group_size=leaves), policy=policy, sampling=sampling))
+        samples = leaf_samples(tree, index % leaves)
+        return [r for r, _ in samples], samples[-1][1]

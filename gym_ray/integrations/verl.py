@@ -26,6 +26,7 @@ from gym_ray.clients import Generation
 from gym_ray.config import SamplingConfig
 from gym_ray.episodes import EpisodeService, Group
 from gym_ray.errors import Status
+from gym_ray.integrations.tree_samples import FILLER_STATUS, TreeSamples, is_filler, leaf_samples
 from gym_ray.models.callable import CallablePolicy
 from gym_ray.types import Rollout, Task
 
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 AGENT_NAME = "gym_ray"
 CONFIG_ENV = "GYM_RAY_CONFIG"
 _MAX_TRACKED_GROUPS = 100_000
+_TREES = TreeSamples()
 
 
 class RowError(ValueError):
@@ -137,9 +139,20 @@ class GymRayAgentLoop(AgentLoopBase):
         group = Group(uid or task.task_id, group_size=max(n, index + 1))
         sampling = service.sampling.model_copy(update={
             k: sampling_params[k] for k in ("temperature", "top_p", "top_k") if sampling_params.get(k) is not None})
-        rows = await service.run(task, index, group, policy=policy, sampling=sampling)
         with_logprobs = bool(sampling_params.get("logprobs"))
-        outputs = [self._output(r, rows[-1], service, task, with_logprobs) for r in rows]
+        if service.tree is None:
+            rows = await service.run(task, index, group, policy=policy, sampling=sampling)
+            outputs = [self._output(r, rows[-1], service, task, with_logprobs) for r in rows]
+        else:  # sample `index` is one leaf of a tree its prompt's samples share (gym_ray.integrations.tree_samples)
+            if n % service.tree.leaves:
+                raise RowError(f"{where}: collect.tree has {service.tree.leaves} leaves per tree; "
+                               f"rollout.n={n} is not a multiple of it")
+            tree = await _TREES.rows((id(service), group.group_id), index, service.tree.leaves,
+                                     lambda first: service.run_tree(task, first, group, policy=policy,
+                                                                    sampling=sampling))
+            samples = leaf_samples(tree, index)
+            rows = [r for r, _ in samples]
+            outputs = [self._output(r, rows[-1], service, task, with_logprobs, mask) for r, mask in samples]
         if v1 or len(outputs) == 1:
             return outputs if v1 else outputs[0]
         # The classic AgentLoopWorker takes one linear sequence per sample: train on the last segment.
@@ -148,14 +161,16 @@ class GymRayAgentLoop(AgentLoopBase):
         return outputs[-1]
 
     def _output(self, row: Rollout, last: Rollout, service: EpisodeService, task: Task,
-                with_logprobs: bool) -> AgentLoopOutput:
+                with_logprobs: bool, loss_mask: list[int] | None = None) -> AgentLoopOutput:
         """One segment as VeRL's output. The episode's outcome is its last row's: when it failed, every
         segment has a zero mask (no gradient) and says why in `gym_ray_status`; its reward is 0 only
-        because VeRL needs a number for every sample, never as a verdict."""
+        because VeRL needs a number for every sample, never as a verdict. `loss_mask`: a tree leaf's, its
+        shared prefix kept once per tree (a filler's all 0, its reward the leaf's that stands for it)."""
         ok = last.status == Status.OK
         prompt, response = list(row.prompt_token_ids), list(row.response_token_ids)
-        mask, logprobs = list(row.response_loss_mask), list(row.response_logprobs)
-        status, error = last.status.value, last.error
+        mask = list(row.response_loss_mask if loss_mask is None else loss_mask)
+        logprobs = list(row.response_logprobs)
+        status, error = FILLER_STATUS if is_filler(last) else last.status.value, last.error
         if len(prompt) > self.prompt_length and ok:
             ok, status = False, Status.MODEL_ERROR.value
             error = f"prompt of {len(prompt)} tokens exceeds rollout.prompt_length {self.prompt_length}"
@@ -186,6 +201,7 @@ class GymRayAgentLoop(AgentLoopBase):
             "gym_ray_env": row.env,
             "gym_ray_segment": [row.segment_index, row.num_segments],
             "gym_ray_truncated": truncated,
+            "gym_ray_tree": [row.tree_id, row.node_id, row.parent_node_id, row.branch_token_offset],
             "turn_scores": list(last.turn_rewards),
             "min_global_steps": min(versions) if versions else None,
             "max_global_steps": max(versions) if versions else None,

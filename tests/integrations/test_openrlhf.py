@@ -311,3 +311,31 @@ def test_export_refuses_rows_the_executor_cannot_play(tmp_path, capsys):
     assert [json.loads(r)["env"] for r in pq.read_table(out).column("label").to_pylist()] == ["weather", "nope"]
     assert cli_main(["export", "openrlhf", str(tasks), str(tmp_path / "x.csv")]) == 2
     assert "must be a .parquet or .jsonl file" in capsys.readouterr().err
+
+
+def test_tree_leaves_are_samples_with_their_shared_prefix_trained_once(default_model_path, hf_tokenizer, tmp_path,
+                                                                        monkeypatch):
+    """`collect.tree` in the executor's run config: a prompt's 4 samples are the 4 leaves of one tree (the
+    counter env, width 2, depth 2) played once; every engine call lies in exactly one sample's action
+    ranges, so the shared prefix enters OpenRLHF's loss once; its Experience's action masks are those ranges."""
+    run = tmp_path / "run.yaml"
+    run.write_text(f"includes: [{ROOT}/environments/counter/config.yaml]\nmodel: {{chat_template: chatml_tools}}\n"
+                   "envs: {counter: {hosting: local}}\ncollect: {tree: {width: 2, depth: 2}}\n")
+    monkeypatch.setenv(gym_openrlhf.CONFIG_ENV, str(run))
+    engine = ScriptedEngine(default_model_path, script="tree_helpers:counting_script")
+    (samples,) = play(_load_agent_executor(EXECUTOR_FILE), engine, hf_tokenizer, example_tasks("counter", 1), n=4,
+                      logprobs=True)
+    trees = [s["gym_ray"]["tree"] for s in samples]
+    assert sorted(t[1] for t in trees) == ["0.0.0", "0.0.1", "0.1.0", "0.1.1"] and len({t[0] for t in trees}) == 1
+    assert all(s["gym_ray"]["status"] == "ok" for s in samples)
+    assert len(engine.calls) == 1 + 2 + 4 + 4  # the root's turn, two second turns, then four leaves' two each
+    calls = list(engine.calls)
+    for s in samples:  # each call in exactly one sample's ranges; the shared prefix keeps its logprobs
+        obs = s["observation_tokens"]
+        for start, end in s["action_ranges"]:
+            calls.remove(next(c for c in calls if c[0] == obs[:start] and c[1] == obs[start:end]
+                              and c[2] == s["rollout_log_probs"][start:end]))
+        mask = [int(any(a <= i < b for a, b in s["action_ranges"])) for i in range(len(obs))]
+        assert experience(s).action_mask[0].tolist() == mask[1:]
+    assert calls == []
+    assert len(samples[0]["action_ranges"]) == 4 and len(samples[3]["action_ranges"]) == 2

@@ -373,3 +373,46 @@ def test_fully_async_partial_rollouts_reach_gym_ray_whole_and_stamped_with_the_o
         assert any(response[-len(r):] == r for r in server.replies if r != first)  # the answer, uncut
         assert b["response_mask"][i, : len(first)].tolist() == [1] * len(first)
         assert b["rm_scores"][i].sum() == 1.0
+
+
+class TreeClient:
+    """`LLMServerClient.generate` answering with the counter script (`tree_helpers`), recording each call."""
+
+    def __init__(self, tokenizer_path: str):
+        self.policy = ScriptedPolicy(ModelConfig(kind="scripted", script="tree_helpers:counting_script"),
+                                     tokenizer_path)
+        self.generated = 0
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
+        gen = await self.policy.generate(prompt_ids, SamplingConfig(max_tokens=sampling_params["max_tokens"]))
+        self.generated += len(gen.token_ids)
+        return TokenOutput(token_ids=gen.token_ids, log_probs=[fake_logprob(t) for t in gen.token_ids],
+                           stop_reason="completed", extra_fields={"global_steps": STEP})
+
+
+def test_tree_leaves_are_samples_with_their_shared_prefix_once(verl_config, default_model_path, tmp_path,
+                                                               monkeypatch):
+    """`collect.tree` (width N = rollout.n, depth 1) in the run config: a prompt's N samples are the leaves
+    of one tree, played once; the shared prefix's mask is kept in one leaf, so VeRL's masks hold each
+    generated token once in all; VeRL's GRPO runs on them."""
+    run = tmp_path / "run.yaml"
+    run.write_text(f"includes: [{REPO}/environments/counter/config.yaml]\nmodel: {{chat_template: chatml_tools}}\n"
+                   f"envs: {{counter: {{hosting: local}}}}\ncollect: {{tree: {{width: {N}, depth: 1}}, "
+                   "sampling: {max_tokens: 48}}\n")
+    monkeypatch.setenv(CONFIG_ENV, str(run))
+    data = tmp_path / "counter.parquet"
+    export_verl([REPO / "environments/counter/data/example.jsonl"], data)
+    client = TreeClient(default_model_path)
+    worker = make_worker(verl_config, client)
+    out = generate(worker, batch_of(worker, verl_config, data, keep=["counter-0"], uid="t"))
+    nt, b = out.non_tensor_batch, out.batch
+    assert list(nt["gym_ray_status"]) == ["ok"] * N and not any(nt["gym_ray_truncated"])
+    assert sorted(t[1] for t in nt["gym_ray_tree"]) == [f"0.{k}" for k in range(N)]
+    assert len({t[0] for t in nt["gym_ray_tree"]}) == 1
+    masks = [int(m.sum()) for m in b["response_mask"]]
+    assert sum(masks) == client.generated  # the shared prefix once, each branch's own tokens once
+    assert masks[0] > max(masks[1:])  # the first leaf keeps the prefix
+    reward_tensor, _ = extract_reward(out)
+    out.batch["token_level_rewards"] = reward_tensor
+    out = compute_advantage(out, adv_estimator=AdvantageEstimator.GRPO, num_repeat=N, norm_adv_by_std_in_grpo=True)
+    assert out.batch["advantages"][~out.batch["response_mask"].bool()].abs().sum() == 0
