@@ -16,6 +16,7 @@ from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.collect import RolloutStream
 from gym_ray.collect.api import Collector
 from gym_ray.config import ConfigError, EnvConfig, MonitorsConfig, ScriptedModelConfig, validate_config
+from gym_ray.launch.commands import exit_status
 from gym_ray.monitors import ALERTS_FILE, MonitorRunner, read_alerts
 from gym_ray.report.monitors import monitors_section
 from gym_ray.resources.local import LocalEnvClient
@@ -162,7 +163,7 @@ def test_a_planted_hack_is_caught_and_stop_keeps_every_finished_row(ray_cluster,
     assert set(alerts) == {"grader_addressing", "cross_check"}
     assert alerts["grader_addressing"]["groups"] <= 9 and alerts["cross_check"]["groups"] <= 9
     assert MAGIC in alerts["cross_check"]["example"]
-    assert summary["run"]["stopped_by"]["monitor"] == "cross_check"
+    assert summary["run"]["stopped_by"]["monitor"] == "cross_check" and exit_status(summary) == 3
     table = read_rollout_table(out)
     per_group = pc.value_counts(table["group_id"]).to_pylist()
     assert len(per_group) == seen < N_GROUPS and all(g["counts"] == GROUP for g in per_group)
