@@ -158,3 +158,47 @@ def test_a_stream_reruns_groups_an_update_dropped(ray_cluster, serve_http_port, 
     for group in batch:
         assert not dropped_by_update(group)
         assert all(r.status == "ok" and set(r.gen_policy_versions) <= set(range(version + 1)) for r in group.rollouts)
+
+
+@pytest.mark.slow
+def test_vllm_abort_mid_generation_continues_token_exact(shared_vllm):
+    """On the real engine: an `abort` update cut while a greedy reply generates; the prefix (old version) and
+    the continuation (new version, from prompt + prefix) are the tokens the uninterrupted reply has."""
+    import time
+
+    from gym_ray.config import SamplingConfig
+
+    cfg, app = shared_vllm
+    policy = make_policy_client(ModelConfig(**cfg), app)
+    greedy = SamplingConfig(temperature=0.0, max_tokens=64)
+
+    async def go():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(policy.tokenizer_path())
+        prompt = tok.apply_chat_template([{"role": "user", "content": "Tell me a long story about a red fox."}],
+                                         add_generation_prompt=True, tokenize=True, return_dict=False)
+        before = await policy.policy_version()
+        started = time.monotonic()
+        reference = await policy.generate(prompt, greedy)
+        took = time.monotonic() - started
+        try:
+            for attempt in range(3):  # no progress signal from the engine: cut half-way through its time
+                running = asyncio.create_task(policy.generate(prompt, greedy))
+                await asyncio.sleep(took * (0.5 + attempt) / 2)
+                cut = await policy.begin_weight_update("abort")
+                await policy.end_weight_update(before + attempt + 1)
+                gen = await running
+                if cut and "parts" in gen.extra:
+                    return reference, gen, before + attempt
+            pytest.fail("no update landed while the reply generated")
+        finally:
+            await policy.set_policy_version(before)
+
+    reference, gen, old = asyncio.run(go())
+    (n0, v0, f0), (n1, v1, f1) = gen.extra["parts"]
+    assert (v0, f0, v1, f1) == (old, "weight_update", old + 1, reference.finish_reason)
+    assert n0 > 0 and n1 > 0 and n0 + n1 == len(gen.token_ids) == len(gen.logprobs)
+    assert gen.token_ids == reference.token_ids  # token-exact across the cut
+    assert gen.logprobs[:n0] == pytest.approx(reference.logprobs[:n0], abs=1e-3)
+    assert gen.policy_version == old + 1 and gen.extra["prompt_token_ids"] == reference.extra["prompt_token_ids"]

@@ -115,12 +115,20 @@ class GymLLMServer(LLMServer):
         return last.model_dump()
 
     async def chat(self, request, raw_request_info=None):
-        call = await self._updates.enter()
-        return self._stamped(await super().chat(request, raw_request_info), call, self._updates)
+        return await self._gated(super().chat, request, raw_request_info)
 
     async def completions(self, request, raw_request_info=None):
+        return await self._gated(super().completions, request, raw_request_info)
+
+    async def _gated(self, route, request, raw_request_info):
+        """An OpenAI route's request through the weight-update gate (held during an update, then finished)."""
         call = await self._updates.enter()
-        return self._stamped(await super().completions(request, raw_request_info), call, self._updates)
+        try:
+            outputs = await route(request, raw_request_info)
+        except BaseException:
+            self._updates.leave(call)
+            raise
+        return self._stamped(outputs, call, self._updates)
 
     @staticmethod
     async def _stamped(outputs, call: Call, updates: WeightUpdates):
