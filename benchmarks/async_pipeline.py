@@ -2,7 +2,7 @@
 trainer and the generator each sit idle, and steps per hour, synchronous against 1- and 2-step off-policy
 and partial rollouts, at three ratios of generation to training time.
 
-    .venv/bin/python benchmarks/async_pipeline.py                        # ratios 0.5 1 2, 10 steps, ~4 min
+    .venv/bin/python benchmarks/async_pipeline.py                        # ratios 0.5 1 2, 10 steps, ~5 min
     .venv/bin/python benchmarks/async_pipeline.py --steps 20 --train-s 1 --ratios 0.25 1 4
 
 What is real: the `RolloutStream` (its bounded buffer, its staleness check and re-runs), the `Collector`,
@@ -16,8 +16,10 @@ rollout then holds spans of two versions (partial rollouts).
 
 Modes: `sync` collects a batch, trains on it, pushes (the engine decodes nothing while the trainer works);
 `off-policy k` keeps collecting while the trainer trains, up to k batches ahead (`max_staleness=k`);
-`partial` is 1-step off-policy with `abort` pushes. Trainer idle = wall time not spent in train steps;
-generator idle = slot-seconds with no rollout decoding.
+`partial` is 1-step off-policy with `abort` pushes: a rollout cut at a push keeps its older prefix, so under
+the oldest-span rule it can be one version older than a `finish` rollout when handed out, and is re-run at
+`max_staleness=1`; `partial, staleness 2` allows that one version more. Trainer idle = wall time not
+spent in train steps; generator idle = slot-seconds with no rollout decoding.
 """
 
 from __future__ import annotations
@@ -198,19 +200,20 @@ class Workload:
                        for j in range(n)) for _ in range(samples)) / samples
 
 
-MODES = {"sync": (0, "finish"), "off-policy 1": (1, "finish"), "off-policy 2": (2, "finish"),
-         "partial (abort)": (1, "abort")}
+# mode: (batches generated ahead, max_staleness, weight push)
+MODES = {"sync": (0, 0, "finish"), "off-policy 1": (1, 1, "finish"), "off-policy 2": (2, 2, "finish"),
+         "partial": (1, 1, "abort"), "partial, staleness 2": (1, 2, "abort")}
 
 
 async def run_mode(col, engine, w: Workload, mode: str, steps: int, train_s: float) -> dict:
     """`steps` train steps of `mode`; the trainer's and the generator's idle shares and the stream's counts."""
     from gym_ray.collect import RolloutStream
 
-    k, _ = MODES[mode]
+    k, staleness, _ = MODES[mode]
     mixed = 0
     # k batches ahead: one batch running and k - 1 waiting (the buffer admits while it holds fewer); sync
     # runs one batch ahead too, but its engine decodes nothing while the trainer trains
-    stream = RolloutStream(col, w.tasks(), batch_groups=w.batch_groups, max_staleness=k,
+    stream = RolloutStream(col, w.tasks(), batch_groups=w.batch_groups, max_staleness=staleness,
                            max_buffered=max(k - 1, 0) * w.batch_groups + 1, max_in_flight=w.batch_groups)
     busy0 = await engine.busy_slot_seconds.remote()
     began = time.monotonic()
@@ -288,7 +291,7 @@ def main() -> int:
         for ratio in args.ratios:
             tps = batch_tokens / (ratio * args.train_s)
             for mode in args.modes:
-                await engine.reset.remote(tps, slots, MODES[mode][1], args.load_s)
+                await engine.reset.remote(tps, slots, MODES[mode][2], args.load_s)
                 r = await run_mode(col, engine, w, mode, args.steps, args.train_s)
                 results.append({**r, "ratio": ratio, "tps": tps})
                 print(f"  {ratio:g} {mode}: {r['wall_s']:.1f} s", file=sys.stderr)
