@@ -3,8 +3,10 @@ process, no Serve, no policy), the chat and task of a stored episode and its rec
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -47,11 +49,26 @@ def verifier_identity(cfg: RunConfig, env: str) -> str:
     env_cfg = cfg.envs[env]
     module = env_cfg.server.partition(":")[0]
     top = module.split(".")[0]
-    dists = importlib.metadata.packages_distributions().get(top) or []
-    version = f"{dists[0]}=={importlib.metadata.version(dists[0])}" if dists else f"{top} (not installed)"
+    dist = _distribution(top)
+    version = f"{dist}=={importlib.metadata.version(dist)}" if dist else f"{top} (not installed)"
     settings = json.dumps(env_cfg.config, sort_keys=True, default=str)
     import_server(env_cfg.server)  # a server that does not import is named here, not as a wrong identity
     return f"{env_cfg.server} {version} config:{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+
+
+@functools.cache
+def _distribution(top: str) -> str | None:
+    """The installed distribution that ships the top-level module `top`: the one of its name, else (for a
+    module under site-packages) a scan of every installed package's metadata, which takes seconds."""
+    try:
+        return importlib.metadata.distribution(top).metadata["Name"]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    spec = importlib.util.find_spec(top)
+    origin = (spec.origin or "") if spec else ""
+    if "site-packages" not in origin and "dist-packages" not in origin:
+        return None
+    return next(iter(importlib.metadata.packages_distributions().get(top) or []), None)
 
 
 def stored_task(row: dict[str, Any]) -> Task:
