@@ -172,18 +172,28 @@ def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float, progr
         elif model := _model_server(f.name, base):
             results[f.name]["why"] = f"needs a NeMo Gym model server ({model}); none is served here"
         print(f"{f.name}: {len(reqs)} requirements {'ok' if not err else err}", flush=True)
-    ready = [n for n, r in results.items() if not r["why"] and not r["started"]]
+    ready = [[n] for n, r in results.items() if not r["why"] and not r["started"]]
+    ready = [sum(ready[i:i + batch], []) for i in range(0, len(ready), batch)]
+    ray_failures = 0
     while ready:
-        names, ready = ready[:batch], ready[batch:]
+        names = ready.pop(0)
         try:
             per = serve_and_play(base, names, venvs, root, work)
         except LaunchError as e:
-            # ng_run names the server that went down; it is out, the rest of the batch goes back in line
-            crashed = re.findall(r"Process `(\w+?)_resources_server` finished unexpectedly", str(e))
-            out = [n for n in names if n in crashed] or names[:1]
+            print(f"batch {names}: {str(e).strip().splitlines()[-1][:200]}", flush=True)
+            if "Ray did not start" in str(e) and ray_failures < 5:  # the machine, not a server: again
+                ray_failures += 1
+                ready.insert(0, names)
+                continue
+            # ng_run names the server that went down: it is out, the rest goes back in line; with no name
+            # (a batch that timed out), the batch is halved until the one server that fails is alone
+            crashed = re.findall(r"Process `(\w+?)(?:_resources_server)?` finished unexpectedly", str(e))
+            out = [n for n in names if n in crashed] or (names if len(names) == 1 else [])
             for name in out:
                 results[name]["why"] = "did not start: " + _last_error(work / f"batch-{names[0]}" / "ng_run.log", name)
-            ready = [n for n in names if n not in out] + ready
+            rest = [n for n in names if n not in out]
+            ready[:0] = [rest] if out else [rest[: len(rest) // 2], rest[len(rest) // 2:]]
+            ready = [b for b in ready if b]
             continue
         for name, (rows, scored, why) in per.items():
             results[name].update(started=True, rows=rows, scored=scored, why=why)
