@@ -313,3 +313,37 @@ def test_resume_takes_a_tree_group_with_an_early_leaf_as_done(tmp_path):
     sink.close()
     with pytest.raises(ResumeError, match="i has 1 rollouts of 4"):
         done_groups(tmp_path)
+
+
+def test_a_branch_whose_session_is_lost_is_played_again_from_its_branch_point(setup):
+    """Branch 0.1's session vanishes mid-play (what a call meets on a restarted env replica): only that
+    subtree is played again, on a fresh session brought to the branch point by its recorded tool calls;
+    every leaf is token-exact and scored by its own increments, none masked."""
+    _, tasks, _, scripted = setup
+    policy = Recording(scripted)
+    service, client = service_for(setup, TreeConfig(width=2, depth=2), policy)
+    runtime = client.runtime
+    real_call = runtime.call_tool
+    lost: list[str] = []
+
+    async def call_tool(session_id, *args, **kwargs):
+        if session_id == "l-t0.a0.n0.1" and not lost:  # the branch's first own call: its replica is gone
+            lost.append(session_id)
+            await runtime.close_session(session_id)
+        return await real_call(session_id, *args, **kwargs)
+
+    runtime.call_tool = call_tool
+    rows = asyncio.run(service.run_group(tasks[0], Group("l", group_size=4)))
+    assert lost
+    assert sorted(r.node_id for r in rows) == ["0.0.0", "0.0.1", "0.1.0", "0.1.1"]
+    assert {r.status for r in rows} == {"ok"}, [r.error for r in rows]
+    for r in rows:
+        assert_leaf_token_exact(r, policy.calls)
+        assert r.reward == float(increments(r) == 3), (r.node_id, increments(r))
+    # 11 calls for the tree, and the one whose tool call met the lost session, made again after the re-run
+    assert len(policy.calls) == 11 + 1
+    by_node = {r.node_id: r for r in rows}
+    k = by_node["0.0.0"].prompt_token_ids + by_node["0.0.0"].response_token_ids
+    first = len(by_node["0.0.0"].prompt_token_ids) + by_node["0.0.0"].gen_span_ends[0]
+    assert all((r.prompt_token_ids + r.response_token_ids)[:first] == k[:first] for r in rows)
+    assert len(runtime.sessions) == 0

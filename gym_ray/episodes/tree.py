@@ -6,7 +6,8 @@ own session is then freed (with `token_entropy` a node plays to its end first, k
 model call, and branches in hindsight where its sampled tokens were least likely). Every leaf is verified and becomes a row; a node whose episode ends before its
 next branch point is a leaf too. All branches of a tree call the policy with their root's session id, so one
 replica's prefix cache serves the shared prefix. A failure ends only its own node's subtree, as one masked
-leaf row with a status.
+leaf row with a status; a branch whose session was lost (its env replica died) is first re-run from its
+branch point on a fresh session, brought there by making its recorded tool calls again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.config import TreeConfig
 from gym_ray.episodes.guard import EnvCallError, PolicyCallError
 from gym_ray.errors import Failure, FailureKind, FailureStage, Status
+from gym_ray.resources.records import NOT_OFFERED, digest
+from gym_ray.resources.runtime import cap_output
 from gym_ray.types import Rollout
+
+RERUNS = 2  # times a branch whose session was lost is played again from its branch point
 
 BRANCH_POINTS: dict[str, Callable[[Episode, int], bool]] = {
     "assistant_turn": lambda ep, turn: True,  # (every model call after a node's first)
@@ -66,6 +71,8 @@ class Node:
     level: int  # branch points above this node
     offset: int = 0  # tokens shared with its siblings
     offset_segment: int = 0  # the transcript segment the branch point is in
+    start: Episode | None = None  # a copy of the episode at its branch point (to re-run a lost branch from)
+    reruns: int = 0
 
 
 class TreePlayer:
@@ -101,6 +108,8 @@ class TreePlayer:
         try:
             turn = await asyncio.wait_for(self.agent.play(node.ep, tools, first_turn, branch_at), self.timeout_s)
         except BaseException as e:  # noqa: BLE001 - any failure ends this node as a masked leaf
+            if isinstance(e, self.infra) and await self._rerun(node):
+                return await self._grow(node, tools, first_turn)
             self._failed(node.ep, e)
             turn = None
         if turn is None:
@@ -139,8 +148,36 @@ class TreePlayer:
             node_id = f"{node.node_id}.{k}"
             ctx = dataclasses.replace(ep.ctx, session_id=f"{ep.ctx.policy_session_id}.n{node_id}", rollout_index=index,
                                       rollout_id=f"{ep.ctx.group_id}-{index}")
-            children.append(Node(source.fork(ctx), node_id, node.node_id, node.level + 1, offset, segment))
+            children.append(Node(source.fork(ctx), node_id, node.node_id, node.level + 1, offset, segment,
+                                 start=source.fork(ctx)))
         return children
+
+    async def _rerun(self, node: Node) -> bool:
+        """Put a branch whose session was lost back at its branch point: a fresh session, seeded, and the
+        tool calls before the branch point made again; False (the branch stays failed) when it has no branch
+        point, has been re-run `RERUNS` times, or a call's result is not the one recorded."""
+        if node.start is None or node.reruns >= RERUNS:
+            return False
+        node.reruns += 1
+        start = node.start
+        ctx = dataclasses.replace(start.ctx, session_id=f"{start.ctx.session_id}.r{node.reruns}")
+        env, cap = ctx.env, ctx.config.max_tool_output_chars
+        calls = [c for m in start.messages if m.role == "assistant" for c in (m.tool_calls or [])]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(node.ep.close(), 10)
+        try:
+            await env.seed_session(ctx.session_id, start.task)
+            for record, call in zip(start.tool_records, calls, strict=True):
+                if record.get("status") != NOT_OFFERED:
+                    out = cap_output(str(await env.call_tool(ctx.session_id, call)), cap)[0]
+                    if digest(out) != record.get("sha256"):
+                        raise ValueError(f"tool {call.name} answered otherwise than before the branch point")
+        except Exception:  # noqa: BLE001 - a branch that cannot be brought back stays failed
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(env.close_session(ctx.session_id), 10)
+            return False
+        node.ep = start.fork(ctx)
+        return True
 
     async def _grow_in_hindsight(self, node: Node, tools, first_turn: int,
                                  snapshots: list[tuple[int, Episode]]) -> list[tuple[Node, list[Rollout]]]:
