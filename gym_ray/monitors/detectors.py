@@ -21,7 +21,7 @@ from gym_ray.config import (
     GraderAddressingMonitor,
     LengthMonitor,
 )
-from gym_ray.monitors.signals import grader_pattern, most_repeated_call, no_reward_variance
+from gym_ray.monitors.signals import grader_pattern, json_list, most_repeated_call, no_reward_variance
 
 _COLUMNS = ["rollout_id", "group_id", "task_id", "env", "status", "reward", "messages_json",
             "prompt_messages_json", "task_json"]
@@ -86,8 +86,8 @@ def groups_of(table: pa.Table) -> list[GroupView]:
     for i in last:
         gid, prompt = cols["group_id"][i], cols["prompt_messages_json"][i]
         if prompt not in prompt_len:
-            prompt_len[prompt] = len(_json_list(prompt))
-        text, calls = _generated(_json_list(cols["messages_json"][i])[prompt_len[prompt]:])
+            prompt_len[prompt] = len(json_list(prompt))
+        text, calls = _generated(json_list(cols["messages_json"][i])[prompt_len[prompt]:])
         g = groups.get(gid) or groups.setdefault(gid, GroupView(gid, cols["env"][i], cols["task_id"][i]))
         g.episodes.append(Episode(cols["rollout_id"][i], cols["status"][i] == "ok", cols["reward"][i], lengths[i],
                                   text, calls, cols["task_json"][i], cols["messages_json"][i]))
@@ -114,12 +114,6 @@ def _generated(messages: list[dict]) -> tuple[str, list[str]]:
     return "\n".join(texts), calls
 
 
-def _json_list(text: str | None) -> list[dict]:
-    try:
-        value = json.loads(text or "[]")
-    except ValueError:
-        return []
-    return [m for m in value if isinstance(m, dict)] if isinstance(value, list) else []
 
 
 def _short(text: str, n: int = 120) -> str:
@@ -343,7 +337,7 @@ class CrossCheck(Detector):
         sid = f"cross-check-{e.rollout_id}"
         try:
             task = Task.model_validate_json(e.task_json)
-            messages = [Message.model_validate(m) for m in _json_list(e.messages_json)]
+            messages = [Message.model_validate(m) for m in json_list(e.messages_json)]
             await self.client.seed_session(sid, task)
             try:
                 return (await self.client.verify(sid, task, messages)).reward

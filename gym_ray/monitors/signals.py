@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -33,3 +34,12 @@ def grader_pattern(server_paths: Iterable[str], extra: Iterable[str] = ()) -> re
 def most_repeated_call(calls: list[str]) -> int:
     """How often the episode's most repeated tool call (name and arguments) was made."""
     return max(Counter(calls).values(), default=0)
+
+
+def json_list(text: str | None) -> list[dict]:
+    """A row's stored message list (`messages_json`, `prompt_messages_json`): its dict items, [] when unreadable."""
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [m for m in value if isinstance(m, dict)] if isinstance(value, list) else []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gym_ray.agents.parsers import get_parser
-from gym_ray.monitors import no_reward_variance
+from gym_ray.monitors.signals import json_list, no_reward_variance
 from gym_ray.report.tree_checks import level, tree_findings, tree_shape
 from gym_ray.rundir import RunDir, read_rollout_table, read_run
 from gym_ray.rundir.location import CHECK, CONFIG
@@ -157,8 +157,8 @@ def _row_findings(r: dict, tokenizer: Any, parser) -> list[tuple[str, str]]:
         out.append(("failed_row_rewarded", f"status {r['status']} with reward {r['reward']}, "
                                            f"{len(r['reward_component_names'])} components, "
                                            f"mask_sample={r['mask_sample']}"))
-    messages = _json_list(r["messages_json"])
-    generated = messages[len(_json_list(r["prompt_messages_json"])):]
+    messages = json_list(r["messages_json"])
+    generated = messages[len(json_list(r["prompt_messages_json"])):]
     assistant = [m for m in generated if m.get("role") == "assistant"]
     if r["status"] == "ok" and r["num_segments"] == 1:
         spans = list(zip(r["gen_span_starts"], r["gen_span_ends"], strict=False))
@@ -260,14 +260,6 @@ def _manifest_findings(run_dir: str | Path, rows: list[dict], report: CheckRepor
     if found < expected:
         report.findings.append(Finding("missing_groups", f"{found} of {expected} tasks have rows ({path})", "", "",
                                        ""))
-
-
-def _json_list(text: str | None) -> list[dict]:
-    try:
-        value = json.loads(text or "[]")
-    except ValueError:
-        return []
-    return [m for m in value if isinstance(m, dict)] if isinstance(value, list) else []
 
 
 def _short(text: str | None, n: int = 80) -> str:
