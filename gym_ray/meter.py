@@ -45,7 +45,7 @@ class Metered:
         self._mark: float | None = None  # the clock at the start of the step under way (None between steps)
 
     def switch(self, key: Any) -> None:
-        if self._mark is not None:
+        if self._mark is not None and key != self.key:
             now = time.thread_time()
             self.cost[self.key] = self.cost.get(self.key, 0.0) + now - self._mark
             self._mark = now

@@ -18,7 +18,6 @@ import logging
 import math
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -151,6 +150,12 @@ def _cache_key(name: str, kwargs: dict[str, Any]) -> tuple[str, str]:
     return name, json.dumps(kwargs, sort_keys=True, default=plain)
 
 
+async def _inline(fn: Callable) -> Any:
+    """A hook run on the caller's loop (sync or async), as one coroutine for the meter."""
+    result = fn()
+    return await result if inspect.isawaitable(result) else result
+
+
 class EnvRuntime:
     """One environment instance and its sessions; every method is safe to call concurrently."""
 
@@ -186,12 +191,7 @@ class EnvRuntime:
         try:
             if thread:
                 return await self.threads.run(meter.thread_cpu(fn, record, cost))
-            t = time.thread_time()
-            result = fn()
-            meter.add(record, cost, time.thread_time() - t)
-            if inspect.iscoroutine(result):
-                return await meter.Metered(result, record, cost)
-            return await result if inspect.isawaitable(result) else result
+            return await meter.Metered(_inline(fn), record, cost)
         finally:
             meter.sandbox_usage.reset(usage)
             _current.reset(token)
