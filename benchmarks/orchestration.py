@@ -19,6 +19,11 @@ rollouts/s, 26.8 CPU ms per rollout (0.4.0: 53 / 59 / 48 rollouts/s at c=16 / 64
 divides by 67. The machine's speed drifts by 2x from hour to hour: for a ratio, run
 `benchmarks/nemogym_baseline.py` (NeMo Gym's own collector on the same workload) before and after this.
 
+`--baseline REF`: the cost of this code's per-rollout cost accounting (or any change): the first `--env` at the
+first `--concurrency` measured in fresh processes, alternately on git commit REF and on `--against REF2`
+(default: this working tree), each exported to a temporary directory, `--repeats` times each; prints CPU ms per rollout of each run and the
+difference of the medians.
+
 `--monitors`: each row is measured four times on the same collector, the online monitors off, on, off, on
 (all six, the cross-check re-verifying 10% of episodes with the weather verifier); the rows say `+mon`.
 """
@@ -189,6 +194,42 @@ def run_rows(args, env_mode: str) -> list[tuple[int, dict]]:
     return rows
 
 
+def against_baseline(args) -> None:
+    """Run this script's single row in fresh processes, alternating commit `args.baseline` and `args.against`."""
+    import re
+    import subprocess
+    import tempfile
+
+    row = ["--env", args.env[0], "--concurrency", str(args.concurrency[0]), "--rollouts", str(args.rollouts),
+           "--warmup", str(args.warmup), "--policy", args.policy, "--agents", str(args.agents)]
+    line = re.compile(r"c=\d+: (\d+) rollouts/s, ([\d.]+) CPU ms/rollout")
+    now = args.against or "this tree"
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = {}
+        for ref in filter(None, (args.baseline, args.against)):
+            roots[ref] = Path(tmp) / ref
+            roots[ref].mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(roots[ref])], input=archive, check=True)
+        runs = []
+        for i in range(args.repeats):
+            for label, root in ((args.baseline, roots[args.baseline]), (now, roots.get(args.against, ROOT))):
+                out = subprocess.run([sys.executable, str(root / "benchmarks" / "orchestration.py"), *row],
+                                     capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+                found = line.search(out.stdout)
+                if not found:
+                    raise SystemExit(f"{label}: no result line\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+                runs.append((label, i, int(found[1]), float(found[2])))
+                print(f"  {label}, run {i + 1}: {found[1]} rollouts/s, {found[2]} CPU ms/rollout", flush=True)
+    print(f"\nenv {args.env[0]}, policy {args.policy}, c={args.concurrency[0]}, {args.rollouts} rollouts per run")
+    print(f"{'code':>12}  {'run':>3}  {'rollouts/s':>10}  {'CPU ms/rollout':>14}")
+    for label, i, rps, cpu in runs:
+        print(f"{label:>12}  {i + 1:>3}  {rps:>10}  {cpu:>14.1f}")
+    before = statistics.median(c for lb, _, _, c in runs if lb == args.baseline)
+    after = statistics.median(c for lb, _, _, c in runs if lb == now)
+    print(f"median CPU ms/rollout: {before:.1f} before, {after:.1f} now ({(after / before - 1) * 100:+.1f}%)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rollouts", type=int, default=2000)
@@ -204,9 +245,13 @@ def main() -> None:
     ap.add_argument("--serve-throughput-optimized", action="store_true",
                     help="Ray Serve's own throughput mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1: router and user code "
                          "on the main event loop, buffered access logs; in a run config: ray.env_vars)")
+    ap.add_argument("--baseline", metavar="REF", help="compare CPU per rollout with git commit REF (see above)")
+    ap.add_argument("--against", metavar="REF2", help="with --baseline: the commit to compare (default: this tree)")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each code with --baseline")
     args = ap.parse_args()
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # before Ray is imported (here or in a --baseline run)
+    if args.baseline:
+        return against_baseline(args)
     if args.serve_throughput_optimized:  # before the local cluster starts: every process inherits it
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     import ray
