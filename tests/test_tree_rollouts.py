@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gym_ray.agents.base import load_tokenizer
+from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.config import EnvConfig, ModelConfig, SamplingConfig, TreeConfig, load_config
 from gym_ray.episodes import EnvSpec, EpisodeService, Group
 from gym_ray.models.scripted import ScriptedPolicy
@@ -163,6 +164,13 @@ def test_branching_before_tool_results_and_an_episode_that_ends_first(setup):
     assert len(client.runtime.sessions) == 0
 
 
+class OwnLoop(ToolCallingAgent):
+    """A tool-calling agent with a loop of its own: a tree cannot stop it at branch points."""
+
+    async def _loop(self, ep, tools) -> None:
+        await super()._loop(ep, tools)
+
+
 def test_environments_and_agents_that_cannot_branch_are_refused_in_one_line(setup, tmp_path):
     env_cfg, _, chat, scripted = setup
     tree = TreeConfig()
@@ -170,10 +178,16 @@ def test_environments_and_agents_that_cannot_branch_are_refused_in_one_line(setu
     with pytest.raises(ValueError, match=r"^envs\.tools: collect\.tree needs forkable episodes") as e:
         EpisodeService({"tools": EnvSpec(config=mcp)}, Recording(scripted), tokenizer=chat, tree=tree)
     assert "\n" not in str(e.value)
-    own_loop = env_cfg.model_copy(update={"agent": env_cfg.agent.model_copy(
-        update={"cls": "gym_ray.agents.env_step:EnvStepAgent"})})
-    with pytest.raises(ValueError, match=r"^envs\.counter: collect\.tree needs the tool-calling agent's turn loop"):
+    own_loop = env_cfg.model_copy(update={"agent": env_cfg.agent.model_copy(update={"cls": f"{__name__}:OwnLoop"})})
+    with pytest.raises(ValueError, match=r"^envs\.counter: collect\.tree needs an agent with a turn loop to "
+                                         r"branch \(ToolCallingAgent, EnvStepAgent\); OwnLoop has a loop of its own$"):
         EpisodeService({"counter": EnvSpec(config=own_loop)}, Recording(scripted), tokenizer=chat, tree=tree)
+    steps = env_cfg.model_copy(update={"agent": env_cfg.agent.model_copy(
+        update={"cls": "gym_ray.agents.env_step:EnvStepAgent"})})
+    with pytest.raises(ValueError, match=r"^envs\.counter: collect\.tree at: tool_call needs tool calls; "
+                                         r"EnvStepAgent's actions are env steps"):
+        EpisodeService({"counter": EnvSpec(config=steps)}, Recording(scripted), tokenizer=chat,
+                       tree=TreeConfig(at="tool_call"))
 
 
 def test_a_failed_fork_ends_only_its_own_subtree_as_a_masked_leaf(setup):
@@ -346,4 +360,106 @@ def test_a_branch_whose_session_is_lost_is_played_again_from_its_branch_point(se
     k = by_node["0.0.0"].prompt_token_ids + by_node["0.0.0"].response_token_ids
     first = len(by_node["0.0.0"].prompt_token_ids) + by_node["0.0.0"].gen_span_ends[0]
     assert all((r.prompt_token_ids + r.response_token_ids)[:first] == k[:first] for r in rows)
+    assert len(runtime.sessions) == 0
+
+
+WORDLE = Path(__file__).resolve().parents[1] / "environments" / "wordle"
+_guesses = itertools.count()
+GUESSES = ["crane", "pious", "bumpy", "fight", "dodge", "mulch", "wryly", "slate"]
+
+
+def guessing_script(prompt_text: str, turn: int) -> str:
+    """A different allowed word on each call of the script (so branches diverge), and on the last of four
+    guesses the answer every other call: half the leaves solve."""
+    k = next(_guesses)
+    if turn < 3:
+        return f"<guess>{GUESSES[k % len(GUESSES)]}</guess>"
+    return "<guess>suave</guess>" if k % 2 else "<guess>tryst</guess>"
+
+
+def wordle_tree(setup, model_path: str, tree: TreeConfig, max_guesses: int):
+    """The first wordle task (answer "suave"), a recorded `guessing_script` policy, and a service playing it
+    as `tree` with `max_guesses`, in-process."""
+    _, _, chat, _ = setup
+    env_cfg = load_config(WORDLE / "config.yaml", [f"envs.wordle.config.max_guesses={max_guesses}"]).envs["wordle"]
+    env_cfg = env_cfg.model_copy(update={"hosting": "local"})
+    [task] = load_tasks(env_cfg.data, default_env="wordle", limit=1)
+    assert task.verifier_metadata["answer"] == "suave"
+    model = ModelConfig(kind="scripted", name="scripted", script=f"{__name__}:guessing_script")
+    policy = Recording(ScriptedPolicy(model, model_path))
+    client = LocalEnvClient("wordle", env_cfg)
+    service = EpisodeService({"wordle": EnvSpec(config=env_cfg, client=client)}, policy, tokenizer=chat,
+                             sampling=SamplingConfig(max_tokens=96), tree=tree)
+    return task, policy, client, service
+
+
+def assert_own_game(row, answer: str, guesses: int) -> None:
+    """The row's feedback is the game's own for the row's own guesses, and it is scored by its last one."""
+    from gym_ray_env_wordle.server import feedback
+
+    msgs = json.loads(row.messages_json)
+    played = [re.fullmatch(r"<guess>(\w+)</guess>", m["content"])[1] for m in msgs if m["role"] == "assistant"]
+    assert len(played) == guesses and row.num_turns == guesses and not row.truncated
+    observations = [m["content"] for m in msgs if m["role"] == "user"][2:]  # after the task and the rules
+    for guess, obs in zip(played, observations, strict=False):  # the last observation ends the game unshown
+        assert obs.startswith(f"{guess.upper()} {' '.join(feedback(guess, answer))}.")
+    assert row.reward == float(played[-1] == answer)
+
+
+def test_an_env_step_game_branches_into_independent_games(setup, default_model_path, tmp_path):
+    """Wordle (reset/step, the env-step agent) as a width-2, depth-2 tree: four leaves whose siblings share
+    their tokens up to the offset, each leaf's feedback the game's own for its own guesses (a branch's
+    guesses never reach its sibling's game), and the rows pass `gym-ray check`."""
+    from gym_ray.collect.sink import ParquetSink
+    from gym_ray.report.checks import CHECKS, ERROR, run_checks
+
+    task, policy, client, service = wordle_tree(setup, default_model_path, TreeConfig(width=2, depth=2), max_guesses=4)
+    rows = sorted(asyncio.run(service.run_group(task, Group("w", group_size=4))), key=lambda r: r.node_id)
+
+    assert [r.node_id for r in rows] == ["0.0.0", "0.0.1", "0.1.0", "0.1.1"]
+    assert [r.parent_node_id for r in rows] == ["0.0", "0.0", "0.1", "0.1"]
+    assert {r.status for r in rows} == {"ok"}, [r.error for r in rows]
+    seqs = [r.prompt_token_ids + r.response_token_ids for r in rows]
+    for a, b in ((0, 1), (2, 3)):
+        k = rows[a].branch_token_offset
+        assert k == rows[b].branch_token_offset and 0 < k < min(len(seqs[a]), len(seqs[b]))
+        assert seqs[a][:k] == seqs[b][:k] and seqs[a][k:] != seqs[b][k:]
+    for r in rows:
+        assert_leaf_token_exact(r, policy.calls)
+        assert_own_game(r, "suave", guesses=4)
+    # the branches' second and third guesses differ, and so does the feedback their own games gave
+    second = {json.loads(r.messages_json)[4]["content"] for r in rows}
+    assert len(second) == 2 and len({r.reward for r in rows}) == 2
+    assert len(policy.calls) == 1 + 2 + 4 + 4  # the shared turns generated once
+    assert len(client.runtime.sessions) == 0
+
+    sink = ParquetSink(tmp_path, rows_per_file=100)
+    sink.write(rollouts_to_arrow(rows))
+    sink.close()
+    report = run_checks(tmp_path)
+    assert [f for f in report.findings if CHECKS[f.check][0] == ERROR] == []
+
+
+def test_a_lost_env_step_branch_is_replayed_from_its_branch_point(setup, default_model_path):
+    """Branch 0.1's game vanishes at its first own step: it is reset on a fresh session and stepped through
+    the root's guess again (the same feedback as recorded), then played on; neither leaf is masked."""
+    task, policy, client, service = wordle_tree(setup, default_model_path, TreeConfig(width=2, depth=1), max_guesses=2)
+    runtime = client.runtime
+    real_step = runtime.step
+    lost: list[str] = []
+
+    async def step(session_id, action):
+        if session_id == "r-t0.a0.n0.1" and not lost:
+            lost.append(session_id)
+            await runtime.close_session(session_id)
+        return await real_step(session_id, action)
+
+    runtime.step = step
+    rows = sorted(asyncio.run(service.run_group(task, Group("r", group_size=2))), key=lambda r: r.node_id)
+    assert lost and [r.node_id for r in rows] == ["0.0", "0.1"]
+    assert {r.status for r in rows} == {"ok"}, [r.error for r in rows]
+    for r in rows:
+        assert_leaf_token_exact(r, policy.calls)
+        assert_own_game(r, "suave", guesses=2)
+    assert len(policy.calls) == 1 + 2 + 1  # the call whose step met the lost game, made again after the replay
     assert len(runtime.sessions) == 0

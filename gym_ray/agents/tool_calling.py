@@ -12,7 +12,8 @@ from gym_ray.agents.episode import Episode, failed
 from gym_ray.agents.parsers import HERMES_FORMAT_HINT, get_parser
 from gym_ray.config import AgentConfig
 from gym_ray.errors import FailureStage, Status
-from gym_ray.resources.records import NOT_OFFERED, result_status, tool_record
+from gym_ray.resources.records import NOT_OFFERED, digest, result_status, tool_record
+from gym_ray.resources.runtime import cap_output
 from gym_ray.types import Message, Rollout, Task, ToolSpec
 
 
@@ -160,6 +161,19 @@ class ToolCallingAgent:
             elif not await ep.append(results):
                 return None
         return None
+
+
+    async def replay(self, start: Episode, ctx: EpisodeContext) -> None:
+        """Bring the fresh session `ctx.session_id` to where `start` stands: seed it and make its tool calls
+        again; raises when a call's result is not the one recorded."""
+        env, cap = ctx.env, ctx.config.max_tool_output_chars
+        calls = [c for m in start.messages if m.role == "assistant" for c in (m.tool_calls or [])]
+        await env.seed_session(ctx.session_id, start.task)
+        for record, call in zip(start.tool_records, calls, strict=True):
+            if record.get("status") != NOT_OFFERED:
+                out = cap_output(str(await env.call_tool(ctx.session_id, call)), cap)[0]
+                if digest(out) != record.get("sha256"):
+                    raise ValueError(f"tool {call.name} answered otherwise than before the branch point")
 
 
 def _parse_error_message(errors: list[str]) -> str:

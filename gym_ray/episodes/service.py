@@ -29,7 +29,7 @@ from gym_ray.clients import EnvClient, PolicyClient
 from gym_ray.config import EnvConfig, RunConfig, SamplingConfig, TreeConfig, load_config
 from gym_ray.episodes.cost import Spent
 from gym_ray.episodes.guard import EnvCallError, GuardedEnv, GuardedPolicy, PolicyCallError
-from gym_ray.episodes.tree import TreePlayer, can_branch, tree_rows
+from gym_ray.episodes.tree import TreePlayer, branch_refusal, tree_rows
 from gym_ray.errors import Delivery, Failure, FailureKind, FailureStage, Status
 from gym_ray.tasks import failed_row_texts
 from gym_ray.types import Rollout, RolloutInvariantError, Task
@@ -172,9 +172,9 @@ class EpisodeService:
         if not hasattr(client, "fork_session"):
             raise ValueError(f"envs.{name}: collect.tree needs forkable sessions; its {type(client).__name__} "
                              "client cannot fork")
-        if not can_branch(agent):
-            raise ValueError(f"envs.{name}: collect.tree needs the tool-calling agent's turn loop; "
-                             f"{type(agent).__name__} has a loop of its own")
+        refusal = branch_refusal(agent, self.tree.at)
+        if refusal:
+            raise ValueError(f"envs.{name}: collect.tree {refusal}")
 
     async def run_group(self, task: Task, group: Group, *, policy: PolicyClient | None = None,
                         sampling: SamplingConfig | None = None) -> list[Rollout]:

@@ -7,7 +7,8 @@ model call, and branches in hindsight where its sampled tokens were least likely
 next branch point is a leaf too. All branches of a tree call the policy with their root's session id, so one
 replica's prefix cache serves the shared prefix. A failure ends only its own node's subtree, as one masked
 leaf row with a status; a branch whose session was lost (its env replica died) is first re-run from its
-branch point on a fresh session, brought there by making its recorded tool calls again.
+branch point on a fresh session, brought there by the agent's `replay` (its recorded tool calls or env steps
+made again). The agent is any `TurnLoop`: the tool-calling agent and the env-step agent both are.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ import dataclasses
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gym_ray.agents.base import EpisodeContext, infra_failure
+from gym_ray.agents.env_step import EnvStepAgent
 from gym_ray.agents.episode import Episode
 from gym_ray.agents.tool_calling import ToolCallingAgent
 from gym_ray.config import TreeConfig
 from gym_ray.episodes.guard import EnvCallError, PolicyCallError
 from gym_ray.errors import Failure, FailureKind, FailureStage, Status
-from gym_ray.resources.records import NOT_OFFERED, digest
-from gym_ray.resources.runtime import cap_output
-from gym_ray.types import Rollout
+from gym_ray.types import Rollout, Task, ToolSpec
 
 RERUNS = 2  # times a branch whose session was lost is played again from its branch point
 
@@ -56,11 +57,32 @@ async def _close_all(episodes: list[Episode]) -> None:
     await asyncio.gather(*(e.close() for e in episodes))
 
 
-def can_branch(agent: object) -> bool:
-    """Trees need the tool-calling agent's own turn loop (`play`): a subclass with a loop of its own cannot."""
+class TurnLoop(Protocol):
+    """What a tree drives: an agent whose episode is `start`, `admit`, `play` (stopping at branch points),
+    then `finish`; `replay` brings a fresh session to a branch point again."""
+
+    async def start(self, task: Task, ctx: EpisodeContext) -> tuple[Episode, list[ToolSpec] | None]: ...
+    def admit(self, ep: Episode, tools: list[ToolSpec]) -> None: ...
+    async def play(self, ep: Episode, tools: list[ToolSpec], first_turn: int = 0,
+                   branch_at: Callable[[Episode, int], bool] | None = None) -> int | None: ...
+    async def replay(self, start: Episode, ctx: EpisodeContext) -> None: ...
+    async def finish(self, ep: Episode) -> list[Rollout]: ...
+
+
+TURN_LOOPS = (ToolCallingAgent, EnvStepAgent)
+
+
+def branch_refusal(agent: object, at: str) -> str | None:
+    """Why `agent` cannot be played as trees branching `at`, in one line; None when it can. Trees need a
+    `TurnLoop` agent's own loop: a subclass with a loop of its own cannot branch."""
     cls = type(agent)
-    return (isinstance(agent, ToolCallingAgent) and cls._loop is ToolCallingAgent._loop
-            and cls.run is ToolCallingAgent.run)
+    base = next((b for b in TURN_LOOPS if isinstance(agent, b)), None)
+    if base is None or cls._loop is not base._loop or cls.run is not base.run:
+        return (f"needs an agent with a turn loop to branch ({', '.join(b.__name__ for b in TURN_LOOPS)}); "
+                f"{cls.__name__} has a loop of its own")
+    if at == "tool_call" and base is EnvStepAgent:
+        return "at: tool_call needs tool calls; EnvStepAgent's actions are env steps (use assistant_turn or token_entropy)"
+    return None
 
 
 @dataclass
@@ -78,7 +100,7 @@ class Node:
 class TreePlayer:
     """Plays one tree: `run(ctx, task)` -> the leaves' rows (with the tree columns)."""
 
-    def __init__(self, agent: ToolCallingAgent, tree: TreeConfig, tree_id: str, timeout_s: float,
+    def __init__(self, agent: TurnLoop, tree: TreeConfig, tree_id: str, timeout_s: float,
                  infra: tuple[type[BaseException], ...]) -> None:
         self.agent = agent
         self.tree = tree
@@ -153,28 +175,21 @@ class TreePlayer:
         return children
 
     async def _rerun(self, node: Node) -> bool:
-        """Put a branch whose session was lost back at its branch point: a fresh session, seeded, and the
-        tool calls before the branch point made again; False (the branch stays failed) when it has no branch
-        point, has been re-run `RERUNS` times, or a call's result is not the one recorded."""
+        """Put a branch whose session was lost back at its branch point: a fresh session that the agent's
+        `replay` brings there; False (the branch stays failed) when it has no branch point, has been re-run
+        `RERUNS` times, or the environment answers otherwise than it did before the branch point."""
         if node.start is None or node.reruns >= RERUNS:
             return False
         node.reruns += 1
         start = node.start
         ctx = dataclasses.replace(start.ctx, session_id=f"{start.ctx.session_id}.r{node.reruns}")
-        env, cap = ctx.env, ctx.config.max_tool_output_chars
-        calls = [c for m in start.messages if m.role == "assistant" for c in (m.tool_calls or [])]
         with contextlib.suppress(Exception):
             await asyncio.wait_for(node.ep.close(), 10)
         try:
-            await env.seed_session(ctx.session_id, start.task)
-            for record, call in zip(start.tool_records, calls, strict=True):
-                if record.get("status") != NOT_OFFERED:
-                    out = cap_output(str(await env.call_tool(ctx.session_id, call)), cap)[0]
-                    if digest(out) != record.get("sha256"):
-                        raise ValueError(f"tool {call.name} answered otherwise than before the branch point")
+            await self.agent.replay(start, ctx)
         except Exception:  # noqa: BLE001 - a branch that cannot be brought back stays failed
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(env.close_session(ctx.session_id), 10)
+                await asyncio.wait_for(ctx.env.close_session(ctx.session_id), 10)
             return False
         node.ep = start.fork(ctx)
         return True
