@@ -168,8 +168,10 @@ def write_rows(out: Path, rows: list[Rollout], check: bool = True) -> None:
 
         from gym_ray.types import ROLLOUT_SCHEMA
 
-        cols = {n: [getattr(r, n).value if hasattr(getattr(r, n), "value") else getattr(r, n) for r in rows]
-                for n in ROLLOUT_SCHEMA.names}
+        def plain(v):  # enums by value, nested models (the cost struct) as dicts
+            return v.value if hasattr(v, "value") else v.model_dump() if hasattr(v, "model_dump") else v
+
+        cols = {n: [plain(getattr(r, n)) for r in rows] for n in ROLLOUT_SCHEMA.names}
         sink.write(pa.Table.from_pydict(cols, schema=ROLLOUT_SCHEMA))
     sink.close()
     write_metrics(metrics_from_dir(out), out)
