@@ -69,7 +69,7 @@ def test_trl_loss_mask_is_zero_exactly_on_tokens_gym_ray_did_not_generate(env, r
     with Collector(cfg) as collector:
         rollouts = GymRayRollouts(collector, output_dir=tmp_path / "rows", on_batch=received.append)
         trainer = grpo_trainer(default_model_path, rollouts, trl_dataset(tasks), num_generations=2)
-        batch = [row for row in trl_rows(tasks) for _ in range(2)]  # TRL's sampler order
+        batch = [dict(row) for row in trl_rows(tasks) for _ in range(2)]  # TRL's sampler order, a dict each
         out = trainer._generate_and_score_completions(batch)
         rollouts.close()
 
