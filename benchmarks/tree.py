@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/tree.py                                   # weather, 6 tasks, width 4, depth 1
     .venv/bin/python benchmarks/tree.py --config environments/counter/config.yaml --width 2 --depth 2
+    .venv/bin/python benchmarks/tree.py --config environments/wordle/config.yaml --limit 4   # a reset/step game
 
 Each task is one group of `width^depth` rollouts: independent episodes, or one tree that branches at its first
-`depth` model calls after the first (`collect.tree.at: assistant_turn`). Both run in this process on one
+`depth` model calls after the first (`collect.tree.at: assistant_turn`), with the env's own agent (tool calls,
+or env steps for reset/step games). Both run in this process on one
 vLLM `AsyncLLM` engine (SmolLM2-135M-Instruct, float32, prefix caching on) and the environment in-process;
 the prefix cache is emptied before each mode. Printed per mode: scored leaves (rows), generated tokens,
 wall seconds, the prefix-cache hit rate from vLLM's own Prometheus counters (`vllm:prefix_cache_hits` /
