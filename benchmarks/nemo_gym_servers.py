@@ -205,13 +205,16 @@ def measure(base: Path, only: list[str], batch: int, pip_timeout_s: float, progr
 
 def table(results: list[dict], version: str) -> str:
     working = [r for r in results if r["rows"] and r["scored"] == r["rows"]]
+    pending = [r for r in results if not r["started"] and not r["why"]]
     lines = [BEGIN, f"NeMo Gym {version}: {len(working)} of {len(results)} resources servers scored every example "
-             f"row through the bridge ({sum(r['started'] for r in results)} started). Measured by "
+             f"row through the bridge ({sum(r['started'] for r in results)} started"
+             + (f"; {len(pending)} not measured yet: the measurement was stopped, `--resume` goes on" if pending
+                else "") + "). Measured by "
              "`benchmarks/nemo_gym_servers.py`; a row is scored when the server's `verify` returns a reward for a "
              "fixed scripted reply.", "", "| server | requirements | started | rows scored | why not |",
              "|---|---|---|---|---|"]
     for r in results:
-        why = r["why"].replace("|", "\\|") if r["why"] else ""
+        why = r["why"].replace("|", "\\|") if r["why"] else "not measured yet" if r in pending else ""
         lines.append(f"| `{r['server']}` | {r['requirements']} | {'yes' if r['started'] else 'no'} | "
                      f"{r['scored']}/{r['rows']} | {why} |")
     return "\n".join([*lines, END])
@@ -226,12 +229,17 @@ def main() -> None:
     p.add_argument("--pip-timeout", type=float, default=300)
     p.add_argument("--work", type=Path, default=None, help="where the server venvs go (kept, reused by --resume)")
     p.add_argument("--resume", action="store_true", help="keep the servers the saved result already measured")
+    p.add_argument("--table-only", action="store_true", help="rewrite the README section from the saved result")
     args = p.parse_args()
     version = subprocess.run([str(args.venv / "bin" / "python"), "-c", "import importlib.metadata as m; "
                               "print(m.version('nemo-gym'))"], capture_output=True, text=True).stdout.strip()
     def save(results: list[dict]) -> None:  # after every batch: a stopped measurement keeps what it saw
         OUT_JSON.write_text(json.dumps({"nemo_gym": version, "servers": results}, indent=1) + "\n")
 
+    if args.table_only:
+        saved = json.loads(OUT_JSON.read_text())
+        write_readme(saved["servers"], saved["nemo_gym"])
+        return
     done = {}
     if args.resume and OUT_JSON.is_file():
         saved = json.loads(OUT_JSON.read_text())
@@ -245,6 +253,10 @@ def main() -> None:
         print(json.dumps(results, indent=1))
         return
     save(results)
+    write_readme(results, version)
+
+
+def write_readme(results: list[dict], version: str) -> None:
     text = README.read_text()
     section = table(results, version)
     if BEGIN in text:

@@ -129,8 +129,9 @@ def _nemo_gym_measured() -> Reach | None:
         return None
     measured = json.loads(MEASURED_NEMO_GYM.read_text())
     ran = tuple(sorted(s["server"] for s in measured["servers"] if s["scored"]))
+    seen = sum(1 for s in measured["servers"] if s["started"] or s["why"])  # the rest: not measured yet
     return Reach(f"nemo-gym {measured['nemo_gym']}", len(ran),
-                 f"resources servers scored their example rows (of {len(measured['servers'])} measured)",
+                 f"resources servers scored their example rows (of {seen} measured)",
                  "gym_ray.integrations.nemo_gym.bridge:NemoGymResources (config.server)", ran)
 
 

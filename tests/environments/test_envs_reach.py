@@ -3,13 +3,14 @@ reasoning-gym dataset, every TextArena game, and each NeMo Gym venv's resources 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import reasoning_gym
 from textarena.envs.registration import ENV_REGISTRY
 
-from gym_ray.catalogue import reachable
+from gym_ray.catalogue import MEASURED_NEMO_GYM, reachable
 from gym_ray.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +22,11 @@ def test_each_adapter_counts_what_it_reaches(tmp_path, monkeypatch, capsys):
         (servers / name / "configs").mkdir(parents=True)
     (servers / "not_a_server").mkdir()
     reach = {r.adapter: r for r in reachable(tmp_path)}
-    assert set(reach) == {"verifiers", "reasoning-gym", "textarena", "nemo-gym (.venv-nemogym-9.9)"}
+    measured = json.loads(MEASURED_NEMO_GYM.read_text())  # what benchmarks/nemo_gym_servers.py saw
+    assert set(reach) == {"verifiers", "reasoning-gym", "textarena", "nemo-gym (.venv-nemogym-9.9)",
+                          f"nemo-gym {measured['nemo_gym']}"}
+    assert reach[f"nemo-gym {measured['nemo_gym']}"].names == tuple(
+        sorted(s["server"] for s in measured["servers"] if s["scored"]))
     assert {"gym-ray-vf-units", "gym-ray-vf-guess"} <= set(reach["verifiers"].names)
     assert reach["verifiers"].count == len(reach["verifiers"].names)
     assert reach["reasoning-gym"].names == tuple(sorted(reasoning_gym.factory.DATASETS))
