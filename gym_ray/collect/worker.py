@@ -9,6 +9,7 @@ driver sees a handful of messages per second instead of one per rollout.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -59,24 +60,26 @@ class AgentWorker:
 
     async def run_chunk(self, groups: list[GroupSpec]) -> AsyncIterator[bytes]:
         """Run every episode of `groups`; yield Arrow tables (as IPC bytes), each holding whole groups only."""
-        done: asyncio.Queue[list[Rollout]] = asyncio.Queue()
+        done: asyncio.Queue[asyncio.Task] = asyncio.Queue()
 
-        async def one_group(g: GroupSpec) -> None:
-            try:
-                rows = await self.service.run_group(g.task, g)
-            except asyncio.CancelledError:
-                done.put_nowait([])  # cancelled: counted as done, no rows
-                raise
-            finally:
-                self._groups.pop(g.group_id, None)
-            done.put_nowait(rows)
+        def finished(group_id: str, task: asyncio.Task) -> None:
+            # a done callback, not a `finally`: a task cancelled before its first step never runs its body
+            self._groups.pop(group_id, None)
+            done.put_nowait(task)
 
-        tasks = [asyncio.create_task(one_group(g)) for g in groups]
-        self._groups.update((g.group_id, t) for g, t in zip(groups, tasks, strict=True))
+        tasks = [asyncio.create_task(self.service.run_group(g.task, g)) for g in groups]
+        for g, t in zip(groups, tasks, strict=True):
+            self._groups[g.group_id] = t
+            t.add_done_callback(functools.partial(finished, g.group_id))
+
+        async def rows_of() -> list[Rollout]:
+            t = await done.get()
+            return [] if t.cancelled() else t.result()  # cancelled: counted as done, no rows
+
         remaining = len(tasks)
         try:
             while remaining:
-                batch = [await done.get()]
+                batch = [await rows_of()]
                 remaining -= 1
                 deadline = time.monotonic() + self.setup.flush_interval_s
                 while remaining and len(batch) < self.setup.flush_groups:
@@ -84,7 +87,7 @@ class AgentWorker:
                     if timeout <= 0:
                         break
                     try:
-                        batch.append(await asyncio.wait_for(done.get(), timeout))
+                        batch.append(await asyncio.wait_for(rows_of(), timeout))
                     except TimeoutError:
                         break
                     remaining -= 1
