@@ -24,20 +24,6 @@ from gym_ray.tasks import load_tasks
 from gym_ray.types import rollouts_from_arrow, rollouts_to_arrow
 
 COUNTER = Path(__file__).resolve().parents[1] / "environments" / "counter"
-_calls = itertools.count()
-
-
-def counting_script(prompt_text: str, turn: int):
-    """Three increments of 1-3 (each call of the script a different amount, so branches diverge), then an
-    answer; a reply of "stop" on turn 0 when the task says so (an episode that ends before branching)."""
-    if "Stop at once" in prompt_text:
-        return "Nothing to do."
-    if turn < 3:
-        return {"name": "increment", "arguments": {"count": next(_calls) % 3 + 1}}
-    value = re.findall(r"The counter is now (-?\d+)\.", prompt_text)[-1]
-    return f"The counter is {value}."
-
-
 class Recording:
     """The scripted policy as a PolicyClient, recording each call and the routing key it came with."""
 
@@ -60,7 +46,7 @@ def setup(default_model_path):
     env_cfg = env_cfg.model_copy(update={"hosting": "local"})
     tasks = load_tasks(env_cfg.data, default_env="counter")
     chat = load_tokenizer(default_model_path, "chatml_tools")
-    scripted = ScriptedPolicy(ModelConfig(kind="scripted", name="scripted", script=f"{__name__}:counting_script"),
+    scripted = ScriptedPolicy(ModelConfig(kind="scripted", name="scripted", script="tree_helpers:counting_script"),
                               default_model_path)
     return env_cfg, tasks, chat, scripted
 

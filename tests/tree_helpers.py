@@ -21,7 +21,10 @@ _calls = itertools.count()
 
 
 def counting_script(prompt_text: str, turn: int):
-    """Three increments of 1-3 (each call a different amount, so branches diverge), then the count."""
+    """Three increments of 1-3 (each call a different amount, so branches diverge), then the count; "Nothing to
+    do." at once when the task says "Stop at once" (an episode that ends before branching)."""
+    if "Stop at once" in prompt_text:
+        return "Nothing to do."
     if turn < 3:
         return {"name": "increment", "arguments": {"count": next(_calls) % 3 + 1}}
     return f"The counter is {re.findall(r'The counter is now (-?[0-9]+)[.]', prompt_text)[-1]}."
