@@ -4,6 +4,7 @@ ToolCallingAgent and the scripted policy, in-process (no Ray), written with the 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
 import re
@@ -97,6 +98,13 @@ class _InProcess:
         return await self.policy.generate(list(prompt_token_ids), sampling)
 
 
+def run_apart(coro):
+    """asyncio.run in a thread of its own: a session fixture may be built while playwright's sync API keeps an
+    event loop running in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def collect(out: Path, script: str, num_repeats: int = 4, limit: int | None = None,
             template: str = "chatml_tools", overrides: tuple[str, ...] = ()) -> list[Rollout]:
     """Play every weather task `num_repeats` times with `script` ('report_runs:perfect'); write the run."""
@@ -122,7 +130,7 @@ def collect(out: Path, script: str, num_repeats: int = 4, limit: int | None = No
         groups = plan_groups(tasks, num_repeats, run_id)
         return await asyncio.gather(*(episode(g, g.task, i) for g in groups for i in range(num_repeats)))
 
-    rows = [r for rs in asyncio.run(main()) for r in rs]
+    rows = [r for rs in run_apart(main()) for r in rs]
     write_rows(out, rows)
     return rows
 
@@ -153,7 +161,7 @@ def tree_run(out: Path, width: int = 2, depth: int = 2, limit: int = 2) -> list[
         return await asyncio.gather(*(service.run_group(g.task, Group(g.group_id, group_size=width ** depth))
                                       for g in groups))
 
-    rows = [r for rs in asyncio.run(main()) for r in rs]
+    rows = [r for rs in run_apart(main()) for r in rs]
     write_rows(out, rows)
     return rows
 
