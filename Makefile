@@ -1,6 +1,8 @@
 # The two commands of the README. Both install what is missing first (scripts/install.sh);
-# `make test` ends with the 20 slowest tests.
+# `make test` runs on TEST_WORKERS pytest-xdist workers (most tests wait on Ray, Serve or a subprocess, so
+# three share two cores well; tests/scheduling.py splits the work) and ends with the 20 slowest tests.
 VENV ?= .venv
+TEST_WORKERS ?= 3
 export RAY_AUTH_MODE ?= disabled
 
 .PHONY: install demo test lint docs
@@ -15,7 +17,7 @@ demo: install
 	@echo "report: $(DEMO_DIR)/.gym_ray/report.html (open it in a browser; gym-ray check $(DEMO_DIR) for the health checks)"
 
 test: install
-	$(VENV)/bin/python -m pytest -ra --durations=20 $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -ra --durations=20 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check gym_ray tests benchmarks environments

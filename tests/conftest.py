@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import scheduling
 from ports import free_port
 
 # Local test clusters run without token auth; vLLM on CPU needs an explicit KV-cache size.
@@ -102,13 +103,14 @@ def _on_shared_vllm(item) -> bool:
     return item is not None and "shared_vllm" in getattr(item, "fixturenames", ())
 
 
-def pytest_collection_modifyitems(items):
-    """The tests on `shared_vllm` move up to the first of them, so they run back to back."""
-    users = [i for i in items if _on_shared_vllm(i)]
-    if len(users) > 1:
-        first, moved = items.index(users[0]), set(map(id, users))
-        rest = [i for i in items if id(i) not in moved]
-        items[:] = [*rest[:first], *users, *rest[first:]]
+def pytest_configure(config):
+    scheduling.register_recorder(config)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Module by module, longest first; the tests on `shared_vllm` are one unit, so they run back to back on
+    one worker (tests/scheduling.py)."""
+    scheduling.order_and_group(config, items, _on_shared_vllm)
 
 
 def pytest_runtest_teardown(item, nextitem):
