@@ -26,7 +26,7 @@ def unit_of(nodeid: str, on_shared_vllm: bool) -> str:
     return next((folder for folder in ONE_UNIT_FOLDERS if path.startswith(folder)), path)
 
 
-def order_and_group(config, items, on_shared_vllm) -> None:
+def order_and_group(items, on_shared_vllm) -> None:
     """Reorder `items` unit by unit, longest unit first, and mark each item with its unit for xdist."""
     units: dict[str, list] = defaultdict(list)
     for item in items:
@@ -34,10 +34,9 @@ def order_and_group(config, items, on_shared_vllm) -> None:
     seconds = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
     ordered = sorted(units.items(), key=lambda unit: -seconds.get(unit[0], 0.0))
     items[:] = [item for _, members in ordered for item in members]
-    if config.pluginmanager.hasplugin("xdist"):
-        for name, members in units.items():
-            for item in members:
-                item.add_marker(pytest.mark.xdist_group(name))
+    for name, members in units.items():
+        for item in members:
+            item.add_marker(pytest.mark.xdist_group(name))
 
 
 class DurationRecorder:
