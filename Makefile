@@ -17,7 +17,7 @@ demo: install
 	@echo "report: $(DEMO_DIR)/.gym_ray/report.html (open it in a browser; gym-ray check $(DEMO_DIR) for the health checks)"
 
 test: install
-	$(VENV)/bin/python -m pytest -ra --durations=20 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -ra --durations=20 -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check gym_ray tests benchmarks environments

@@ -104,14 +104,13 @@ def _on_shared_vllm(item) -> bool:
 
 
 def pytest_configure(config):
-    scheduling.register_recorder(config)
+    scheduling.configure(config)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Module by module, longest first; the tests on `shared_vllm` are one unit, so they run back to back on
     one worker (tests/scheduling.py)."""
-    scheduling.order_and_group(items, _on_shared_vllm)
+    scheduling.order(config, items, _on_shared_vllm)
 
 
 def pytest_runtest_teardown(item, nextitem):
