@@ -1,4 +1,4 @@
-"""How the suite is split across pytest-xdist workers (`make test` runs `-n 3`).
+"""How the suite is split across pytest-xdist workers (`make test` runs `-n 2`).
 
 Each worker has its own Ray cluster, so a unit of work is a whole module (its module fixtures are built once)
 or a folder whose conftest builds session fixtures (tests/report). The tests on the shared vLLM engine are one
