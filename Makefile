@@ -1,6 +1,7 @@
 # The two commands of the README. Both install what is missing first (scripts/install.sh);
-# `make test` runs on TEST_WORKERS pytest-xdist workers (most tests wait on Ray, Serve or a subprocess, so
-# two share two cores well, and a third would run out of memory beside the vLLM tests; tests/scheduling.py splits the work) and ends with the 20 slowest tests.
+# `make test` runs on TEST_WORKERS pytest-xdist workers: most tests wait on Ray, Serve or a subprocess, so
+# two share two cores well (a third runs out of memory beside the vLLM tests). tests/scheduling.py splits
+# the work; the 20 slowest tests are printed last.
 VENV ?= .venv
 TEST_WORKERS ?= 2
 export RAY_AUTH_MODE ?= disabled

@@ -17,8 +17,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A private local Ray cluster for the whole session (ray.init costs ~10 s here)."""
+    """A private local Ray cluster for the whole session (ray.init costs ~10 s here), with Serve already up on
+    a free port: an app deployed before Serve runs would start it on Serve's fixed 8000, which the other
+    pytest-xdist worker's cluster may hold."""
     import ray
+    from ray import serve
 
     for attempt in range(3):  # on a loaded machine the raylet can miss Ray's fixed 30 s registration wait
         try:
@@ -28,22 +31,24 @@ def ray_cluster():
             ray.shutdown()
             if attempt == 2 or "timed out during startup" not in str(e):
                 raise
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def serve_http_port(ray_cluster) -> int:
-    """Serve started once on a free port (Serve's HTTP options are fixed at its first start)."""
-    from ray import serve
-
     for attempt in range(3):
         port = free_port()
         if _serve_up(serve, port) or attempt == 2:
             break
         serve.shutdown()  # another process took the port first, or the controller killed a slow proxy
-    yield port
+    _serve_port[:] = [port]
+    yield ray
     serve.shutdown()
+    ray.shutdown()
+
+
+_serve_port: list[int] = []
+
+
+@pytest.fixture(scope="session")
+def serve_http_port(ray_cluster) -> int:
+    """The port Serve's HTTP proxy listens on (Serve's HTTP options are fixed at its first start)."""
+    return _serve_port[0]
 
 
 def _serve_up(serve, port: int, timeout_s: float = 120) -> bool:
