@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 import subprocess
 import sys
-import time
+import threading
 
 from gym_ray.config import ConfigError, RunConfig, load_config
 from gym_ray.models.default_model import ModelPrepareError
@@ -178,10 +179,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _wait_forever() -> None:
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+    """Until Ctrl-C or SIGTERM. Both handlers are set here: a process started with SIGINT ignored (a background
+    job of a non-interactive shell, a test runner's worker) inherits that, and would never stop on Ctrl-C."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
         pass
 
 

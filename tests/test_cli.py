@@ -125,8 +125,10 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
     config = str(ROOT / "environments" / "weather" / "config.yaml")
     common = ["--address", address, "model.kind=scripted", "model.name=cli_policy"]
     cli = [sys.executable, "-m", "gym_ray.cli"]
+    # started with SIGINT ignored, as a background job of a script is: Ctrl-C must still stop it
     server = subprocess.Popen([*cli, "serve", config, *common], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                              text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         printed = []
         for line in server.stdout:
@@ -149,7 +151,12 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
         # keep reading what it prints, so a full pipe cannot hold it at exit on a loaded machine
         threading.Thread(target=server.stdout.read, daemon=True).start()
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=300)  # a fresh-clone run at load ~4 took over 120 s to leave the cluster
-        for app in ("cli_policy", "weather"):
-            compat.delete_app(app)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
+        finally:
+            for app in ("cli_policy", "weather"):
+                compat.delete_app(app)
     assert server.returncode == 0
