@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -53,6 +54,9 @@ def configure(config) -> None:
 
 
 class UnitSchedulerPlugin:
+    def pytest_unconfigure(self, config):
+        shutil.rmtree(os.path.dirname(os.environ.pop(UNITS_FILE, "")) or "/nonexistent", ignore_errors=True)
+
     def pytest_xdist_make_scheduler(self, config, log):
         from xdist.scheduler import LoadScopeScheduling
 
