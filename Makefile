@@ -1,7 +1,6 @@
 # The two commands of the README. Both install what is missing first (scripts/install.sh);
-# `make test` runs on TEST_WORKERS pytest-xdist workers: most tests wait on Ray, Serve or a subprocess, so
-# two share two cores well (a third runs out of memory beside the vLLM tests). tests/scheduling.py splits
-# the work; the 20 slowest tests are printed last.
+# `make test` runs on TEST_WORKERS pytest-xdist workers: two fill the two cores (a third runs out of memory
+# beside the vLLM tests). tests/scheduling.py splits the work; the 20 slowest tests are printed last.
 VENV ?= .venv
 TEST_WORKERS ?= 2
 export RAY_AUTH_MODE ?= disabled
