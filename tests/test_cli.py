@@ -157,6 +157,5 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
             server.kill()
             raise
         finally:
-            for app in ("cli_policy", "weather"):
-                compat.delete_app(app)
+            compat.delete_apps(["cli_policy", "weather"])
     assert server.returncode == 0

@@ -123,10 +123,11 @@ def test_serve_global_client_http_config():
     assert isinstance(getattr(client_cls, "http_config", None), property), "ServeControllerClient.http_config is gone"
 
 
-def test_serve_delete_blocking():
-    from ray import serve
-
-    assert "_blocking" in _params(serve.delete), "serve.delete(_blocking=) is gone"
+def test_serve_client_delete_apps():
+    client_cls = _get("ray.serve._private.client.ServeControllerClient")
+    assert _params(getattr(client_cls, "delete_apps", None) or pytest.fail(
+        "ServeControllerClient.delete_apps is gone"))[1:3] == ["names", "blocking"], \
+        "ServeControllerClient.delete_apps(names, blocking) changed"
 
 
 def test_consistent_hash_router():

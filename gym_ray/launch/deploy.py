@@ -106,14 +106,16 @@ def deploy_all(cfg: RunConfig, *, http: bool = True) -> Deployment:
     """Deploy the policy, extra models and every env with `hosting: serve`; wait until they run.
 
     When one fails (`DeploymentError`, naming it and its replica's exception), the apps deployed so far
-    and the failed one are deleted again: a failed run leaves nothing behind on a shared cluster.
+    and the failed one are deleted again: a failed run leaves nothing behind on a shared cluster. The envs
+    start side by side (`deploy_envs`).
     """
     from gym_ray.models.deploy import deploy_policy
-    from gym_ray.resources.serve import deploy_env
+    from gym_ray.resources.serve import deploy_envs
     from gym_ray.serving.failures import DeploymentError
 
     dep = Deployment()
     base = start_serve(cfg) if http else None
+    served = {n: e for n, e in cfg.envs.items() if e.hosting == "serve"}
     name = ""
     try:
         for name, mcfg in _policies(cfg).items():
@@ -122,16 +124,15 @@ def deploy_all(cfg: RunConfig, *, http: bool = True) -> Deployment:
                 dep.apps[name] = name
             if endpoint.base_url:
                 dep.urls[f"model {name} (OpenAI)"] = endpoint.base_url
-        for name, ecfg in cfg.envs.items():
-            if ecfg.hosting != "serve":
-                continue
-            prefix = ecfg.route_prefix or f"/{name}"
-            dep.apps[name] = deploy_env(name, ecfg, route_prefix=prefix)
+        name = ""
+        for name in deploy_envs(served):
+            dep.apps[name] = name
             if base:
-                dep.urls[f"env {name}"] = f"{base}{prefix}"
+                dep.urls[f"env {name}"] = f"{base}{served[name].route_prefix or '/' + name}"
     except BaseException as e:
-        failed = [name] if isinstance(e, DeploymentError) else []  # its app exists, in DEPLOY_FAILED
-        teardown(Deployment(apps={n: n for n in [*dep.apps, *failed]}))
+        # a failed policy's app exists, in DEPLOY_FAILED; so may any env's (deleting a missing app is a no-op)
+        failed = [name] if isinstance(e, DeploymentError) and name else []
+        teardown(Deployment(apps={n: n for n in [*dep.apps, *failed, *served]}))
         raise
     return dep
 
@@ -162,5 +163,4 @@ def running_apps(cfg: RunConfig) -> dict[str, str]:
 
 
 def teardown(dep: Deployment) -> None:
-    for app in dict.fromkeys(dep.apps.values()):
-        compat.delete_app(app)
+    compat.delete_apps(list(dict.fromkeys(dep.apps.values())))

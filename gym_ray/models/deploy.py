@@ -86,4 +86,4 @@ def deploy_policy(cfg: ModelConfig, app_name: str, route_prefix: str | None = No
 
 def delete_policy(app_name: str) -> None:
     """Remove the policy's Serve app (its replicas and engines); a missing app is not an error."""
-    compat.delete_app(app_name)
+    compat.delete_apps([app_name])
