@@ -39,7 +39,7 @@ from gym_ray.integrations.nemo_gym.launch import (
     serve_resources_servers,
 )
 from gym_ray.resources.client import make_env_client
-from gym_ray.tasks import load_tasks
+from gym_ray.tasks import TaskLoadError, load_tasks
 from gym_ray.types import Message
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,10 @@ async def play(bridge: dict, rows_file: Path, name: str) -> tuple[int, int, str]
     """(rows, rows scored, first error) for one server (the bridge's config `bridge`) on its example rows."""
     cfg = EnvConfig(server="gym_ray.integrations.nemo_gym.bridge:NemoGymResources", data=[str(rows_file)],
                     config=bridge)
-    tasks = load_tasks(cfg.data, default_env=name)
+    try:
+        tasks = load_tasks(cfg.data, default_env=name)
+    except TaskLoadError as e:  # rows gym_ray cannot take as tasks (e.g. a task_id used twice): the finding
+        return 0, 0, "data: " + re.sub(r"/\S+/", "", str(e).split(": ", 2)[-1])[:160]
     env = make_env_client(name, cfg)
     scored, why = 0, ""
     for i, task in enumerate(tasks):

@@ -83,7 +83,7 @@ def default_model_path() -> str:
 # template, a 2,048-token window.
 SHARED_VLLM = {"kind": "vllm", "name": "policy", "chat_template": "chatml_tools",
                "engine_kwargs": {"max_model_len": 2048}}
-SHARED_VLLM_APP = "shared_vllm"
+SHARED_VLLM_APP = "policy"  # the app `gym-ray run` deploys the default model as
 _shared_vllm_up: list[str] = []  # the app's name while it is deployed
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from gym_ray import compat
 from gym_ray.cli import main, parse_args
 from gym_ray.errors import FailureKind
 from gym_ray.rundir import part_files, read_rollout_table
@@ -17,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_CONFIGS = sorted(ROOT.glob("environments/*/config.yaml"))
 
 
-def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides: str,
+def _run_and_check(config: Path, out: Path, capsys, envs: list[str], *overrides: str, command: str = "run",
                    model: str = "model.kind=scripted", tasks: int = 2, repeats: int = 2) -> None:
-    rc = main(["run", str(config), model, f"collect.output_dir={out}", f"collect.limit={tasks}",
+    rc = main([command, str(config), model, f"collect.output_dir={out}", f"collect.limit={tasks}",
                f"collect.num_repeats={repeats}", "collect.episode_timeout_s=240", *overrides])
     printed = capsys.readouterr()
     assert rc == 0, printed.err[-3000:]
@@ -56,14 +57,23 @@ def test_every_env_config_runs_with_scripted_policy(tmp_path, serve_http_port, c
 
 
 @pytest.mark.slow
-def test_every_env_config_runs_as_is_on_the_default_model(tmp_path, serve_http_port, capsys):
-    """No override of the model: each env's own config on the embedded vLLM policy (the judge env grades
-    with that same deployment)."""
+def test_every_env_config_runs_as_is_on_the_default_model(tmp_path, shared_vllm, capsys):
+    """No override of the model: each env's own config on the embedded vLLM policy. The envs are served
+    as `gym-ray serve` serves them and `gym-ray collect` plays them on the session's engine, which is the
+    default model as `gym-ray run` deploys it, app `policy` (the judge env grades with it too)."""
+    from gym_ray.config import load_config
+    from gym_ray.resources.serve import deploy_envs
+
+    assert shared_vllm[1] == "policy"
     combined = tmp_path / "all.yaml"
     combined.write_text("includes:\n" + "".join(f"  - {p}\n" for p in ENV_CONFIGS))
-    _run_and_check(combined, tmp_path / "run", capsys, [p.parent.name for p in ENV_CONFIGS],
-                   "collect.sampling.max_tokens=48", "model.engine_kwargs.max_model_len=2048",
-                   model="model.name=policy", tasks=1, repeats=1)
+    apps = deploy_envs({n: e for n, e in load_config(combined).envs.items() if e.hosting == "serve"})
+    try:
+        _run_and_check(combined, tmp_path / "run", capsys, [p.parent.name for p in ENV_CONFIGS],
+                       "collect.sampling.max_tokens=48", "model.engine_kwargs.max_model_len=2048",
+                       command="collect", model="model.name=policy", tasks=1, repeats=1)
+    finally:
+        compat.delete_apps(apps)
 
 
 def test_cli_errors_are_clean_with_exit_2(tmp_path, capsys):
@@ -118,8 +128,6 @@ def test_serve_in_one_process_collect_from_another(tmp_path, serve_http_port):
     import threading
 
     import ray
-
-    from gym_ray import compat
 
     address = ray.get_runtime_context().gcs_address
     config = str(ROOT / "environments" / "weather" / "config.yaml")

@@ -247,9 +247,9 @@ RESUME_SCRIPT = textwrap.dedent("""
     from gym_ray.config import validate_config
     from gym_ray.types import Task
 
-    out, model, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    out, model, resume, address = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
     ray.cloudpickle.register_pickle_by_value(collect_fakes)
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address=address, log_to_driver=False)
     cfg = validate_config({"envs": {"fake": {"server": "unused:Unused"}},
                            "collect": {"num_repeats": 3, "concurrency": 6, "rows_per_file": 6}})
     tasks = [Task(task_id=f"t{i}", env="fake", prompt=[{"role": "user", "content": str(i)}],
@@ -259,16 +259,18 @@ RESUME_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_resume_after_a_kill_completes_with_no_duplicates_and_no_gaps(tmp_path, default_model_path):
+def test_resume_after_a_kill_completes_with_no_duplicates_and_no_gaps(tmp_path, ray_cluster, default_model_path):
+    """Two driver processes on this session's cluster: the first is SIGKILLed mid-run (its actors die with
+    it), the second resumes into the same directory."""
     out = tmp_path / "run"
     script = tmp_path / "collect_run.py"
     script.write_text(RESUME_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]),
-           "RAY_raylet_start_wait_time_s": "120"}
-    proc = subprocess.Popen([sys.executable, str(script), str(out), default_model_path, "0"], env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    address = ray_cluster.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, str(script), str(out), default_model_path, "0", address], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + 400  # Ray start-up on a busy 2-core machine
+        deadline = time.monotonic() + 400  # a loaded 2-core machine
         while len(part_files(out)) < 2:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "the run wrote no files"
@@ -281,7 +283,7 @@ def test_resume_after_a_kill_completes_with_no_duplicates_and_no_gaps(tmp_path, 
     assert 0 < partial.num_rows < 120
     assert len(done_groups(out)) * 3 == partial.num_rows  # only whole groups were ever written
 
-    done = subprocess.run([sys.executable, str(script), str(out), default_model_path, "1"], env=env,
+    done = subprocess.run([sys.executable, str(script), str(out), default_model_path, "1", address], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stdout

@@ -13,6 +13,7 @@ from fault_helpers import replica_names
 from gym_ray_env_weather.server import forecast
 from ray import serve
 
+from gym_ray import compat
 from gym_ray.config import EnvConfig, load_config
 from gym_ray.resources import EnvError
 from gym_ray.resources.client import make_env_client
@@ -21,6 +22,7 @@ from gym_ray.resources.serve import (
     EnvDeployment,
     HandleEnvClient,
     deploy_env,
+    deploy_envs,
     env_serve_options,
 )
 from gym_ray.serving.failures import DeploymentError
@@ -35,10 +37,9 @@ def env_cfg(name: str) -> EnvConfig:
 
 @pytest.fixture(scope="module")
 def apps(serve_http_port):
-    names = {name: deploy_env(name, env_cfg(name)) for name in ("weather", "counter", "blackjack")}
-    yield names
-    for app in names.values():
-        serve.delete(app)
+    names = ("weather", "counter", "blackjack")
+    yield dict(zip(names, deploy_envs({name: env_cfg(name) for name in names}), strict=True))
+    compat.delete_apps(list(names))
 
 
 def http(port: int, name: str) -> httpx.Client:

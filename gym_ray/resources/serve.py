@@ -282,6 +282,8 @@ def deploy_envs(envs: dict[str, EnvConfig], *, route_prefixes: dict[str, str] | 
     20 environments is up in the time of its slowest, not of their sum. Returns the app names; the first
     env whose replicas fail raises `DeploymentError` (its app and the others stay for the caller to delete).
     """
+    if not envs:
+        return []
     targets = []
     for name, cfg in envs.items():
         try:

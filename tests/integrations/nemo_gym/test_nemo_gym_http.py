@@ -12,21 +12,19 @@ import pytest
 from gym_ray_env_weather.server import forecast
 from ray import serve
 
+from gym_ray import compat
 from gym_ray.config import load_config
-from gym_ray.resources.serve import deploy_env
+from gym_ray.resources.serve import deploy_envs
 
 ROOT = Path(__file__).parents[3]
 
 
 @pytest.fixture(scope="module")
 def apps(serve_http_port):
-    names = {}
-    for name in ("weather", "counter"):
-        cfg = load_config(ROOT / "environments" / name / "config.yaml").envs[name]
-        names[name] = deploy_env(name, cfg, route_prefix=f"/ng-{name}")
-    yield names
-    for app in names.values():
-        serve.delete(app)
+    names = ("weather", "counter")
+    cfgs = {name: load_config(ROOT / "environments" / name / "config.yaml").envs[name] for name in names}
+    yield dict(zip(names, deploy_envs(cfgs, route_prefixes={n: f"/ng-{n}" for n in names}), strict=True))
+    compat.delete_apps(list(names))
 
 
 def client(port: int, name: str) -> httpx.Client:
