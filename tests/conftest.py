@@ -97,7 +97,8 @@ def shared_vllm(serve_http_port, default_model_path) -> tuple[dict, str]:
     from gym_ray.models.deploy import delete_policy, deploy_policy
 
     template = str(SHIPPED_TEMPLATES[SHARED_VLLM["chat_template"]])  # the engine opens it as a file
-    deploy_policy(ModelConfig(**{**SHARED_VLLM, "chat_template": template}), SHARED_VLLM_APP)
+    deploy_policy(ModelConfig(**{**SHARED_VLLM, "chat_template": template}), SHARED_VLLM_APP,
+                  route_prefix=f"/{SHARED_VLLM_APP}")  # its OpenAI endpoint too, as `gym-ray run` serves it
     _shared_vllm_up.append(SHARED_VLLM_APP)
     yield SHARED_VLLM, SHARED_VLLM_APP
     if _shared_vllm_up:

@@ -10,7 +10,6 @@ from gym_ray.config import ModelConfig, SamplingConfig
 
 pytestmark = pytest.mark.slow
 
-APP = "vllm_test"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = SamplingConfig(temperature=0.0, max_tokens=24)
 
@@ -20,28 +19,31 @@ def run(coro):
 
 
 @pytest.fixture(scope="module")
-def hosted(serve_http_port, default_model_path):
-    from gym_ray.models.deploy import delete_policy, deploy_policy
+def hosted(shared_vllm):
+    """The session's engine (tests/conftest.py): the default model as `gym-ray run` deploys it."""
+    from gym_ray.models.deploy import serve_http_base
 
-    cfg = ModelConfig(kind="vllm", name="smol", max_ongoing_requests=64)
-    endpoint = deploy_policy(cfg, APP, route_prefix="/" + APP)
-    yield cfg, endpoint
-    delete_policy(APP)
+    cfg, app = shared_vllm
+    return ModelConfig(**cfg), app, serve_http_base(f"/{app}") + "/v1"
 
 
 @pytest.fixture(scope="module")
 def client(hosted):
     from gym_ray.models.client import make_policy_client
 
-    return make_policy_client(hosted[0], APP)
+    return make_policy_client(hosted[0], hosted[1])
 
 
 @pytest.fixture(scope="module")
 def prompt_ids(client) -> list[int]:
+    """The question as the engine's chat template (the agents' `chatml_tools`) renders it."""
     from transformers import AutoTokenizer
 
+    from gym_ray.agents.tokenizer import SHIPPED_TEMPLATES
+
     tok = AutoTokenizer.from_pretrained(client.tokenizer_path())
-    ids = tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True)
+    ids = tok.apply_chat_template(QUESTION, chat_template=SHIPPED_TEMPLATES["chatml_tools"].read_text(),
+                                  add_generation_prompt=True, tokenize=True)
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
@@ -51,7 +53,7 @@ def greedy(client, prompt_ids):
 
 
 def test_generate_by_handle_returns_ids_and_logprobs(greedy):
-    assert greedy.model == "smol" and greedy.policy_version == 0
+    assert greedy.model == "policy" and greedy.policy_version == 0
     assert greedy.token_ids and len(greedy.logprobs) == len(greedy.token_ids)
     assert all(lp <= 0.0 for lp in greedy.logprobs)
     assert "Paris" in greedy.text
@@ -62,11 +64,10 @@ def test_generate_by_handle_returns_ids_and_logprobs(greedy):
 def test_openai_chat_over_http_gives_the_same_tokens(hosted, prompt_ids, greedy):
     from openai import OpenAI
 
-    _, ep = hosted
-    oai = OpenAI(base_url=ep.base_url, api_key="unused")
-    assert [m.id for m in oai.models.list().data] == ["smol"]
+    oai = OpenAI(base_url=hosted[2], api_key="unused")
+    assert [m.id for m in oai.models.list().data] == ["policy"]
     r = oai.chat.completions.create(
-        model="smol", messages=QUESTION, temperature=0.0, max_tokens=24, logprobs=True, top_logprobs=1,
+        model="policy", messages=QUESTION, temperature=0.0, max_tokens=24, logprobs=True, top_logprobs=1,
         extra_body={"return_token_ids": True},
     ).model_dump()
     assert r["prompt_token_ids"] == prompt_ids and r["policy_version"] == 0
@@ -74,7 +75,7 @@ def test_openai_chat_over_http_gives_the_same_tokens(hosted, prompt_ids, greedy)
     assert choice["token_ids"] == greedy.token_ids
     http_lps = [c["logprob"] for c in choice["logprobs"]["content"]]
     assert http_lps == pytest.approx(greedy.logprobs[: len(http_lps)], abs=1e-3)
-    c = oai.completions.create(model="smol", prompt=prompt_ids, temperature=0.0, max_tokens=24, logprobs=1,
+    c = oai.completions.create(model="policy", prompt=prompt_ids, temperature=0.0, max_tokens=24, logprobs=1,
                                extra_body={"return_token_ids": True}).model_dump()
     assert c["choices"][0]["token_ids"] == greedy.token_ids and c["policy_version"] == 0
 
@@ -96,14 +97,15 @@ def test_weight_update_raises_the_stamped_version(client, prompt_ids, greedy):
         await client.resume()
         after = await client.collective_rpc("compute_weight_checksums")
         gen = await client.generate(prompt_ids, GREEDY)
-        return before, version, after, gen
+        chat = await client.chat([Message(**QUESTION[0])], None, GREEDY)
+        await client.set_policy_version(0)  # the shared engine goes on as it was for the tests after this one
+        return before, version, after, gen, chat
 
-    before, version, after, gen = run(flow())
+    before, version, after, gen, chat = run(flow())
     assert version == 1
     assert before == after and before[0][0]  # reloaded from the same checkpoint: same weights
     assert gen.policy_version == 1 and gen.token_ids == greedy.token_ids
-    r = run(client.chat([Message(**QUESTION[0])], None, GREEDY))
-    assert r["policy_version"] == 1
+    assert chat["policy_version"] == 1
 
 
 def test_chat_by_handle(client, greedy):
@@ -112,4 +114,4 @@ def test_chat_by_handle(client, greedy):
     r = run(client.chat([Message(**QUESTION[0])], None, GREEDY))
     choice = r["choices"][0]
     assert choice["token_ids"] == greedy.token_ids
-    assert r["policy_version"] >= 0 and r["model"] == "smol"
+    assert r["policy_version"] >= 0 and r["model"] == "policy"
