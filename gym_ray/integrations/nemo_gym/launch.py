@@ -42,14 +42,19 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
             **(extra or {})}
 
 
-def stop_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)  # NeMo Gym (and `ray start --block`) stop their children on SIGINT
+def stop_group(*procs: subprocess.Popen, grace_s: float = 60) -> None:
+    """Stop the process groups of `procs` together: SIGINT (NeMo Gym and `ray start --block` stop their
+    children on it), then SIGKILL what is left after `grace_s`, one deadline for all."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        os.killpg(p.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for p in running:
         try:
-            proc.wait(60)
+            p.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def start_http_script(script: Path, port: int, log: Path, what: str, timeout_s: float = 60) -> subprocess.Popen:
@@ -104,6 +109,9 @@ def link_venvs(nemo_dir: Path, venv: Path, server_dirs: list[str]) -> None:
             link.symlink_to(venv.absolute(), target_is_directory=True)
 
 
+START_TIMEOUT_S = 600  # `ray start` needs ~15 s alone here, minutes beside a busy test suite
+
+
 class NemoRay:
     """A Ray head of NeMo Gym's interpreter, in a process group of its own (`ray start --block`); started
     here so a loaded machine does not make NeMo Gym's own `ray.init()` miss Ray's 30 s registration."""
@@ -115,7 +123,8 @@ class NemoRay:
                 [str(venv / "bin" / "ray"), "start", "--head", "--block", f"--port={self.port}", "--num-cpus=1",
                  "--include-dashboard=false", "--disable-usage-stats"],
                 env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.monotonic() + 120
+            # a start that fails exits (and is tried again); a slow one on a loaded machine is waited for
+            deadline = time.monotonic() + START_TIMEOUT_S
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if "Ray runtime started" in log.read_text():
                     return
@@ -167,8 +176,7 @@ class NgRun:
         return f"http://127.0.0.1:{self.head_port}"
 
     def stop(self) -> None:
-        stop_group(self.proc)
-        self.ray.stop()
+        stop_group(self.proc, self.ray.proc)
 
 
 def serve_resources_servers(venv: Path, names: list[str], nemo_dir: Path, extra_configs: list[str] = (),
