@@ -110,7 +110,7 @@ def deploy_all(cfg: RunConfig, *, http: bool = True) -> Deployment:
     start side by side (`deploy_envs`).
     """
     from gym_ray.models.deploy import deploy_policy
-    from gym_ray.resources.serve import deploy_envs
+    from gym_ray.resources.serve import deploy_envs, env_route
     from gym_ray.serving.failures import DeploymentError
 
     dep = Deployment()
@@ -128,7 +128,7 @@ def deploy_all(cfg: RunConfig, *, http: bool = True) -> Deployment:
         for name in deploy_envs(served):
             dep.apps[name] = name
             if base:
-                dep.urls[f"env {name}"] = f"{base}{served[name].route_prefix or '/' + name}"
+                dep.urls[f"env {name}"] = f"{base}{env_route(name, served[name])}"
     except BaseException as e:
         # a failed policy's app exists, in DEPLOY_FAILED; so may any env's (deleting a missing app is a no-op)
         failed = [name] if isinstance(e, DeploymentError) and name else []

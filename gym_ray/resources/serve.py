@@ -291,7 +291,7 @@ def deploy_envs(envs: dict[str, EnvConfig], *, route_prefixes: dict[str, str] | 
                 import_server(cfg.server)  # fail here, with the path in the message, not inside a replica
         except ValueError as e:
             raise DeploymentError(f"envs.{name}.server: {e}") from None
-        prefix = (route_prefixes or {}).get(name) or cfg.route_prefix or f"/{name}"
+        prefix = (route_prefixes or {}).get(name) or env_route(name, cfg)
         app = EnvDeployment.options(**env_serve_options(name, cfg)).bind(name, cfg.model_dump())
         targets.append(serve.RunTarget(app, name=name, route_prefix=prefix))
     try:
@@ -300,6 +300,11 @@ def deploy_envs(envs: dict[str, EnvConfig], *, route_prefixes: dict[str, str] | 
         raise DeploymentError(f"envs.{'/'.join(envs)}: deployment failed: {e}") from None
     _wait_running(list(envs))
     return list(envs)
+
+
+def env_route(name: str, cfg: EnvConfig) -> str:
+    """The HTTP route an env's app serves under unless the caller names another."""
+    return cfg.route_prefix or f"/{name}"
 
 
 def _wait_running(names: list[str]) -> None:
