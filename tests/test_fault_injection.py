@@ -42,7 +42,7 @@ ENVS = {
     "weather": ("gym_ray_env_weather.server:Weather", weather_reply, 4, 0, False),
     "counter": ("gym_ray_env_counter.server:Counter", counter_reply, 6, None, True),
 }
-TASKS, REPEATS, CONCURRENCY = 75, 4, 32  # 300 episodes
+TASKS, REPEATS, CONCURRENCY = 50, 4, 32  # 200 episodes
 KILL_AFTER_ROWS = 48
 
 
@@ -57,7 +57,7 @@ def _config(env: str):
 
 
 def _run_with_replica_kill(env: str, model_path: str, gate: Path) -> tuple[list[dict], set, dict]:
-    """Run 300 episodes; after KILL_AFTER_ROWS rows, hold every generation, SIGKILL the env replica,
+    """Run 200 episodes; after KILL_AFTER_ROWS rows, hold every generation, SIGKILL the env replica,
     let generation go on once the fresh replica runs. Returns the rows, the expected keys, what happened."""
     cfg = _config(env)
     policy = ScriptClient(cfg.model, model_path, ENVS[env][1], gate=str(gate), gate_turn=ENVS[env][3])

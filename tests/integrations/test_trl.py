@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gym_ray.collect.api import Collector
-from gym_ray.config import ModelConfig, RunConfig, load_config
+from gym_ray.config import ModelConfig, RunConfig, SamplingConfig, load_config
 from gym_ray.episodes import Group, failed_row
 from gym_ray.errors import Failure, FailureKind, FailureStage, Status
 from gym_ray.integrations.export import trl_rows
@@ -185,20 +185,30 @@ def test_prompts_must_come_as_contiguous_groups_of_tasks():
 
 
 @pytest.mark.slow
-def test_closed_loop_learns_on_vllm_with_weights_synced_every_step(ray_cluster, tmp_path):
-    """The embedded model on vLLM CPU behind Serve, TRL GRPO on one_word: the reward rises, the policy
-    version rises once per step, and what TRL received is what gym_ray wrote, token for token."""
+def test_closed_loop_learns_on_vllm_with_weights_synced_every_step(shared_vllm, default_model_path, tmp_path):
+    """The embedded model on vLLM CPU behind Serve (the session's engine), TRL GRPO on one_word: the reward
+    rises, the policy version rises once per step, and what TRL received is what gym_ray wrote, token for
+    token. The engine gets its own weights and version 0 back after."""
     from gym_ray.integrations.trl_loop import LoopSettings, closed_loop
-    from gym_ray.launch.deploy import deploy_all, teardown
+    from gym_ray.models import make_policy_client
 
+    model, app = shared_vllm
     cfg = load_config(os.path.join(ROOT, "environments", "one_word", "config.yaml"))
+    cfg = cfg.model_copy(update={"model": ModelConfig(**model)})
+    policy = make_policy_client(cfg.model, app)
+    probe = list(range(1000, 1016))  # any prompt: greedy ids and logprobs fingerprint the weights
+    greedy = SamplingConfig(temperature=0.0, max_tokens=8)
+    before = asyncio.run(policy.generate(probe, greedy))
     received: list[dict] = []
-    dep = deploy_all(cfg, http=False)
     try:
         result = closed_loop(cfg, LoopSettings(steps=STEPS, learning_rate=3e-5, seed=0), tmp_path / "rows",
-                             dep.apps, on_batch=received.append)
+                             {app: app}, on_batch=received.append)
     finally:
-        teardown(dep)
+        asyncio.run(policy.update_weights("reload_weights", kwargs={"weights_path": str(default_model_path)},
+                                          version=0))
+    after = asyncio.run(policy.generate(probe, greedy))
+    assert (after.token_ids, after.policy_version) == (before.token_ids, 0)
+    assert after.logprobs == pytest.approx(before.logprobs, abs=1e-4)
     steps = result.steps
     assert [s["policy_version"] for s in steps] == [[i] for i in range(STEPS)]
     assert all(s["failed"] == 0 and s["rollouts"] == 16 for s in steps)
